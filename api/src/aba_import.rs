@@ -1,0 +1,93 @@
+//! Turning a parsed ABA file into payments: every detail record must pay an
+//! allow-listed account, or the whole file is rejected.
+
+use actix_web::http::StatusCode;
+use domain::aba::AbaFile;
+use domain::events::{AbaBatchImported, PaymentSource, PaymentSubmitted};
+use domain::payments::{decide_submission, AllowList, PaymentPolicy};
+use domain::record::Actor;
+use eventstore_adapter::{ExpectedVersion, StreamWrite};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::commands::{draft, Decision};
+use crate::problem::ApiError;
+use crate::routes::payments::stream_id;
+
+/// The events one accepted file produces.
+pub struct AbaBatch {
+    imported: AbaBatchImported,
+    payments: Vec<PaymentSubmitted>,
+}
+
+/// Checks every detail record of `file` against the allow-list and the payment rules.
+///
+/// # Errors
+/// 422 `aba_file_invalid` naming the first line whose transaction code, account or amount
+/// is not accepted; nothing is stored.
+pub fn decide(
+    policy: &PaymentPolicy,
+    list: &AllowList,
+    file: &AbaFile,
+    file_bytes: &[u8],
+    ledger_id: Uuid,
+) -> Result<AbaBatch, ApiError> {
+    file.check_payments().map_err(|e| ApiError::aba_invalid(e.to_string()))?;
+    let batch_id = Uuid::now_v7();
+    let mut payments = Vec::with_capacity(file.details.len());
+    for detail in &file.details {
+        let at_line = |error: &dyn std::fmt::Display| {
+            ApiError::aba_invalid(format!(
+                "line {}: {error}; fix that record (or allow-list its payee first), then \
+                 resubmit the whole file",
+                detail.line
+            ))
+        };
+        let request = detail
+            .payment_request(list, Uuid::now_v7(), batch_id)
+            .map_err(|e| at_line(&e))?;
+        let mut submitted =
+            decide_submission(policy, list, request, ledger_id).map_err(|e| at_line(&e))?;
+        // The bank gets the account title exactly as the file gives it.
+        submitted.payee_name = detail.account_title.clone();
+        assert_eq!(submitted.account, detail.payee_account(), "payment pays another account");
+        assert_eq!(submitted.amount_minor, detail.amount_minor, "payment changed the amount");
+        payments.push(submitted);
+    }
+    let imported = file.batch_imported(batch_id, file_bytes);
+    Ok(AbaBatch { imported, payments })
+}
+
+impl AbaBatch {
+    /// The response and the atomic append: the batch stream and one stream per payment.
+    pub fn into_decision(self, actor: &Actor, correlation_id: Uuid) -> Decision {
+        let batch_id = self.imported.batch_id;
+        let mut writes = vec![StreamWrite {
+            stream_id: format!("aba-batch-{batch_id}"),
+            expected: ExpectedVersion::NoStream,
+            events: vec![draft(&self.imported, actor, correlation_id)],
+        }];
+        let mut items = Vec::with_capacity(self.payments.len());
+        for payment in &self.payments {
+            items.push(json!({
+                "payment_id": payment.payment_id,
+                "line": match payment.source { PaymentSource::AbaFile { line, .. } => line, PaymentSource::Api => 0 },
+                "amount_minor": payment.amount_minor,
+                "payee_id": payment.payee_id,
+            }));
+            writes.push(StreamWrite {
+                stream_id: stream_id(payment.payment_id),
+                expected: ExpectedVersion::NoStream,
+                events: vec![draft(payment, actor, correlation_id)],
+            });
+        }
+        let body = json!({
+            "batch_id": batch_id,
+            "file_blake3": hex::encode(self.imported.file_blake3),
+            "count": self.payments.len(),
+            "credit_total_minor": self.imported.credit_total_minor,
+            "payments": items,
+        });
+        Decision { status: StatusCode::CREATED, body, writes }
+    }
+}

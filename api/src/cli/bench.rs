@@ -1,0 +1,172 @@
+//! `folio bench`: sealed durable appends and verification, each beside the bare
+//! rate of the operation that should bound it, measured in the same run.
+//!
+//! Baselines: Ed25519 signing on all cores (bounds sealing), Ed25519 batch
+//! verification on all cores (bounds `folio verify`), and `fdatasync` of a
+//! small write on the data disk (bounds an append of one event).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use domain::clock::SystemClock;
+use domain::crypto::LedgerKey;
+use domain::record::{Actor, EventDraft};
+use eventstore_adapter::sqlite::SqliteBackend;
+use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
+use rayon::prelude::*;
+use uuid::Uuid;
+
+/// Arguments of `folio bench`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Directory for the benchmark's scratch store (on the disk to measure).
+    #[arg(long, default_value = "folio-data/bench")]
+    dir: PathBuf,
+    /// Events appended per batch size.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Seconds spent on each baseline.
+    #[arg(long, default_value_t = 2)]
+    baseline_secs: u64,
+}
+
+/// Bytes of the payload of each benchmark event.
+const PAYLOAD_LEN: usize = 200;
+
+pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.dir)?;
+    let scratch = tempfile::tempdir_in(&args.dir)?;
+    let window = Duration::from_secs(args.baseline_secs);
+    let cores = rayon::current_num_threads();
+    println!("folio bench: {cores} cores, {} events per append run, scratch {}", args.events, scratch.path().display());
+
+    let sign_rate = signing_rate(window);
+    let verify_rate = batch_verify_rate(window);
+    let fsync_rate = fsync_rate(scratch.path(), window)?;
+    println!("| measure | rate (per s) | ratio to baseline |");
+    println!("|---|---:|---:|");
+    println!("| ed25519 sign, all cores (baseline) | {sign_rate:.0} | 1.00 |");
+    println!("| ed25519 batch verify, all cores (baseline) | {verify_rate:.0} | 1.00 |");
+    println!("| fdatasync of a 4 KiB write (baseline) | {fsync_rate:.0} | 1.00 |");
+
+    for batch in [1u64, 16, 256] {
+        // Batch 1 is bounded by fsync, so it gets fewer events to keep the run short.
+        let events = if batch == 1 { (args.events / 20).max(200) } else { args.events };
+        let (rate, ledger) = append_rate(&scratch.path().join(format!("b{batch}")), batch, events, 1).await?;
+        let baseline = if batch == 1 { fsync_rate } else { sign_rate };
+        let name = if batch == 1 { "fsync" } else { "sign" };
+        println!("| sealed durable append, batch {batch}, 1 caller | {rate:.0} | {:.2} of {name} |", rate / baseline);
+        if batch == 256 {
+            let rate = verify_rate_of(&scratch.path().join(format!("b{batch}")), ledger).await?;
+            println!("| folio verify (store, {events} events) | {rate:.0} | {:.2} of batch verify |", rate / verify_rate);
+        }
+    }
+    let (rate, _) = append_rate(&scratch.path().join("concurrent"), 1, args.events / 4, 64).await?;
+    println!("| sealed durable append, batch 1, 64 concurrent callers | {rate:.0} | {:.2} of sign |", rate / sign_rate);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn signing_rate(window: Duration) -> f64 {
+    let key = LedgerKey::from_seed([7; 32]);
+    let chunk = 4_096u64;
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < window {
+        (0..chunk).into_par_iter().for_each(|i| {
+            let hash = *blake3::hash(&i.to_be_bytes()).as_bytes();
+            std::hint::black_box(key.sign_event_hash(&hash));
+        });
+        done += chunk;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+fn batch_verify_rate(window: Duration) -> f64 {
+    use ed25519_dalek::{Signer, SigningKey};
+    let key = SigningKey::from_bytes(&[9; 32]);
+    let public = key.verifying_key();
+    let messages: Vec<[u8; 32]> = (0..4_096u64).map(|i| *blake3::hash(&i.to_be_bytes()).as_bytes()).collect();
+    let signatures: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < window {
+        messages.par_chunks(64).zip(signatures.par_chunks(64)).for_each(|(ms, ss)| {
+            let refs: Vec<&[u8]> = ms.iter().map(|m| m.as_slice()).collect();
+            let keys = vec![public; ms.len()];
+            assert!(ed25519_dalek::verify_batch(&refs, ss, &keys).is_ok());
+        });
+        done += messages.len() as u64;
+    }
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+fn fsync_rate(dir: &Path, window: Duration) -> anyhow::Result<f64> {
+    let path = dir.join("fsync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0u8; 4_096];
+    let started = Instant::now();
+    let mut done = 0u64;
+    while started.elapsed() < window {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        done += 1;
+    }
+    std::fs::remove_file(&path)?;
+    Ok(done as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn append_rate(dir: &Path, batch: u64, events: u64, callers: u64) -> anyhow::Result<(f64, Uuid)> {
+    std::fs::create_dir_all(dir)?;
+    let backend = SqliteBackend::open(&dir.join("events.sqlite")).await?;
+    let key = Arc::new(LedgerKey::from_seed([3; 32]));
+    let store = EventStore::open(Arc::new(backend), key, Arc::new(SystemClock));
+    let ledger_id = Uuid::now_v7();
+    store.create_ledger(ledger_id, "bench", Actor::system("bench"), Uuid::now_v7()).await?;
+    let appends_per_caller = events / batch / callers;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for caller in 0..callers {
+        let store = store.clone();
+        tasks.spawn(async move {
+            for append in 0..appends_per_caller {
+                let write = StreamWrite {
+                    stream_id: format!("bench-{caller}-{append}"),
+                    expected: ExpectedVersion::NoStream,
+                    events: (0..batch).map(|_| bench_event()).collect(),
+                };
+                store.append(ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+            }
+            Ok::<_, eventstore_adapter::StoreError>(())
+        });
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.context("bench caller panicked")??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    store.shutdown().await;
+    Ok(((appends_per_caller * batch * callers) as f64 / elapsed, ledger_id))
+}
+
+fn bench_event() -> EventDraft {
+    EventDraft {
+        event_id: Uuid::now_v7(),
+        event_type: "bench.event".to_owned(),
+        schema_version: 1,
+        actor: Actor::system("bench"),
+        correlation_id: Uuid::nil(),
+        causation_id: None,
+        payload: vec![0x5a; PAYLOAD_LEN],
+    }
+}
+
+async fn verify_rate_of(dir: &Path, ledger_id: Uuid) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let verdicts = super::verify::verify_store(dir, Some(ledger_id)).await?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let summary = verdicts[0].result.as_ref().map_err(|failure| anyhow::anyhow!("bench ledger broken: {failure}"))?;
+    Ok(summary.event_count as f64 / elapsed)
+}

@@ -1,0 +1,96 @@
+//! Command-line interface: argument parsing and one module per command.
+
+mod bank_sim;
+mod bench;
+pub mod demo;
+mod export;
+mod import_aba;
+mod serve;
+mod token;
+pub mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Folio: a tamper-evident, event-sourced payments ledger.
+#[derive(Debug, Parser)]
+#[command(name = "folio", version, about)]
+pub struct Cli {
+    /// Command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every `folio` command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API, projections and bank dispatcher.
+    Serve(serve::Args),
+    /// Verify a ledger offline: every hash, link, position, signature and key rotation.
+    Verify(verify::Args),
+    /// Write a ledger to a self-contained export file that `folio verify` and auditors check.
+    ExportLedger(export::Args),
+    /// Run the bank simulator over mutual TLS.
+    BankSim(bank_sim::Args),
+    /// Submit an ABA (Cemtex direct entry) file to a running server.
+    ImportAba(import_aba::Args),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(token::Command),
+    /// Start a server and a bank simulator, drive payments through HTTP, verify, summarise.
+    Demo(demo::Args),
+    /// Measure sealed durable appends and verification against the bare signing rates.
+    Bench(bench::Args),
+}
+
+/// Exit code for a command that could not run (bad arguments, unreadable files).
+pub const EXIT_USAGE: u8 = 2;
+
+/// Runs a parsed command and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Verify(args) => verify::run(args).await,
+            Command::ExportLedger(args) => export::run(args).await,
+            Command::BankSim(args) => bank_sim::run(args).await,
+            Command::ImportAba(args) => import_aba::run(args).await,
+            Command::Token(command) => token::run(command).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (default `info`), JSON lines
+/// when `FOLIO_LOG_FORMAT=json`, to standard error.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let json = std::env::var("FOLIO_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Reads the configuration: `--config` or `FOLIO_CONFIG`, then `FOLIO_` variables.
+fn load_config(path: Option<&PathBuf>) -> anyhow::Result<crate::config::Config> {
+    let from_env = std::env::var_os("FOLIO_CONFIG").map(PathBuf::from);
+    let path = path.cloned().or(from_env);
+    crate::config::Config::load(path.as_deref(), std::env::vars())
+}

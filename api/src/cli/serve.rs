@@ -1,0 +1,50 @@
+//! `folio serve`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::auth::parse_scopes;
+use crate::state::AppState;
+
+/// Arguments of `folio serve`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// TOML configuration file (also `FOLIO_CONFIG`); `FOLIO_` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let config = super::load_config(args.config.as_ref())?;
+    let listen_addr = config.server.listen_addr.clone();
+    let state = AppState::open(config).await?;
+    ensure_bootstrap_token(&state).await?;
+    let running = crate::server::start(std::sync::Arc::clone(&state), &listen_addr)?;
+    tracing::info!(addr = %running.addr, data_dir = %state.config.data_dir.display(), "folio serving");
+    running.server.await.context("HTTP server failed")?;
+    tracing::info!("HTTP server stopped; draining workers");
+    state.shutdown().await;
+    tracing::info!("folio stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// On a fresh data directory, issues one token with every scope and writes it to a 0600
+/// file, so the operator can start without a separate step. The token never reaches a log.
+async fn ensure_bootstrap_token(state: &AppState) -> anyhow::Result<()> {
+    if state.tokens.any_active().await? {
+        return Ok(());
+    }
+    let scopes = parse_scopes("all").map_err(anyhow::Error::msg)?;
+    let now = state.clock.now_micros();
+    let token = state.tokens.issue("bootstrap-admin", &scopes, None, now).await?;
+    let path = state.config.data_dir.join("bootstrap-token");
+    crate::cli::token::write_secret_file(&path, &token)?;
+    tracing::warn!(
+        path = %path.display(),
+        "no API token existed: issued a bootstrap token with every scope; \
+         read it from the file, then issue narrower tokens with `folio token create`"
+    );
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! `folio token`: issue API tokens against the data directory.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use domain::clock::{Clock, SystemClock};
+use uuid::Uuid;
+
+use crate::auth::{parse_scopes, TokenStore};
+
+/// `folio token` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Issue a token and print it once.
+    Create {
+        /// Data directory of the server.
+        #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
+        data_dir: PathBuf,
+        /// Client name recorded as the actor of the token's events.
+        #[arg(long)]
+        client: String,
+        /// Comma-separated scopes (such as `payments:submit,payments:read`) or `all`.
+        #[arg(long)]
+        scopes: String,
+        /// Restrict the token to these ledgers (repeatable); default: every ledger.
+        #[arg(long = "ledger")]
+        ledgers: Vec<Uuid>,
+    },
+}
+
+pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Create { data_dir, client, scopes, ledgers } = command;
+    let scopes = parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
+    let ledgers: Option<BTreeSet<Uuid>> =
+        if ledgers.is_empty() { None } else { Some(ledgers.into_iter().collect()) };
+    let token = store.issue(&client, &scopes, ledgers.as_ref(), SystemClock.now_micros()).await?;
+    println!("{token}");
+    eprintln!("This token is shown once; store it in your secret manager.");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Writes a secret to a new file readable only by its owner.
+pub(crate) fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file =
+        options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    Ok(())
+}

@@ -1,0 +1,250 @@
+//! Configuration: a TOML file overlaid with `FOLIO_` environment variables.
+//!
+//! An environment variable `FOLIO_SECTION__KEY` sets `key` in `[section]`;
+//! a single underscore stays part of the name (`FOLIO_SERVER__LISTEN_ADDR`
+//! sets `server.listen_addr`). Values are parsed as TOML scalars when they
+//! parse, otherwise taken as strings.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory of the embedded store, read models and keys.
+    pub data_dir: PathBuf,
+    /// HTTP server settings.
+    pub server: ServerConfig,
+    /// Payment rules.
+    pub payments: PaymentsConfig,
+    /// Bank connection and dispatch settings.
+    pub bank: BankConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("folio-data"),
+            server: ServerConfig::default(),
+            payments: PaymentsConfig::default(),
+            bank: BankConfig::default(),
+        }
+    }
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, such as `127.0.0.1:8080`.
+    pub listen_addr: String,
+    /// Longest wait, in milliseconds, for a read model to reach a query's `min_position`.
+    pub min_position_wait_ms: u64,
+    /// Maximum request body size in bytes (ABA files included).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen_addr: "127.0.0.1:8080".to_owned(),
+            min_position_wait_ms: 2_000,
+            max_body_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Payment rules.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// Largest accepted amount of one payment, in minor units (cents).
+    pub max_amount_minor: u64,
+    /// ISO 4217 codes accepted for payments.
+    pub currencies: Vec<String>,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        PaymentsConfig { max_amount_minor: 100_000_000_00, currencies: vec!["AUD".to_owned()] }
+    }
+}
+
+/// Bank connection and dispatch settings; `docs/operations/bank-dispatch.md` explains each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BankConfig {
+    /// Base URL of the bank API, such as `https://127.0.0.1:9443`. Empty disables dispatch.
+    pub url: String,
+    /// PEM file of the one CA certificate trusted for the bank (pinned).
+    pub ca_cert: PathBuf,
+    /// PEM file of Folio's client certificate.
+    pub client_cert: PathBuf,
+    /// PEM file of Folio's client private key.
+    pub client_key: PathBuf,
+    /// Allow TLS 1.2 as well as TLS 1.3.
+    pub allow_tls12: bool,
+    /// Per-request timeout in milliseconds.
+    pub request_timeout_ms: u64,
+    /// Connect timeout in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// Attempts per payment before it is dead-lettered.
+    pub max_attempts: u32,
+    /// Base backoff delay in milliseconds.
+    pub backoff_base_ms: u64,
+    /// Backoff delay cap in milliseconds.
+    pub backoff_max_ms: u64,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failure_threshold: u32,
+    /// How long the breaker stays open before one probe, in milliseconds.
+    pub breaker_open_ms: u64,
+    /// Payments dispatched at the same time, per ledger.
+    pub max_in_flight: usize,
+}
+
+impl Default for BankConfig {
+    fn default() -> Self {
+        BankConfig {
+            url: String::new(),
+            ca_cert: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
+            allow_tls12: false,
+            request_timeout_ms: 10_000,
+            connect_timeout_ms: 3_000,
+            max_attempts: 6,
+            backoff_base_ms: 500,
+            backoff_max_ms: 60_000,
+            breaker_failure_threshold: 5,
+            breaker_open_ms: 30_000,
+            max_in_flight: 16,
+        }
+    }
+}
+
+impl BankConfig {
+    /// Per-request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl Config {
+    /// Loads `path` (if given) and overlays `FOLIO_` variables from `env`.
+    ///
+    /// # Errors
+    /// Fails on an unreadable file, invalid TOML, an unknown key or a value of the wrong type,
+    /// naming the file or variable.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Config> {
+        let mut root = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read config file {}", path.display()))?;
+                text.parse::<toml::Table>()
+                    .with_context(|| format!("invalid TOML in config file {}", path.display()))?
+            }
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            overlay_env(&mut root, &name, &value)?;
+        }
+        let config: Config = toml::Value::Table(root)
+            .try_into()
+            .context("invalid configuration (file plus FOLIO_ variables)")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.bank.max_attempts == 0 {
+            bail!("bank.max_attempts is 0; set it to at least 1");
+        }
+        if self.payments.max_amount_minor == 0 {
+            bail!("payments.max_amount_minor is 0; set the largest payment in cents");
+        }
+        for code in &self.payments.currencies {
+            domain::payments::Currency::parse(code).map_err(|e| {
+                anyhow::anyhow!("payments.currencies: {e}; use ISO 4217 codes such as \"AUD\"")
+            })?;
+        }
+        if self.bank.max_in_flight == 0 {
+            bail!("bank.max_in_flight is 0; set it to at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Variables read by the process itself rather than as configuration keys.
+const NON_CONFIG_VARS: &[&str] = &["FOLIO_CONFIG", "FOLIO_LOG", "FOLIO_LOG_FORMAT"];
+
+fn overlay_env(root: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
+    let Some(rest) = name.strip_prefix("FOLIO_") else { return Ok(()) };
+    if NON_CONFIG_VARS.contains(&name) || rest.is_empty() {
+        return Ok(());
+    }
+    let path: Vec<String> = rest.split("__").map(|part| part.to_ascii_lowercase()).collect();
+    let parsed = parse_scalar(value);
+    let (last, parents) = path.split_last().context("empty variable name")?;
+    let mut table = root;
+    for part in parents {
+        let entry = table.entry(part.clone()).or_insert_with(|| toml::Table::new().into());
+        table = entry
+            .as_table_mut()
+            .with_context(|| format!("{name}: {part} is not a section"))?;
+    }
+    table.insert(last.clone(), parsed);
+    Ok(())
+}
+
+fn parse_scalar(value: &str) -> toml::Value {
+    let wrapped = format!("v = {value}");
+    match wrapped.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("v").unwrap_or_else(|| value.into()),
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn env_overrides_nested_keys() {
+        let config = Config::load(
+            None,
+            env(&[
+                ("FOLIO_SERVER__LISTEN_ADDR", "0.0.0.0:9000"),
+                ("FOLIO_BANK__MAX_ATTEMPTS", "3"),
+                ("FOLIO_DATA_DIR", "/var/lib/folio"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen_addr, "0.0.0.0:9000");
+        assert_eq!(config.bank.max_attempts, 3);
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/folio"));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let error = Config::load(None, env(&[("FOLIO_BANK__MAX_ATEMPTS", "3")])).unwrap_err();
+        assert!(format!("{error:#}").contains("max_atempts"), "{error:#}");
+    }
+
+    #[test]
+    fn zero_attempts_is_rejected() {
+        let error = Config::load(None, env(&[("FOLIO_BANK__MAX_ATTEMPTS", "0")])).unwrap_err();
+        assert!(error.to_string().contains("bank.max_attempts"));
+    }
+}

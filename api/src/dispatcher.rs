@@ -1,0 +1,399 @@
+//! The bank dispatcher: follows each ledger's events and sends every submitted
+//! payment to the bank, recording each attempt, failure, receipt and
+//! dead-lettering as events on the payment's stream.
+//!
+//! The state of every payment is rebuilt from the ledger on start, so a crash
+//! resumes where the events end: the next attempt number follows the last
+//! recorded one and the bank idempotency key is the one in `payment.submitted`,
+//! so a payment whose receipt was lost in the crash is not paid twice.
+//! An attempt is appended with the payment stream's exact expected version, so
+//! two dispatchers racing on one payment cannot both record an attempt.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex as StdMutex};
+
+use async_trait::async_trait;
+use domain::events::{
+    BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent, EventPayload,
+    PaymentDeadLettered, PaymentSubmitted, ReceiptRecorded,
+};
+use domain::record::{Actor, SealedEvent};
+use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+use crate::bank::{
+    dispatch_payment, BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt,
+    CircuitBreaker, DispatchRecorder, RetryPolicy,
+};
+use crate::commands::draft;
+use crate::config::BankConfig;
+
+/// Stream that records circuit-breaker transitions.
+const BANK_STREAM: &str = "bank-dispatch";
+
+/// Handle to the dispatcher; cheap to clone.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: EventStore,
+    adapter: Arc<dyn BankAdapter>,
+    breaker: Arc<CircuitBreaker>,
+    policy: RetryPolicy,
+    permits: Arc<Semaphore>,
+    tracked: StdMutex<HashSet<Uuid>>,
+    tasks: tokio::sync::Mutex<JoinSet<()>>,
+    stop: watch::Sender<bool>,
+}
+
+impl Dispatcher {
+    /// Builds the mutual-TLS bank adapter from `config` and starts dispatching
+    /// for every existing ledger.
+    ///
+    /// # Errors
+    /// Fails when the certificates or key cannot be loaded.
+    pub fn start(
+        config: &BankConfig,
+        store: EventStore,
+        metrics: Arc<BankMetrics>,
+    ) -> anyhow::Result<Dispatcher> {
+        let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
+        let breaker = CircuitBreaker::from_config(config);
+        let policy = RetryPolicy::from_config(config);
+        Ok(Self::with_adapter(store, Arc::new(adapter), breaker, policy, config.max_in_flight))
+    }
+
+    /// Starts a dispatcher over any adapter.
+    pub fn with_adapter(
+        store: EventStore,
+        adapter: Arc<dyn BankAdapter>,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        max_in_flight: usize,
+    ) -> Dispatcher {
+        let (stop, _) = watch::channel(false);
+        let dispatcher = Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                adapter,
+                breaker: Arc::new(breaker),
+                policy,
+                permits: Arc::new(Semaphore::new(max_in_flight)),
+                tracked: StdMutex::new(HashSet::new()),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                stop,
+            }),
+        };
+        let starter = dispatcher.clone();
+        tokio::spawn(async move {
+            match starter.inner.store.ledgers().await {
+                Ok(ledgers) => ledgers.iter().for_each(|info| starter.track(info.ledger_id)),
+                Err(error) => tracing::error!(%error, "dispatcher could not list ledgers"),
+            }
+        });
+        dispatcher
+    }
+
+    /// Starts following `ledger_id` if it is not followed yet.
+    pub fn track(&self, ledger_id: Uuid) {
+        let newly_tracked = match self.inner.tracked.lock() {
+            Ok(mut tracked) => tracked.insert(ledger_id),
+            Err(_) => false,
+        };
+        if !newly_tracked {
+            return;
+        }
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let worker = LedgerWorker::new(Arc::clone(&inner), ledger_id);
+            inner.tasks.lock().await.spawn(worker.run());
+        });
+    }
+
+    /// Stops following ledgers and waits for in-flight bank calls to end.
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        let mut tasks = self.inner.tasks.lock().await;
+        while tasks.join_next().await.is_some() {}
+    }
+}
+
+/// What the dispatcher knows of one payment from the ledger.
+struct Pending {
+    request: BankPaymentRequest,
+    attempts_done: u32,
+    stream_version: u64,
+    submitted_event: Uuid,
+    correlation_id: Uuid,
+}
+
+struct LedgerWorker {
+    inner: Arc<Inner>,
+    ledger_id: Uuid,
+    pending: HashMap<Uuid, Pending>,
+    in_flight: HashSet<Uuid>,
+}
+
+impl LedgerWorker {
+    fn new(inner: Arc<Inner>, ledger_id: Uuid) -> Self {
+        LedgerWorker { inner, ledger_id, pending: HashMap::new(), in_flight: HashSet::new() }
+    }
+
+    async fn run(mut self) {
+        let mut stop = self.inner.stop.subscribe();
+        let caught_up_at = match self.inner.store.head(self.ledger_id).await {
+            Ok(head) => head.position,
+            Err(error) => {
+                tracing::error!(ledger = %self.ledger_id, %error, "dispatcher could not read head");
+                return;
+            }
+        };
+        let mut subscription = self.inner.store.subscribe(self.ledger_id, 0);
+        let mut live = false;
+        tracing::info!(ledger = %self.ledger_id, "dispatcher following ledger");
+        loop {
+            let next = tokio::select! {
+                next = subscription.next() => next,
+                _ = stop.changed() => break,
+            };
+            let event = match next {
+                Some(Ok(event)) => event,
+                Some(Err(error)) => {
+                    tracing::error!(ledger = %self.ledger_id, %error, "dispatcher subscription failed");
+                    break;
+                }
+                None => break,
+            };
+            let position = event.position;
+            self.apply(&event);
+            if !live && position >= caught_up_at {
+                live = true;
+            }
+            if live {
+                self.dispatch_ready();
+            }
+        }
+        tracing::info!(ledger = %self.ledger_id, "dispatcher stopped following ledger");
+    }
+
+    fn apply(&mut self, event: &SealedEvent) {
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+        let Ok(decoded) = decoded else { return };
+        match decoded {
+            DomainEvent::PaymentSubmitted(submitted) => {
+                let pending = Pending {
+                    request: bank_request(&submitted),
+                    attempts_done: 0,
+                    stream_version: event.stream_version,
+                    submitted_event: event.event_id,
+                    correlation_id: event.correlation_id,
+                };
+                self.pending.insert(submitted.payment_id, pending);
+            }
+            DomainEvent::DispatchAttempted(attempted) => {
+                self.update(attempted.payment_id, event.stream_version, Some(attempted.attempt));
+            }
+            // An attempt the open breaker rejected has a failure but no attempt event.
+            DomainEvent::DispatchFailed(failed) => {
+                self.update(failed.payment_id, event.stream_version, Some(failed.attempt));
+            }
+            DomainEvent::ReceiptRecorded(done) => self.finish(done.payment_id),
+            DomainEvent::PaymentDeadLettered(done) => self.finish(done.payment_id),
+            _ => {}
+        }
+    }
+
+    fn update(&mut self, payment_id: Uuid, version: u64, attempt: Option<u32>) {
+        if self.in_flight.contains(&payment_id) {
+            return;
+        }
+        if let Some(pending) = self.pending.get_mut(&payment_id) {
+            pending.stream_version = version;
+            if let Some(attempt) = attempt {
+                pending.attempts_done = pending.attempts_done.max(attempt);
+            }
+        }
+    }
+
+    fn finish(&mut self, payment_id: Uuid) {
+        self.pending.remove(&payment_id);
+        self.in_flight.remove(&payment_id);
+    }
+
+    fn dispatch_ready(&mut self) {
+        let ready: Vec<Uuid> =
+            self.pending.keys().filter(|id| !self.in_flight.contains(id)).copied().collect();
+        for payment_id in ready {
+            let Some(pending) = self.pending.get(&payment_id) else { continue };
+            self.in_flight.insert(payment_id);
+            let job = DispatchJob {
+                inner: Arc::clone(&self.inner),
+                ledger_id: self.ledger_id,
+                payment_id,
+                request: pending.request.clone(),
+                first_attempt: pending.attempts_done + 1,
+                recorder: PaymentRecorder::new(&self.inner.store, self.ledger_id, payment_id, pending),
+            };
+            tokio::spawn(job.run());
+        }
+    }
+}
+
+struct DispatchJob {
+    inner: Arc<Inner>,
+    ledger_id: Uuid,
+    payment_id: Uuid,
+    request: BankPaymentRequest,
+    first_attempt: u32,
+    recorder: PaymentRecorder,
+}
+
+impl DispatchJob {
+    async fn run(self) {
+        let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else { return };
+        let outcome = dispatch_payment(
+            self.inner.adapter.as_ref(),
+            &self.inner.breaker,
+            &self.inner.policy,
+            &self.request,
+            self.payment_id,
+            self.first_attempt,
+            &self.recorder,
+        )
+        .await;
+        match outcome {
+            Ok(outcome) => tracing::info!(
+                ledger = %self.ledger_id,
+                payment = %self.payment_id,
+                outcome = ?outcome,
+                "payment dispatch finished"
+            ),
+            Err(error) => tracing::error!(
+                ledger = %self.ledger_id,
+                payment = %self.payment_id,
+                error = %error,
+                "payment dispatch stopped; it resumes from the ledger on restart"
+            ),
+        }
+    }
+}
+
+fn bank_request(submitted: &PaymentSubmitted) -> BankPaymentRequest {
+    BankPaymentRequest {
+        idempotency_key: submitted.bank_idempotency_key.clone(),
+        amount_minor: submitted.amount_minor,
+        currency: submitted.currency.clone(),
+        account: submitted.account.clone(),
+        payee_name: submitted.payee_name.clone(),
+        reference: submitted.reference.clone(),
+    }
+}
+
+/// Records dispatch events on one payment's stream with exact expected versions.
+struct PaymentRecorder {
+    store: EventStore,
+    ledger_id: Uuid,
+    payment_id: Uuid,
+    stream_id: String,
+    version: tokio::sync::Mutex<u64>,
+    correlation_id: Uuid,
+    causation_id: Uuid,
+    actor: Actor,
+    bank_idempotency_key: String,
+}
+
+impl PaymentRecorder {
+    fn new(store: &EventStore, ledger_id: Uuid, payment_id: Uuid, pending: &Pending) -> Self {
+        PaymentRecorder {
+            store: store.clone(),
+            ledger_id,
+            payment_id,
+            stream_id: crate::routes::payments::stream_id(payment_id),
+            version: tokio::sync::Mutex::new(pending.stream_version),
+            correlation_id: pending.correlation_id,
+            causation_id: pending.submitted_event,
+            actor: Actor::system("dispatcher"),
+            bank_idempotency_key: pending.request.idempotency_key.clone(),
+        }
+    }
+
+    async fn record<P: EventPayload>(&self, payload: &P) -> anyhow::Result<()> {
+        let mut version = self.version.lock().await;
+        let mut event = draft(payload, &self.actor, self.correlation_id);
+        event.causation_id = Some(self.causation_id);
+        let write = StreamWrite {
+            stream_id: self.stream_id.clone(),
+            expected: ExpectedVersion::Exact(*version),
+            events: vec![event],
+        };
+        self.store.append(self.ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+        *version += 1;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DispatchRecorder for PaymentRecorder {
+    async fn attempted(&self, payment_id: Uuid, attempt: u32) -> anyhow::Result<()> {
+        assert_eq!(payment_id, self.payment_id, "recorder used for another payment");
+        self.record(&DispatchAttempted {
+            payment_id,
+            attempt,
+            bank_idempotency_key: self.bank_idempotency_key.clone(),
+        })
+        .await
+    }
+
+    async fn failed(
+        &self,
+        payment_id: Uuid,
+        attempt: u32,
+        error: &BankError,
+        will_retry: bool,
+        retry_in: Option<std::time::Duration>,
+    ) -> anyhow::Result<()> {
+        self.record(&DispatchFailed {
+            payment_id,
+            attempt,
+            error_kind: error.kind().to_owned(),
+            detail: error.to_string(),
+            will_retry,
+            retry_in_ms: retry_in.map(|delay| u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
+        })
+        .await
+    }
+
+    async fn receipted(&self, payment_id: Uuid, attempt: u32, receipt: &BankReceipt) -> anyhow::Result<()> {
+        self.record(&ReceiptRecorded {
+            payment_id,
+            attempt,
+            bank_reference: receipt.bank_reference.clone(),
+            response_status: receipt.status,
+            response_blake3: *blake3::hash(&receipt.raw_body).as_bytes(),
+        })
+        .await
+    }
+
+    async fn dead_lettered(&self, payment_id: Uuid, attempts: u32, error: &BankError) -> anyhow::Result<()> {
+        self.record(&PaymentDeadLettered {
+            payment_id,
+            attempts,
+            last_error_kind: error.kind().to_owned(),
+            last_error: error.to_string(),
+        })
+        .await
+    }
+
+    async fn breaker_changed(&self, from: &str, to: &str, reason: &str) -> anyhow::Result<()> {
+        let payload = BreakerStateChanged { from: from.to_owned(), to: to.to_owned(), reason: reason.to_owned() };
+        let mut event = draft(&payload, &self.actor, self.correlation_id);
+        event.causation_id = Some(self.causation_id);
+        let write = StreamWrite { stream_id: BANK_STREAM.to_owned(), expected: ExpectedVersion::Any, events: vec![event] };
+        self.store.append(self.ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+        Ok(())
+    }
+}

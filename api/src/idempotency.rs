@@ -1,0 +1,189 @@
+//! `Idempotency-Key` handling: canonical request bytes, replay of stored
+//! responses, and naming the difference when a key comes back with another body.
+//!
+//! The key is claimed in the same store transaction as the events the request
+//! appends, so uniqueness holds across processes and keys never expire.
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{HttpRequest, HttpResponse};
+use eventstore_adapter::{IdempotencyClaim, IdempotencyRecord};
+use serde_json::{json, Value};
+
+use crate::problem::ApiError;
+
+/// Header carrying the key.
+pub const HEADER: &str = "Idempotency-Key";
+
+/// Response header set when a stored response is replayed.
+pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
+
+/// Longest accepted key, in bytes.
+const MAX_KEY_LEN: usize = 255;
+
+/// A POST's idempotency key and canonical request.
+#[derive(Debug, Clone)]
+pub struct IdempotentRequest {
+    /// The client's key.
+    pub key: String,
+    /// Canonical request bytes: method, path and body.
+    pub canonical: Vec<u8>,
+    /// blake3 of `canonical`.
+    pub hash: [u8; 32],
+}
+
+impl IdempotentRequest {
+    /// Reads the key from `request` and canonicalises the body.
+    ///
+    /// A JSON body is re-serialised with sorted keys, so whitespace and key order
+    /// do not make two equal requests differ; any other body is taken as bytes.
+    ///
+    /// # Errors
+    /// 400 when the header is missing, empty, too long or not visible ASCII.
+    pub fn from_request(request: &HttpRequest, body: &[u8]) -> Result<Self, ApiError> {
+        let key = request
+            .headers()
+            .get(HEADER)
+            .ok_or_else(ApiError::idempotency_key_missing)?
+            .to_str()
+            .map_err(|_| ApiError::idempotency_key_missing())?
+            .to_owned();
+        let visible = key.bytes().all(|b| b.is_ascii_graphic());
+        if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+            return Err(ApiError::idempotency_key_missing());
+        }
+        let canonical_body = match serde_json::from_slice::<Value>(body) {
+            // serde_json's default map is ordered by key, so this sorts every object.
+            Ok(value) => serde_json::to_vec(&value).map_err(ApiError::internal)?,
+            Err(_) => body.to_vec(),
+        };
+        let mut canonical = format!("{} {}\n", request.method(), request.path()).into_bytes();
+        canonical.extend_from_slice(&canonical_body);
+        let hash = *blake3::hash(&canonical).as_bytes();
+        Ok(IdempotentRequest { key, canonical, hash })
+    }
+
+    /// Builds the claim stored with the request's events.
+    pub fn claim(&self, status: StatusCode, body: &Value) -> IdempotencyClaim {
+        IdempotencyClaim {
+            key: self.key.clone(),
+            request_hash: self.hash,
+            request: self.canonical.clone(),
+            response_status: status.as_u16(),
+            response_body: serde_json::to_vec(body).unwrap_or_default(),
+        }
+    }
+
+    /// Answers a request whose key is already stored: the original response, or a
+    /// 422 naming what differs.
+    ///
+    /// # Errors
+    /// `idempotency_key_reused` when the stored request differs from this one.
+    pub fn replay(&self, record: &IdempotencyRecord) -> Result<HttpResponse, ApiError> {
+        if record.claim.request_hash != self.hash {
+            return Err(self.mismatch(&record.claim.request));
+        }
+        Ok(stored_response(record))
+    }
+
+    fn mismatch(&self, stored: &[u8]) -> ApiError {
+        let differences = describe_differences(stored, &self.canonical);
+        ApiError::idempotency_key_reused(format!(
+            "Idempotency-Key {:?} was first used with a different request ({}); \
+             use a new key for a new operation, or resend the original request unchanged",
+            self.key,
+            differences.join("; ")
+        ))
+        .with("differences", json!(differences))
+    }
+}
+
+/// Rebuilds the original response from a stored record, with the original position.
+pub fn stored_response(record: &IdempotencyRecord) -> HttpResponse {
+    let status = StatusCode::from_u16(record.claim.response_status)
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let content_type =
+        if status.is_success() { "application/json" } else { crate::problem::PROBLEM_JSON };
+    let mut body: Value = serde_json::from_slice(&record.claim.response_body).unwrap_or(Value::Null);
+    if let Value::Object(map) = &mut body {
+        map.insert("position".to_owned(), Value::from(record.last_position));
+    }
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, content_type))
+        .insert_header((REPLAYED_HEADER, "true"))
+        .body(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// Lists what differs between two canonical requests, field by field for JSON bodies.
+fn describe_differences(stored: &[u8], presented: &[u8]) -> Vec<String> {
+    let (stored_line, stored_body) = split_canonical(stored);
+    let (presented_line, presented_body) = split_canonical(presented);
+    let mut differences = Vec::new();
+    if stored_line != presented_line {
+        differences.push(format!(
+            "request line was `{}`, now `{}`",
+            String::from_utf8_lossy(stored_line),
+            String::from_utf8_lossy(presented_line)
+        ));
+    }
+    let parsed = (
+        serde_json::from_slice::<Value>(stored_body),
+        serde_json::from_slice::<Value>(presented_body),
+    );
+    match parsed {
+        (Ok(Value::Object(before)), Ok(Value::Object(after))) => {
+            let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+            for key in keys {
+                match (before.get(key), after.get(key)) {
+                    (Some(a), Some(b)) if a != b => {
+                        differences.push(format!("field `{key}` was {a}, now {b}"));
+                    }
+                    (Some(a), None) => differences.push(format!("field `{key}` was {a}, now absent")),
+                    (None, Some(b)) => differences.push(format!("field `{key}` was absent, now {b}")),
+                    _ => {}
+                }
+            }
+        }
+        _ if stored_body != presented_body => {
+            differences.push(format!(
+                "body differs (first {} bytes, now {} bytes; blake3 {} vs {})",
+                stored_body.len(),
+                presented_body.len(),
+                &blake3::hash(stored_body).to_hex()[..16],
+                &blake3::hash(presented_body).to_hex()[..16]
+            ));
+        }
+        _ => {}
+    }
+    if differences.is_empty() {
+        differences.push("the body differs".to_owned());
+    }
+    differences
+}
+
+fn split_canonical(canonical: &[u8]) -> (&[u8], &[u8]) {
+    match canonical.iter().position(|&b| b == b'\n') {
+        Some(newline) => (&canonical[..newline], &canonical[newline + 1..]),
+        None => (canonical, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_name_changed_fields() {
+        let stored = b"POST /v1/x\n{\"amount_minor\":100,\"currency\":\"AUD\"}";
+        let presented = b"POST /v1/x\n{\"amount_minor\":250,\"currency\":\"AUD\",\"note\":\"a\"}";
+        let differences = describe_differences(stored, presented);
+        assert_eq!(differences.len(), 2);
+        assert!(differences[0].contains("`amount_minor` was 100, now 250"));
+        assert!(differences[1].contains("`note` was absent"));
+    }
+
+    #[test]
+    fn differences_name_other_path() {
+        let differences = describe_differences(b"POST /v1/a\n{}", b"POST /v1/b\n{}");
+        assert_eq!(differences, vec!["request line was `POST /v1/a`, now `POST /v1/b`".to_owned()]);
+    }
+}

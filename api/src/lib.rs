@@ -1,0 +1,22 @@
+//! Folio's HTTP API (actix-web), bank dispatch, and the `folio` command-line tool.
+//!
+//! `main.rs` only parses arguments; everything it runs lives here so tests can
+//! start the same server and commands in-process.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod aba_import;
+pub mod auth;
+pub mod bank;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod dispatcher;
+pub mod idempotency;
+pub mod keys;
+pub mod problem;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tls;

@@ -1,0 +1,34 @@
+//! The OpenAPI 3.1 document, kept beside the crate as `api/openapi.json`.
+
+use actix_web::{get, HttpResponse};
+
+/// The document served at `/openapi.json`.
+pub const DOCUMENT: &str = include_str!("../../openapi.json");
+
+/// Serves the OpenAPI document.
+#[get("/openapi.json")]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().content_type("application/json").body(DOCUMENT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn document_is_valid_json_with_every_path() {
+        let document: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
+        let paths = document["paths"].as_object().unwrap();
+        for path in [
+            "/v1/ledgers",
+            "/v1/ledgers/{ledger_id}",
+            "/v1/ledgers/{ledger_id}/payees",
+            "/v1/ledgers/{ledger_id}/payees/{payee_id}/removal",
+            "/v1/ledgers/{ledger_id}/payments",
+            "/v1/ledgers/{ledger_id}/payments/batches",
+            "/v1/ledgers/{ledger_id}/payments/{payment_id}",
+            "/v1/ledgers/{ledger_id}/dlq",
+            "/v1/ledgers/{ledger_id}/audit",
+        ] {
+            assert!(paths.contains_key(path), "missing {path}");
+        }
+    }
+}

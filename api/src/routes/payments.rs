@@ -1,0 +1,197 @@
+//! Payments: single submissions, ABA batch files, status queries.
+
+use actix_web::http::StatusCode;
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use domain::events::{PaymentRejected, PaymentSource, PaymentSubmitted};
+use domain::payments::{decide_submission, AmountMinor, PaymentRequest};
+use domain::record::Actor;
+use eventstore_adapter::{ExpectedVersion, StreamWrite};
+use projections::{PageRequest, PaymentStatus};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::auth::{Caller, Scope};
+use crate::commands::{self, draft, Decision};
+use crate::problem::ApiError;
+use crate::state::AppState;
+
+/// Most detail records accepted in one ABA file.
+pub const MAX_ABA_RECORDS: usize = 5_000;
+
+/// Stream id of a payment.
+pub fn stream_id(payment_id: Uuid) -> String {
+    format!("payment-{payment_id}")
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubmitPayment {
+    payee_id: Uuid,
+    amount_minor: Value,
+    currency: String,
+    #[serde(default)]
+    reference: String,
+}
+
+/// Submits one payment to an allow-listed payee.
+///
+/// A business-rule rejection is itself recorded (`payment.rejected`) and returned as a 422
+/// problem, so a retry with the same key gets the same answer.
+#[post("/ledgers/{ledger_id}/payments")]
+pub async fn submit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path)?;
+    caller.require_on(Scope::PaymentsSubmit, ledger_id)?;
+    let input: SubmitPayment = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::invalid(format!("invalid payment: {e}")))?;
+    let policy = state.payment_policy();
+    let amount = AmountMinor::from_json(&input.amount_minor, policy.max_amount_minor)
+        .map_err(|e| ApiError::rejected(e.code(), e.to_string()))?;
+    let correlation_id = Uuid::now_v7();
+    let actor = caller.actor();
+
+    commands::run(&state, ledger_id, &request, &body, || async {
+        let (allow_list, _) = state.allow_list(ledger_id).await?;
+        let payment_id = Uuid::now_v7();
+        let payment = PaymentRequest {
+            payment_id,
+            payee_id: input.payee_id,
+            amount_minor: amount.get(),
+            currency: input.currency.clone(),
+            reference: input.reference.clone(),
+            source: PaymentSource::Api,
+        };
+        let decision = decide_submission(&policy, &allow_list, payment, ledger_id);
+        Ok(match decision {
+            Ok(submitted) => accepted(&submitted, &actor, correlation_id),
+            Err(rejection) => rejected(payment_id, rejection.code(), rejection.to_string(), &actor, correlation_id),
+        })
+    })
+    .await
+}
+
+fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -> Decision {
+    let body = json!({
+        "payment_id": submitted.payment_id,
+        "status": "submitted",
+        "amount_minor": submitted.amount_minor,
+        "currency": submitted.currency,
+        "payee_id": submitted.payee_id,
+        "bank_idempotency_key": submitted.bank_idempotency_key,
+    });
+    let write = StreamWrite {
+        stream_id: stream_id(submitted.payment_id),
+        expected: ExpectedVersion::NoStream,
+        events: vec![draft(submitted, actor, correlation_id)],
+    };
+    Decision { status: StatusCode::CREATED, body, writes: vec![write] }
+}
+
+fn rejected(payment_id: Uuid, code: &'static str, detail: String, actor: &Actor, correlation_id: Uuid) -> Decision {
+    let problem = ApiError::rejected(code, detail.clone()).with("payment_id", json!(payment_id));
+    let body: Value = serde_json::from_slice(&problem.body()).unwrap_or(Value::Null);
+    let event = PaymentRejected { payment_id, code: code.to_owned(), detail };
+    let write = StreamWrite {
+        stream_id: stream_id(payment_id),
+        expected: ExpectedVersion::NoStream,
+        events: vec![draft(&event, actor, correlation_id)],
+    };
+    Decision { status: StatusCode::UNPROCESSABLE_ENTITY, body, writes: vec![write] }
+}
+
+/// Accepts an ABA (Cemtex direct entry) file: every detail record becomes a payment, all
+/// in one atomic append, or the whole file is rejected with the line and field at fault.
+#[post("/ledgers/{ledger_id}/payments/batches")]
+pub async fn submit_batch(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path)?;
+    caller.require_on(Scope::PaymentsSubmit, ledger_id)?;
+    let file = domain::aba::parse(&body).map_err(|e| ApiError::aba_invalid(e.to_string()))?;
+    if file.details.len() > MAX_ABA_RECORDS {
+        return Err(ApiError::aba_invalid(format!(
+            "the file has {} detail records; split it into files of at most {MAX_ABA_RECORDS}",
+            file.details.len()
+        )));
+    }
+    let correlation_id = Uuid::now_v7();
+    let actor = caller.actor();
+
+    commands::run(&state, ledger_id, &request, &body, || async {
+        let (allow_list, _) = state.allow_list(ledger_id).await?;
+        crate::aba_import::decide(&state.payment_policy(), &allow_list, &file, &body, ledger_id)
+            .map(|batch| batch.into_decision(&actor, correlation_id))
+    })
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    batch_id: Option<Uuid>,
+    after: Option<u64>,
+    limit: Option<u32>,
+    min_position: Option<u64>,
+}
+
+/// Lists payments, optionally by status or batch, with cursor pagination.
+#[get("/ledgers/{ledger_id}/payments")]
+pub async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path)?;
+    caller.require_on(Scope::PaymentsRead, ledger_id)?;
+    super::wait_for(&state, ledger_id, query.min_position).await?;
+    let page_request = PageRequest { after_position: query.after, limit: query.limit };
+    let models = &state.models;
+    let page = match (&query.status, query.batch_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("filter by `status` or by `batch_id`, not both"));
+        }
+        (Some(status), None) => {
+            let status = status.parse::<PaymentStatus>().map_err(|e| ApiError::invalid(e.to_string()))?;
+            models.payments_by_status(ledger_id, status, &page_request).await
+        }
+        (None, Some(batch_id)) => models.payments_by_batch(ledger_id, batch_id, &page_request).await,
+        (None, None) => models.payments(ledger_id, &page_request).await,
+    };
+    let page = page.map_err(ApiError::internal)?;
+    Ok(HttpResponse::Ok().json(page))
+}
+
+/// Returns one payment with its status history.
+#[get("/ledgers/{ledger_id}/payments/{payment_id}")]
+pub async fn get(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(String, String)>,
+    query: web::Query<super::ConsistencyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path.0)?;
+    caller.require_on(Scope::PaymentsRead, ledger_id)?;
+    let payment_id = Uuid::parse_str(&path.1)
+        .map_err(|_| ApiError::invalid(format!("payment id {:?} is not a UUID", path.1)))?;
+    super::wait_for(&state, ledger_id, query.min_position).await?;
+    let payment = state.models.payment(ledger_id, payment_id).await.map_err(ApiError::internal)?;
+    match payment {
+        Some(payment) => Ok(HttpResponse::Ok().json(payment)),
+        None => Err(ApiError::not_found(format!(
+            "payment {payment_id} not found in ledger {ledger_id}; if it was just submitted, \
+             pass min_position from the submission response"
+        ))),
+    }
+}
+

@@ -1,0 +1,26 @@
+//! Folio's event store: the storage trait every backend implements, the
+//! per-ledger sequencer that seals and group-commits appends, and the backends
+//! (in-memory for unit tests, SQLite as the embedded default).
+//!
+//! Callers use [`EventStore`]; backends implement [`Backend`]. The sequencer is
+//! the only code that assigns positions, stream versions and hashes, so every
+//! backend gets the same chain rules.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod error;
+pub mod memory;
+mod sequencer;
+pub mod sqlite;
+mod store;
+mod subscription;
+mod types;
+
+pub use error::{BackendError, StoreError};
+pub use store::{Backend, EventStore, MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_READ_LIMIT};
+pub use subscription::Subscription;
+pub use types::{
+    AppendOutcome, AppendRequest, AppendResult, ChainHead, CommitBatch, ExpectedVersion,
+    IdempotencyClaim, IdempotencyRecord, LedgerInfo, SignedHead, StreamWrite,
+};

@@ -1,0 +1,795 @@
+//! The per-ledger sequencer: one task that owns the ledger's [`Sealer`] and chain tip, and
+//! turns queued append requests into group commits.
+//!
+//! A group is the first queued request plus whatever else is already waiting, up to
+//! [`MAX_GROUP_REQUESTS`] requests or about [`MAX_GROUP_EVENTS`] events. Each request is
+//! checked in order against stream versions and idempotency keys, both the stored ones and
+//! those of earlier requests in the same group. A request that fails a check is rejected alone.
+//! The others are sealed in one `seal_batch` call and committed in one backend transaction.
+//! Callers get their result only after the commit returns, so `Committed` always means durable.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use domain::crypto::LedgerKey;
+use domain::record::{Actor, SealedEvent, HASH_LEN};
+use domain::seal::{ChainTip, Sealer, Unsealed, LEDGER_STREAM};
+use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
+
+use crate::{
+    AppendOutcome, AppendRequest, AppendResult, Backend, BackendError, ChainHead, CommitBatch,
+    ExpectedVersion, IdempotencyRecord, SignedHead, StoreError,
+};
+
+/// Capacity of each sequencer's request queue. Senders wait when it is full.
+pub(crate) const CHANNEL_CAPACITY: usize = 1024;
+
+/// Maximum number of requests in one group commit.
+pub(crate) const MAX_GROUP_REQUESTS: usize = 512;
+
+/// Number of events after which a group stops taking more requests. The request that crosses
+/// the mark stays in the group, so a group can hold up to this plus one request's events.
+pub(crate) const MAX_GROUP_EVENTS: usize = 4096;
+
+/// Reply channel of an append.
+pub(crate) type AppendReply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// A message to a sequencer.
+pub(crate) enum Command {
+    /// Appends a request.
+    Append {
+        request: AppendRequest,
+        reply: AppendReply,
+    },
+    /// Appends a `ledger.key_rotated` event sealed by the current key, then switches keys.
+    Rotate {
+        new_key: Arc<LedgerKey>,
+        actor: Actor,
+        reason: String,
+        reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+    },
+}
+
+/// The result a request gets once its group is committed. Every plan turns into
+/// [`StoreError::CommitFailed`] if the commit fails, because each depends on the group.
+enum Plan {
+    /// Its events were assigned positions `first..=last`.
+    Append {
+        first: u64,
+        last: u64,
+        stream_versions: Vec<(String, u64)>,
+    },
+    /// It repeats an earlier request of the same group with the same idempotency key.
+    Duplicate(IdempotencyRecord),
+    /// It conflicts with an earlier request of the same group (stream version or key).
+    Conflict(StoreError),
+}
+
+/// The outcome of validating one request against the group so far.
+enum Decision {
+    Reject(StoreError),
+    AnswerNow(AppendOutcome),
+    Defer(Plan),
+}
+
+/// The writes of the requests accepted so far in a group.
+struct Group {
+    base_position: u64,
+    next_position: u64,
+    /// Last version of every stream touched so far, after this group's events.
+    versions: HashMap<String, Option<u64>>,
+    keys: HashMap<String, IdempotencyRecord>,
+    unsealed: Vec<Unsealed>,
+    records: Vec<IdempotencyRecord>,
+    deferred: Vec<(Plan, AppendReply)>,
+}
+
+/// State owned by a ledger's sequencer task.
+pub(crate) struct Sequencer {
+    ledger_id: Uuid,
+    backend: Arc<dyn Backend>,
+    sealer: Arc<Sealer>,
+    tip: ChainTip,
+    head: ChainHead,
+    /// Committed head position, published after every commit and tip reload.
+    committed: watch::Sender<Option<u64>>,
+    /// Set when the tip could not be reloaded after a failed commit, which stops the task.
+    broken: bool,
+}
+
+/// Reads the stored head and the last event, and builds the tip the next event extends.
+///
+/// # Errors
+/// [`StoreError::LedgerNotFound`], or a backend error, or `Corrupt` if the head row and the
+/// last event disagree.
+pub(crate) async fn load_tip(
+    backend: &dyn Backend,
+    ledger_id: Uuid,
+) -> Result<(ChainHead, ChainTip), StoreError> {
+    let head = backend
+        .head(ledger_id)
+        .await?
+        .ok_or(StoreError::LedgerNotFound(ledger_id))?;
+    let last = backend.read_ledger(ledger_id, head.position, 1).await?;
+    let Some(last) = last.into_iter().next().filter(|e| e.hash == head.hash) else {
+        return Err(BackendError::Corrupt {
+            ledger_id,
+            position: head.position,
+            reason: "the head row does not match the last stored event".into(),
+        }
+        .into());
+    };
+    let tip = ChainTip {
+        ledger_id,
+        next_position: head.position + 1,
+        prev_hash: head.hash,
+        last_recorded_at_micros: last.recorded_at_micros,
+    };
+    Ok((head, tip))
+}
+
+/// Asserts that `events` extend `head` without a gap and link hash to hash.
+fn assert_extends(head: &ChainHead, events: &[SealedEvent]) {
+    let mut position = head.position;
+    let mut prev_hash = head.hash;
+    for event in events {
+        assert_eq!(
+            event.ledger_id, head.ledger_id,
+            "sealed event of another ledger"
+        );
+        assert_eq!(event.position, position + 1, "positions are gapless");
+        assert_eq!(
+            event.prev_hash, prev_hash,
+            "prev_hash equals the stored head"
+        );
+        position = event.position;
+        prev_hash = event.hash;
+    }
+}
+
+fn check_expected(
+    stream_id: &str,
+    expected: ExpectedVersion,
+    actual: Option<u64>,
+) -> Result<(), StoreError> {
+    let matches = match expected {
+        ExpectedVersion::NoStream => actual.is_none(),
+        ExpectedVersion::Any => true,
+        ExpectedVersion::Exact(version) => actual == Some(version),
+    };
+    if matches {
+        return Ok(());
+    }
+    Err(StoreError::WrongExpectedVersion {
+        stream_id: stream_id.to_owned(),
+        expected,
+        actual,
+    })
+}
+
+fn event_count(request: &AppendRequest) -> usize {
+    request.writes.iter().map(|w| w.events.len()).sum()
+}
+
+/// Takes what is already queued behind `first`, up to the group caps. A rotation ends the
+/// group and is returned separately so it runs alone, after the group.
+fn drain_group(
+    commands: &mut mpsc::Receiver<Command>,
+    first: (AppendRequest, AppendReply),
+) -> (Vec<(AppendRequest, AppendReply)>, Option<Command>) {
+    let mut events = event_count(&first.0);
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
+        match commands.try_recv() {
+            Ok(Command::Append { request, reply }) => {
+                events += event_count(&request);
+                group.push((request, reply));
+            }
+            Ok(rotate) => return (group, Some(rotate)),
+            Err(_) => break,
+        }
+    }
+    (group, None)
+}
+
+impl Sequencer {
+    /// Creates a sequencer for a ledger whose stored head is `head`.
+    pub(crate) fn new(
+        backend: Arc<dyn Backend>,
+        sealer: Sealer,
+        head: ChainHead,
+        tip: ChainTip,
+        committed: watch::Sender<Option<u64>>,
+    ) -> Self {
+        assert_eq!(tip.next_position, head.position + 1, "tip follows the head");
+        assert_eq!(tip.prev_hash, head.hash, "tip links to the head");
+        Sequencer {
+            ledger_id: head.ledger_id,
+            backend,
+            sealer: Arc::new(sealer),
+            tip,
+            head,
+            committed,
+            broken: false,
+        }
+    }
+
+    /// Runs until every sender is dropped and the queue is empty, or the tip is lost.
+    pub(crate) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut next: Option<Command> = None;
+        while !self.broken {
+            let command = match next.take() {
+                Some(command) => command,
+                None => match commands.recv().await {
+                    Some(command) => command,
+                    None => break,
+                },
+            };
+            match command {
+                Command::Append { request, reply } => {
+                    let (group, rotate) = drain_group(&mut commands, (request, reply));
+                    self.process_group(group).await;
+                    next = rotate;
+                }
+                Command::Rotate {
+                    new_key,
+                    actor,
+                    reason,
+                    reply,
+                } => {
+                    let result = self.rotate(new_key, actor, &reason).await;
+                    // The caller may have gone away, but the rotation is committed either way.
+                    let _ = reply.send(result);
+                }
+            }
+        }
+        tracing::debug!(ledger = %self.ledger_id, broken = self.broken, "sequencer stopped");
+    }
+
+    async fn process_group(&mut self, requests: Vec<(AppendRequest, AppendReply)>) {
+        let mut group = Group {
+            base_position: self.tip.next_position,
+            next_position: self.tip.next_position,
+            versions: HashMap::new(),
+            keys: HashMap::new(),
+            unsealed: Vec::new(),
+            records: Vec::new(),
+            deferred: Vec::new(),
+        };
+        for (request, reply) in requests {
+            match self.validate(&mut group, request).await {
+                Decision::Reject(error) => drop(reply.send(Err(error))),
+                Decision::AnswerNow(outcome) => drop(reply.send(Ok(outcome))),
+                Decision::Defer(plan) => group.deferred.push((plan, reply)),
+            }
+        }
+        if group.unsealed.is_empty() {
+            return;
+        }
+
+        let base = group.base_position;
+        let unsealed = std::mem::take(&mut group.unsealed);
+        let records = std::mem::take(&mut group.records);
+        match self.seal_and_commit(unsealed, records).await {
+            Ok(hashes) => answer_committed(base, &hashes, group.deferred),
+            Err(error) => {
+                let error = Arc::new(error);
+                for (_, reply) in group.deferred {
+                    let _ = reply.send(Err(StoreError::CommitFailed(Arc::clone(&error))));
+                }
+            }
+        }
+    }
+
+    /// Checks one request against stored state and the group so far, and on success adds its
+    /// events to the group.
+    async fn validate(&self, group: &mut Group, request: AppendRequest) -> Decision {
+        if let Some(claim) = &request.idempotency {
+            if let Some(earlier) = group.keys.get(&claim.key) {
+                return match repeat_of(earlier.clone(), claim.request_hash) {
+                    Ok(record) => Decision::Defer(Plan::Duplicate(record)),
+                    Err(error) => Decision::Defer(Plan::Conflict(error)),
+                };
+            }
+            match self.backend.idempotency(self.ledger_id, &claim.key).await {
+                Ok(Some(stored)) => {
+                    return match repeat_of(stored, claim.request_hash) {
+                        Ok(record) => Decision::AnswerNow(AppendOutcome::Duplicate(record)),
+                        Err(error) => Decision::Reject(error),
+                    };
+                }
+                Ok(None) => {}
+                Err(error) => return Decision::Reject(error.into()),
+            }
+        }
+
+        let mut currents = Vec::with_capacity(request.writes.len());
+        for write in &request.writes {
+            let in_group = group.versions.get(&write.stream_id).copied();
+            let current = match in_group {
+                Some(version) => version,
+                None => match self
+                    .backend
+                    .stream_version(self.ledger_id, &write.stream_id)
+                    .await
+                {
+                    Ok(version) => version,
+                    Err(error) => return Decision::Reject(error.into()),
+                },
+            };
+            if let Err(error) = check_expected(&write.stream_id, write.expected, current) {
+                // A conflict with a version assigned in this group holds only if it commits.
+                return match in_group {
+                    Some(_) => Decision::Defer(Plan::Conflict(error)),
+                    None => Decision::Reject(error),
+                };
+            }
+            currents.push(current);
+        }
+        Decision::Defer(assign(group, request, currents))
+    }
+
+    /// Seals `items` after the current tip, commits them with `records`, and advances the tip.
+    /// Returns the hashes of the committed events, in position order from the old tip.
+    /// On failure nothing of `items` stays in the chain and the tip is reloaded from the backend.
+    async fn seal_and_commit(
+        &mut self,
+        items: Vec<Unsealed>,
+        records: Vec<IdempotencyRecord>,
+    ) -> Result<Vec<[u8; HASH_LEN]>, BackendError> {
+        let (events, tip, signed_head) = self.seal(items).await;
+        assert_extends(&self.head, &events);
+        let batch = CommitBatch {
+            ledger_id: self.ledger_id,
+            expected_head: Some(self.head),
+            events,
+            idempotency: records,
+            signed_head,
+        };
+
+        // TODO: seal the next group while this one commits. Sealing and committing run one
+        // after the other now, so throughput is about 1 / (seal time + commit time) per event.
+        let started = std::time::Instant::now();
+        let hashes: Vec<[u8; HASH_LEN]> = batch.events.iter().map(|e| e.hash).collect();
+        let last_position = batch.signed_head.head.position;
+        if let Err(error) = self.backend.commit(batch).await {
+            tracing::warn!(ledger = %self.ledger_id, %error, "group commit failed");
+            self.reload_tip().await;
+            return Err(error);
+        }
+        tracing::debug!(
+            ledger = %self.ledger_id,
+            events = hashes.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "group committed"
+        );
+
+        // `seal` returned at least one event for a non-empty `items`.
+        let last_hash = *hashes.last().expect("a sealed group is not empty");
+        self.head = ChainHead {
+            ledger_id: self.ledger_id,
+            position: last_position,
+            hash: last_hash,
+        };
+        assert_eq!(
+            tip.next_position,
+            last_position + 1,
+            "tip follows the committed head"
+        );
+        self.tip = tip;
+        self.committed.send_replace(Some(self.head.position));
+        Ok(hashes)
+    }
+
+    /// Seals on a blocking thread, because signing a group takes milliseconds of CPU.
+    async fn seal(&self, items: Vec<Unsealed>) -> (Vec<SealedEvent>, ChainTip, SignedHead) {
+        assert!(!items.is_empty(), "a group to seal has events");
+        let sealer = Arc::clone(&self.sealer);
+        let mut tip = self.tip.clone();
+        let count = items.len();
+        let sealed = tokio::task::spawn_blocking(move || {
+            let events = sealer.seal_batch(&mut tip, items);
+            // `seal_batch` returns one event per item, and `items` is not empty.
+            let last = events.last().expect("seal_batch returns every item");
+            let record = sealer.sign_head(tip.ledger_id, last.position, last.hash);
+            let head = ChainHead {
+                ledger_id: tip.ledger_id,
+                position: last.position,
+                hash: last.hash,
+            };
+            (events, tip, SignedHead { head, record })
+        })
+        .await;
+        let (events, tip, signed) = match sealed {
+            Ok(sealed) => sealed,
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        };
+        assert_eq!(events.len(), count, "seal_batch seals every item");
+        (events, tip, signed)
+    }
+
+    async fn reload_tip(&mut self) {
+        match load_tip(self.backend.as_ref(), self.ledger_id).await {
+            Ok((head, tip)) => {
+                self.head = head;
+                self.tip = tip;
+                self.committed.send_replace(Some(head.position));
+            }
+            Err(error) => {
+                tracing::error!(ledger = %self.ledger_id, %error, "tip reload failed; stopping");
+                self.broken = true;
+            }
+        }
+    }
+
+    async fn rotate(
+        &mut self,
+        new_key: Arc<LedgerKey>,
+        actor: Actor,
+        reason: &str,
+    ) -> Result<AppendResult, StoreError> {
+        let (draft, next_sealer) =
+            self.sealer
+                .rotation_draft(new_key, actor, Uuid::now_v7(), reason);
+        let current = self
+            .backend
+            .stream_version(self.ledger_id, LEDGER_STREAM)
+            .await?;
+        let version = current.map_or(0, |v| v + 1);
+        let item = Unsealed {
+            stream_id: LEDGER_STREAM.to_owned(),
+            stream_version: version,
+            draft,
+        };
+
+        let position = self.tip.next_position;
+        let hashes = self
+            .seal_and_commit(vec![item], Vec::new())
+            .await
+            .map_err(|e| StoreError::CommitFailed(Arc::new(e)))?;
+        self.sealer = Arc::new(next_sealer);
+        let key_id = self.sealer.key_id();
+        tracing::info!(ledger = %self.ledger_id, %key_id, position, "signing key rotated");
+
+        // One item in, one event out (asserted in `seal`).
+        Ok(AppendResult {
+            first_position: position,
+            last_position: position,
+            last_hash: hashes[0],
+            stream_versions: vec![(LEDGER_STREAM.to_owned(), version)],
+        })
+    }
+}
+
+/// Returns the stored record if a request that reuses a claimed key is a repeat of it, or
+/// [`StoreError::IdempotencyKeyReused`] if its request hash differs.
+fn repeat_of(
+    stored: IdempotencyRecord,
+    request_hash: [u8; HASH_LEN],
+) -> Result<IdempotencyRecord, StoreError> {
+    if stored.claim.request_hash == request_hash {
+        return Ok(stored);
+    }
+    Err(StoreError::IdempotencyKeyReused {
+        key: stored.claim.key.clone(),
+        stored: Box::new(stored),
+    })
+}
+
+/// Assigns positions and stream versions to a validated request and adds it to the group.
+fn assign(group: &mut Group, request: AppendRequest, currents: Vec<Option<u64>>) -> Plan {
+    let first = group.next_position;
+    let mut stream_versions = Vec::with_capacity(request.writes.len());
+    for (write, current) in request.writes.into_iter().zip(currents) {
+        let mut version = current;
+        for draft in write.events {
+            let next = version.map_or(0, |v| v + 1);
+            group.unsealed.push(Unsealed {
+                stream_id: write.stream_id.clone(),
+                stream_version: next,
+                draft,
+            });
+            version = Some(next);
+        }
+        // The store rejects writes without events before they reach the sequencer.
+        let last = version.expect("a stream write has events");
+        group.versions.insert(write.stream_id.clone(), Some(last));
+        stream_versions.push((write.stream_id, last));
+    }
+    let count = group.unsealed.len() as u64 - (first - group.base_position);
+    assert!(count > 0, "an accepted request has events");
+    group.next_position = first + count;
+    let last = group.next_position - 1;
+
+    if let Some(claim) = request.idempotency {
+        let record = IdempotencyRecord {
+            claim,
+            first_position: first,
+            last_position: last,
+        };
+        group.keys.insert(record.claim.key.clone(), record.clone());
+        group.records.push(record);
+    }
+    Plan::Append {
+        first,
+        last,
+        stream_versions,
+    }
+}
+
+/// Sends the outcome to every deferred request of a committed group.
+fn answer_committed(base: u64, hashes: &[[u8; HASH_LEN]], deferred: Vec<(Plan, AppendReply)>) {
+    for (plan, reply) in deferred {
+        let outcome = match plan {
+            Plan::Duplicate(record) => Ok(AppendOutcome::Duplicate(record)),
+            Plan::Conflict(error) => Err(error),
+            Plan::Append {
+                first,
+                last,
+                stream_versions,
+            } => {
+                // Positions `base..` map to indexes `0..` of `hashes` (asserted gapless).
+                let index = usize::try_from(last - base).expect("group index fits in usize");
+                Ok(AppendOutcome::Committed(AppendResult {
+                    first_position: first,
+                    last_position: last,
+                    last_hash: hashes[index],
+                    stream_versions,
+                }))
+            }
+        };
+        // A caller that stopped waiting still had its append committed.
+        let _ = reply.send(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use domain::clock::SteppingClock;
+    use domain::record::ActorKind;
+    use domain::record::EventDraft;
+
+    use super::*;
+    use crate::memory::MemoryBackend;
+    use crate::{IdempotencyClaim, StreamWrite};
+
+    fn draft() -> EventDraft {
+        EventDraft {
+            event_id: Uuid::now_v7(),
+            event_type: "test.noted".into(),
+            schema_version: 1,
+            actor: Actor {
+                kind: ActorKind::ApiClient,
+                id: "c".into(),
+                credential: "t".into(),
+            },
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            payload: vec![0xAB],
+        }
+    }
+
+    fn request(stream: &str, expected: ExpectedVersion, key: Option<(&str, u8)>) -> AppendRequest {
+        let write = StreamWrite {
+            stream_id: stream.into(),
+            expected,
+            events: vec![draft(), draft()],
+        };
+        let idempotency = key.map(|(key, hash)| IdempotencyClaim {
+            key: key.into(),
+            request_hash: [hash; 32],
+            request: Vec::new(),
+            response_status: 201,
+            response_body: Vec::new(),
+        });
+        AppendRequest {
+            writes: vec![write],
+            idempotency,
+        }
+    }
+
+    /// Creates a ledger in a memory backend and a sequencer for it, not yet running.
+    async fn sequencer_over_memory() -> (Sequencer, Arc<MemoryBackend>, Uuid) {
+        let backend = Arc::new(MemoryBackend::new());
+        let key = Arc::new(LedgerKey::generate());
+        let sealer = Sealer::new(key, Arc::new(SteppingClock::new(1_700_000_000_000_000, 1)));
+        let ledger_id = Uuid::now_v7();
+        let (genesis, tip) = sealer.genesis(ledger_id, "t", Actor::system("test"), Uuid::now_v7());
+        let head = ChainHead {
+            ledger_id,
+            position: 0,
+            hash: genesis.hash,
+        };
+        let record = sealer.sign_head(ledger_id, 0, genesis.hash);
+        let batch = CommitBatch {
+            ledger_id,
+            expected_head: None,
+            events: vec![genesis],
+            idempotency: Vec::new(),
+            signed_head: SignedHead { head, record },
+        };
+        backend.commit(batch).await.unwrap();
+        let sequencer =
+            Sequencer::new(backend.clone(), sealer, head, tip, watch::Sender::new(None));
+        (sequencer, backend, ledger_id)
+    }
+
+    #[tokio::test]
+    async fn group_resolves_conflicts_in_queue_order() {
+        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
+        let (commands, queue) = mpsc::channel(16);
+        let requests = [
+            request("a", ExpectedVersion::NoStream, Some(("k", 1))),
+            // Same key and hash as the first: a duplicate of it, inside the same group.
+            request("b", ExpectedVersion::NoStream, Some(("k", 1))),
+            // Same key, different hash.
+            request("c", ExpectedVersion::NoStream, Some(("k", 2))),
+            // Conflicts with the version the first request assigned to stream `a`.
+            request("a", ExpectedVersion::NoStream, None),
+            // Follows the version the first request assigned to stream `a`.
+            request("a", ExpectedVersion::Exact(1), None),
+        ];
+        let mut answers = Vec::new();
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            commands
+                .try_send(Command::Append { request, reply })
+                .unwrap();
+            answers.push(answer);
+        }
+        // Every request is queued before the task starts, so they form one group.
+        drop(commands);
+        sequencer.run(queue).await;
+
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        let Ok(AppendOutcome::Committed(first)) = &results[0] else {
+            panic!("{:?}", results[0])
+        };
+        assert_eq!((first.first_position, first.last_position), (1, 2));
+        let Ok(AppendOutcome::Duplicate(duplicate)) = &results[1] else {
+            panic!("{:?}", results[1])
+        };
+        assert_eq!((duplicate.first_position, duplicate.last_position), (1, 2));
+        assert!(matches!(
+            results[2],
+            Err(StoreError::IdempotencyKeyReused { .. })
+        ));
+        assert!(matches!(
+            results[3],
+            Err(StoreError::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            })
+        ));
+        let Ok(AppendOutcome::Committed(last)) = &results[4] else {
+            panic!("{:?}", results[4])
+        };
+        assert_eq!((last.first_position, last.last_position), (3, 4));
+        assert_eq!(last.stream_versions, vec![("a".to_string(), 3)]);
+
+        let head = backend.head(ledger_id).await.unwrap().unwrap();
+        assert_eq!(head.position, 4);
+        assert!(backend
+            .read_stream(ledger_id, "b", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(backend
+            .read_stream(ledger_id, "c", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_group_commit_fails_every_dependent_request() {
+        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
+
+        // Another writer moves the head, so the sequencer's commit gets `HeadMoved`.
+        let (head, mut tip) = load_tip(backend.as_ref(), ledger_id).await.unwrap();
+        let intruder = Sealer::new(
+            Arc::new(LedgerKey::generate()),
+            Arc::new(SteppingClock::new(1_800_000_000_000_000, 1)),
+        );
+        let item = Unsealed {
+            stream_id: "other".into(),
+            stream_version: 0,
+            draft: draft(),
+        };
+        let events = intruder.seal_batch(&mut tip, vec![item]);
+        let new_head = ChainHead {
+            ledger_id,
+            position: 1,
+            hash: events[0].hash,
+        };
+        let record = intruder.sign_head(ledger_id, 1, events[0].hash);
+        let batch = CommitBatch {
+            ledger_id,
+            expected_head: Some(head),
+            events,
+            idempotency: Vec::new(),
+            signed_head: SignedHead {
+                head: new_head,
+                record,
+            },
+        };
+        backend.commit(batch).await.unwrap();
+
+        let (commands, queue) = mpsc::channel(16);
+        let requests = [
+            request("a", ExpectedVersion::NoStream, Some(("k", 1))),
+            request("b", ExpectedVersion::NoStream, Some(("k", 1))),
+            request("a", ExpectedVersion::NoStream, None),
+            request("other", ExpectedVersion::NoStream, None),
+        ];
+        let mut answers = Vec::new();
+        for request in requests {
+            let (reply, answer) = oneshot::channel();
+            commands
+                .try_send(Command::Append { request, reply })
+                .unwrap();
+            answers.push(answer);
+        }
+        drop(commands);
+        sequencer.run(queue).await;
+
+        let mut results = Vec::new();
+        for answer in answers {
+            results.push(answer.await.unwrap());
+        }
+        for result in &results[..3] {
+            let Err(StoreError::CommitFailed(error)) = result else {
+                panic!("{result:?}")
+            };
+            assert!(
+                matches!(**error, BackendError::HeadMoved { .. }),
+                "{error:?}"
+            );
+        }
+        // This conflict is with a stored version, so it is final whatever the group does.
+        assert!(matches!(
+            results[3],
+            Err(StoreError::WrongExpectedVersion {
+                actual: Some(0),
+                ..
+            })
+        ));
+        assert_eq!(backend.head(ledger_id).await.unwrap().unwrap(), new_head);
+        assert!(backend
+            .read_stream(ledger_id, "a", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(backend.idempotency(ledger_id, "k").await.unwrap().is_none());
+    }
+
+    #[test]
+    fn drain_group_stops_at_rotation() {
+        let (commands, mut queue) = mpsc::channel(8);
+        for _ in 0..3 {
+            let (reply, _answer) = oneshot::channel();
+            let request = request("s", ExpectedVersion::Any, None);
+            commands
+                .try_send(Command::Append { request, reply })
+                .unwrap();
+        }
+        let (reply, _answer) = oneshot::channel();
+        let rotate = Command::Rotate {
+            new_key: Arc::new(LedgerKey::generate()),
+            actor: Actor::system("test"),
+            reason: "test".into(),
+            reply,
+        };
+        commands.try_send(rotate).unwrap();
+        let Ok(Command::Append { request, reply }) = queue.try_recv() else {
+            panic!("append")
+        };
+        let (group, rotation) = drain_group(&mut queue, (request, reply));
+        assert_eq!(group.len(), 3);
+        assert!(matches!(rotation, Some(Command::Rotate { .. })));
+    }
+}

@@ -1,0 +1,306 @@
+//! The read-model database: opening it, applying events with their checkpoint in one
+//! transaction, waiting for a position, and dumping every row.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::record::{SealedEvent, GENESIS_PREV_HASH, HASH_LEN};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
+};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::row::{get_u64, to_db};
+use crate::{apply, schema, ProjectionError};
+
+/// How long a connection waits for another writer before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often [`ReadModels::wait_for_position`] rereads the checkpoint, so it also
+/// notices progress made by another process on the same file.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Connections in the pool of a file database: one writer and a few readers (WAL mode).
+const FILE_POOL_SIZE: u32 = 4;
+
+/// The position and head hash that every read model of a ledger reflects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Ledger id.
+    pub ledger_id: Uuid,
+    /// Position of the last applied event.
+    pub position: u64,
+    /// Hash of the last applied event.
+    pub head_hash: [u8; HASH_LEN],
+}
+
+/// Every row of every read-model table, sorted by primary key, as JSON values.
+///
+/// Two databases built from the same events have equal dumps.
+pub type Dump = BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>>;
+
+/// The read-model database, shared by the runner (which writes) and queries (which read).
+///
+/// Cloning is cheap and clones share the pool.
+#[derive(Debug, Clone)]
+pub struct ReadModels {
+    pub(crate) pool: SqlitePool,
+    // Bumped after every committed batch so waiters recheck their ledger's checkpoint.
+    applied: Arc<watch::Sender<u64>>,
+}
+
+impl ReadModels {
+    /// Opens or creates the read-model database at `path` in WAL mode, creating its parent
+    /// directory and the schema if missing.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if the file cannot be opened or the schema not created.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, ProjectionError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(sqlx::Error::Io)?;
+        }
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // A commit lost to a power cut is projected again from the event store,
+            // so the read models do not need a sync on every commit.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(FILE_POOL_SIZE)
+            .connect_with(options);
+        Self::with_pool(pool.await?).await
+    }
+
+    /// Creates an empty read-model database in memory, for tests and one-off rebuilds.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if SQLite fails.
+    pub async fn in_memory() -> Result<Self, ProjectionError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // Each in-memory connection is a separate database, so the pool keeps exactly
+        // one connection open for its whole life.
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options);
+        Self::with_pool(pool.await?).await
+    }
+
+    async fn with_pool(pool: SqlitePool) -> Result<Self, ProjectionError> {
+        for statement in schema::CREATE {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        let (applied, _) = watch::channel(0);
+        Ok(ReadModels {
+            pool,
+            applied: Arc::new(applied),
+        })
+    }
+
+    /// Returns the checkpoint of a ledger, or `None` if none of its events is applied.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] or [`ProjectionError::CorruptRow`].
+    pub async fn checkpoint(&self, ledger_id: Uuid) -> Result<Option<Checkpoint>, ProjectionError> {
+        let mut conn = self.pool.acquire().await?;
+        load_checkpoint(&mut conn, ledger_id).await
+    }
+
+    /// Applies events to every read model and advances the checkpoint, all in one
+    /// transaction, and returns the new checkpoint.
+    ///
+    /// The events must continue the stored checkpoint exactly: the first has position
+    /// checkpoint + 1 (or 0) and links to the checkpoint's hash (or the genesis value).
+    /// Nothing of the batch is stored when any event fails.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Gap`], [`ProjectionError::BrokenLink`] or
+    /// [`ProjectionError::WrongLedger`] when an event does not continue the chain;
+    /// [`ProjectionError::Payload`] when a known event type does not decode;
+    /// [`ProjectionError::Inconsistent`] when an event contradicts the models;
+    /// [`ProjectionError::Database`] when SQLite fails.
+    pub async fn apply_batch(
+        &self,
+        ledger_id: Uuid,
+        events: &[SealedEvent],
+    ) -> Result<Option<Checkpoint>, ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        let mut tip = load_checkpoint(&mut tx, ledger_id).await?;
+        for event in events {
+            check_continuity(ledger_id, tip.as_ref(), event)?;
+            apply::apply_event(&mut tx, ledger_id, event).await?;
+            tip = Some(Checkpoint {
+                ledger_id,
+                position: event.position,
+                head_hash: event.hash,
+            });
+        }
+        if let Some(tip) = &tip {
+            save_checkpoint(&mut tx, tip).await?;
+        }
+        tx.commit().await?;
+
+        self.applied
+            .send_modify(|generation| *generation = generation.wrapping_add(1));
+        Ok(tip)
+    }
+
+    /// Waits until the ledger's read models reach `min_position` or `timeout` passes, and
+    /// returns whether the position was reached.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if the checkpoint cannot be read.
+    pub async fn wait_for_position(
+        &self,
+        ledger_id: Uuid,
+        min_position: u64,
+        timeout: Duration,
+    ) -> Result<bool, ProjectionError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut applied = self.applied.subscribe();
+        loop {
+            // Subscribing before the read means a commit after it wakes the loop.
+            applied.mark_unchanged();
+            let reached = self.checkpoint(ledger_id).await?;
+            if reached.is_some_and(|c| c.position >= min_position) {
+                return Ok(true);
+            }
+            let next_check = deadline.min(tokio::time::Instant::now() + WAIT_POLL_INTERVAL);
+            if tokio::time::timeout_at(next_check, applied.changed())
+                .await
+                .is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return Ok(false);
+            }
+        }
+    }
+
+    /// Returns every row of every table, sorted by primary key.
+    ///
+    /// Meant for tests and rebuild checks: it reads whole tables into memory.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if a table cannot be read.
+    pub async fn dump(&self) -> Result<Dump, ProjectionError> {
+        let mut tx = self.pool.begin().await?;
+        let mut dump = Dump::new();
+        for (table, order) in schema::TABLES {
+            let sql = format!("SELECT * FROM {table} ORDER BY {order}");
+            let rows = sqlx::query(&sql).fetch_all(&mut *tx).await?;
+            let rows = rows
+                .iter()
+                .map(row_to_json)
+                .collect::<Result<Vec<_>, _>>()?;
+            dump.insert((*table).to_owned(), rows);
+        }
+        Ok(dump)
+    }
+}
+
+fn check_continuity(
+    ledger_id: Uuid,
+    tip: Option<&Checkpoint>,
+    event: &SealedEvent,
+) -> Result<(), ProjectionError> {
+    if event.ledger_id != ledger_id {
+        return Err(ProjectionError::WrongLedger {
+            ledger_id,
+            position: event.position,
+            found: event.ledger_id,
+        });
+    }
+    let (expected, expected_prev) = match tip {
+        None => (0, GENESIS_PREV_HASH),
+        Some(tip) => (tip.position.saturating_add(1), tip.head_hash),
+    };
+    if event.position != expected {
+        return Err(ProjectionError::Gap {
+            ledger_id,
+            expected,
+            found: event.position,
+        });
+    }
+    if event.prev_hash != expected_prev {
+        return Err(ProjectionError::BrokenLink {
+            ledger_id,
+            position: event.position,
+            expected: hex::encode(expected_prev),
+            found: hex::encode(event.prev_hash),
+        });
+    }
+    Ok(())
+}
+
+pub(crate) async fn load_checkpoint(
+    conn: &mut SqliteConnection,
+    ledger_id: Uuid,
+) -> Result<Option<Checkpoint>, ProjectionError> {
+    let row = sqlx::query("SELECT position, head_hash FROM checkpoints WHERE ledger_id = $1")
+        .bind(ledger_id.to_string())
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(row) = row else { return Ok(None) };
+    let position = get_u64(&row, "checkpoints", "position")?;
+    let hash_hex: String = row.try_get("head_hash")?;
+    let corrupt = |reason: String| ProjectionError::CorruptRow {
+        table: "checkpoints",
+        reason,
+    };
+    let bytes = hex::decode(&hash_hex).map_err(|e| corrupt(format!("head_hash: {e}")))?;
+    let head_hash = <[u8; HASH_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| corrupt(format!("head_hash has {} bytes", bytes.len())))?;
+    Ok(Some(Checkpoint {
+        ledger_id,
+        position,
+        head_hash,
+    }))
+}
+
+async fn save_checkpoint(
+    conn: &mut SqliteConnection,
+    checkpoint: &Checkpoint,
+) -> Result<(), ProjectionError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (ledger_id, position, head_hash) VALUES ($1, $2, $3)
+         ON CONFLICT (ledger_id) DO UPDATE SET position = $2, head_hash = $3",
+    )
+    .bind(checkpoint.ledger_id.to_string())
+    .bind(to_db("position", checkpoint.position)?)
+    .bind(hex::encode(checkpoint.head_hash))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn row_to_json(
+    row: &sqlx::sqlite::SqliteRow,
+) -> Result<serde_json::Map<String, serde_json::Value>, ProjectionError> {
+    let mut object = serde_json::Map::new();
+    for column in row.columns() {
+        let index = column.ordinal();
+        let raw = row.try_get_raw(index)?;
+        let value = if raw.is_null() {
+            serde_json::Value::Null
+        } else if raw.type_info().name() == "INTEGER" {
+            serde_json::Value::from(row.try_get::<i64, _>(index)?)
+        } else {
+            serde_json::Value::from(row.try_get::<String, _>(index)?)
+        };
+        object.insert(column.name().to_owned(), value);
+    }
+    Ok(object)
+}

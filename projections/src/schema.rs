@@ -1,0 +1,141 @@
+//! The read-model tables.
+//!
+//! The SQL uses only types and syntax that SQLite and PostgreSQL share (`BIGINT`,
+//! `TEXT`, `INTEGER`, `ON CONFLICT`, `$n` parameters), so the statements can serve a
+//! PostgreSQL read store later. Hashes and ids are stored as lowercase hex and
+//! hyphenated UUID text, which both databases compare byte for byte.
+
+/// Statements that create every table and index; each is idempotent.
+pub(crate) const CREATE: &[&str] = &[
+    // One row per ledger: the position and hash that every model reflects. It is
+    // written in the same transaction as the rows it covers.
+    "CREATE TABLE IF NOT EXISTS checkpoints (
+        ledger_id TEXT NOT NULL PRIMARY KEY,
+        position BIGINT NOT NULL,
+        head_hash TEXT NOT NULL
+    )",
+    "CREATE TABLE IF NOT EXISTS audit_events (
+        ledger_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        event_id TEXT NOT NULL,
+        recorded_at_micros BIGINT NOT NULL,
+        stream_id TEXT NOT NULL,
+        stream_version BIGINT NOT NULL,
+        event_type TEXT NOT NULL,
+        schema_version INTEGER NOT NULL,
+        actor_kind TEXT NOT NULL,
+        actor_id TEXT NOT NULL,
+        actor_credential TEXT NOT NULL,
+        correlation_id TEXT NOT NULL,
+        causation_id TEXT,
+        key_id TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        prev_hash TEXT NOT NULL,
+        summary TEXT,
+        PRIMARY KEY (ledger_id, position)
+    )",
+    "CREATE INDEX IF NOT EXISTS audit_events_time
+        ON audit_events (ledger_id, recorded_at_micros, position)",
+    "CREATE INDEX IF NOT EXISTS audit_events_actor
+        ON audit_events (ledger_id, actor_id, position)",
+    "CREATE INDEX IF NOT EXISTS audit_events_stream
+        ON audit_events (ledger_id, stream_id, position)",
+    "CREATE INDEX IF NOT EXISTS audit_events_type
+        ON audit_events (ledger_id, event_type, position)",
+    // Submission fields are NULL for a payment rejected before it was submitted.
+    "CREATE TABLE IF NOT EXISTS payments (
+        ledger_id TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        first_position BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        amount_minor BIGINT,
+        currency TEXT,
+        payee_id TEXT,
+        payee_name TEXT,
+        account_masked TEXT,
+        reference TEXT,
+        bank_reference TEXT,
+        attempts BIGINT NOT NULL,
+        source TEXT,
+        batch_id TEXT,
+        batch_line BIGINT,
+        last_error_kind TEXT,
+        last_error TEXT,
+        submitted_at_micros BIGINT,
+        updated_at_micros BIGINT NOT NULL,
+        updated_position BIGINT NOT NULL,
+        PRIMARY KEY (ledger_id, payment_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS payments_status ON payments (ledger_id, status, first_position)",
+    "CREATE INDEX IF NOT EXISTS payments_batch ON payments (ledger_id, batch_id, first_position)",
+    "CREATE TABLE IF NOT EXISTS payment_history (
+        ledger_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        payment_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at_micros BIGINT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, position)
+    )",
+    "CREATE INDEX IF NOT EXISTS payment_history_payment
+        ON payment_history (ledger_id, payment_id, position)",
+    "CREATE TABLE IF NOT EXISTS payees (
+        ledger_id TEXT NOT NULL,
+        payee_id TEXT NOT NULL,
+        added_position BIGINT NOT NULL,
+        name TEXT NOT NULL,
+        normalized_name TEXT NOT NULL,
+        account_masked TEXT NOT NULL,
+        added_at_micros BIGINT NOT NULL,
+        removed_at_micros BIGINT,
+        removed_reason TEXT,
+        PRIMARY KEY (ledger_id, payee_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS payees_order ON payees (ledger_id, added_position)",
+    "CREATE TABLE IF NOT EXISTS payee_lookalikes (
+        ledger_id TEXT NOT NULL,
+        payee_id TEXT NOT NULL,
+        lookalike_of TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, payee_id, lookalike_of)
+    )",
+    "CREATE TABLE IF NOT EXISTS dead_letters (
+        ledger_id TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        parked_position BIGINT NOT NULL,
+        parked_at_micros BIGINT NOT NULL,
+        attempts BIGINT NOT NULL,
+        last_error_kind TEXT NOT NULL,
+        last_error TEXT NOT NULL,
+        amount_minor BIGINT NOT NULL,
+        currency TEXT NOT NULL,
+        payee_id TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, payment_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS dead_letters_order ON dead_letters (ledger_id, parked_position)",
+    "CREATE TABLE IF NOT EXISTS aba_batches (
+        ledger_id TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        imported_at_micros BIGINT NOT NULL,
+        file_hash TEXT NOT NULL,
+        detail_count BIGINT NOT NULL,
+        credit_total_minor BIGINT NOT NULL,
+        debit_total_minor BIGINT NOT NULL,
+        user_name TEXT NOT NULL,
+        processing_date TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, batch_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS aba_batches_order ON aba_batches (ledger_id, position)",
+];
+
+/// Every table with the columns that order its rows uniquely, for [`crate::ReadModels::dump`].
+pub(crate) const TABLES: &[(&str, &str)] = &[
+    ("checkpoints", "ledger_id"),
+    ("audit_events", "ledger_id, position"),
+    ("payments", "ledger_id, payment_id"),
+    ("payment_history", "ledger_id, position"),
+    ("payees", "ledger_id, payee_id"),
+    ("payee_lookalikes", "ledger_id, payee_id, lookalike_of"),
+    ("dead_letters", "ledger_id, payment_id"),
+    ("aba_batches", "ledger_id, batch_id"),
+];

@@ -1,0 +1,4 @@
+//! End-to-end tests for Folio and the shared fixtures they use.
+
+pub mod golden;
+pub mod harness;
