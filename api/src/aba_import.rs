@@ -32,7 +32,8 @@ pub fn decide(
     file_bytes: &[u8],
     ledger_id: Uuid,
 ) -> Result<AbaBatch, ApiError> {
-    file.check_payments().map_err(|e| ApiError::aba_invalid(e.to_string()))?;
+    file.check_payments()
+        .map_err(|e| ApiError::aba_invalid(e.to_string()))?;
     let batch_id = Uuid::now_v7();
     let mut payments = Vec::with_capacity(file.details.len());
     for detail in &file.details {
@@ -50,8 +51,15 @@ pub fn decide(
             decide_submission(policy, list, request, ledger_id).map_err(|e| at_line(&e))?;
         // The bank gets the account title exactly as the file gives it.
         submitted.payee_name = detail.account_title.clone();
-        assert_eq!(submitted.account, detail.payee_account(), "payment pays another account");
-        assert_eq!(submitted.amount_minor, detail.amount_minor, "payment changed the amount");
+        assert_eq!(
+            submitted.account,
+            detail.payee_account(),
+            "payment pays another account"
+        );
+        assert_eq!(
+            submitted.amount_minor, detail.amount_minor,
+            "payment changed the amount"
+        );
         payments.push(submitted);
     }
     let imported = file.batch_imported(batch_id, file_bytes);
@@ -88,6 +96,10 @@ impl AbaBatch {
             "credit_total_minor": self.imported.credit_total_minor,
             "payments": items,
         });
-        Decision { status: StatusCode::CREATED, body, writes }
+        Decision {
+            status: StatusCode::CREATED,
+            body,
+            writes,
+        }
     }
 }

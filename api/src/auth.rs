@@ -72,10 +72,13 @@ impl FromStr for Scope {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Scope::ALL.into_iter().find(|scope| scope.as_str() == text).ok_or_else(|| {
-            let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
-            format!("unknown scope {text:?}; known scopes: {}", known.join(", "))
-        })
+        Scope::ALL
+            .into_iter()
+            .find(|scope| scope.as_str() == text)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Scope::ALL.iter().map(|scope| scope.as_str()).collect();
+                format!("unknown scope {text:?}; known scopes: {}", known.join(", "))
+            })
     }
 }
 
@@ -87,7 +90,11 @@ pub fn parse_scopes(text: &str) -> Result<BTreeSet<Scope>, String> {
     if text.trim() == "all" {
         return Ok(Scope::ALL.into_iter().collect());
     }
-    text.split(',').map(str::trim).filter(|s| !s.is_empty()).map(Scope::from_str).collect()
+    text.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(Scope::from_str)
+        .collect()
 }
 
 /// A stored token, without its secret.
@@ -125,7 +132,10 @@ impl TokenStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
         sqlx::query(
             "CREATE TABLE IF NOT EXISTS api_tokens (
                 id TEXT PRIMARY KEY,
@@ -162,7 +172,11 @@ impl TokenStore {
         let scope_text: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
         let ledger_text = match ledgers {
             None => "*".to_owned(),
-            Some(set) => set.iter().map(Uuid::to_string).collect::<Vec<_>>().join(","),
+            Some(set) => set
+                .iter()
+                .map(Uuid::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
         };
         sqlx::query(
             "INSERT INTO api_tokens (id, secret_hash, client, scopes, ledgers, created_at_micros)
@@ -213,7 +227,9 @@ impl TokenStore {
         .ok_or_else(rejected)?;
 
         let stored: Vec<u8> = row.get(0);
-        let stored: [u8; 32] = stored.try_into().map_err(|_| ApiError::internal("bad token hash"))?;
+        let stored: [u8; 32] = stored
+            .try_into()
+            .map_err(|_| ApiError::internal("bad token hash"))?;
         // blake3::Hash compares in constant time.
         if blake3::Hash::from(stored) != blake3::Hash::from(hash_secret(secret)) {
             return Err(rejected());
@@ -229,7 +245,12 @@ fn split_token(presented: &str) -> Option<(&str, &str)> {
     (id_ok && !secret.is_empty() && secret.len() <= 64).then_some((id, secret))
 }
 
-fn token_info(id: &str, client: String, scopes: String, ledgers: String) -> Result<TokenInfo, ApiError> {
+fn token_info(
+    id: &str,
+    client: String,
+    scopes: String,
+    ledgers: String,
+) -> Result<TokenInfo, ApiError> {
     let scopes = parse_scopes(&scopes).map_err(ApiError::internal)?;
     let ledgers = if ledgers == "*" {
         None
@@ -237,7 +258,12 @@ fn token_info(id: &str, client: String, scopes: String, ledgers: String) -> Resu
         let parsed: Result<BTreeSet<Uuid>, _> = ledgers.split(',').map(Uuid::parse_str).collect();
         Some(parsed.map_err(ApiError::internal)?)
     };
-    Ok(TokenInfo { id: id.to_owned(), client, scopes, ledgers })
+    Ok(TokenInfo {
+        id: id.to_owned(),
+        client,
+        scopes,
+        ledgers,
+    })
 }
 
 /// The authenticated caller of a request.
@@ -278,7 +304,11 @@ impl Caller {
 
     /// The actor recorded in events caused by this caller.
     pub fn actor(&self) -> Actor {
-        Actor { kind: ActorKind::ApiClient, id: self.0.client.clone(), credential: self.0.id.clone() }
+        Actor {
+            kind: ActorKind::ApiClient,
+            id: self.0.client.clone(),
+            credential: self.0.id.clone(),
+        }
     }
 }
 
@@ -313,7 +343,9 @@ mod tests {
     #[tokio::test]
     async fn issued_token_authenticates() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("auth.sqlite")).await.unwrap();
+        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
+            .await
+            .unwrap();
         let scopes = parse_scopes("payments:submit,payments:read").unwrap();
         let token = store.issue("payroll-co", &scopes, None, 0).await.unwrap();
 
@@ -326,8 +358,13 @@ mod tests {
     #[tokio::test]
     async fn wrong_secret_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("auth.sqlite")).await.unwrap();
-        let token = store.issue("c", &parse_scopes("all").unwrap(), None, 0).await.unwrap();
+        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
+            .await
+            .unwrap();
+        let token = store
+            .issue("c", &parse_scopes("all").unwrap(), None, 0)
+            .await
+            .unwrap();
         let mut forged = token.clone();
         forged.pop();
         forged.push(if token.ends_with('A') { 'B' } else { 'A' });

@@ -6,8 +6,8 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
-use domain::record::{Actor, EventDraft};
 use domain::events::EventPayload;
+use domain::record::{Actor, EventDraft};
 use eventstore_adapter::{AppendOutcome, AppendRequest, StoreError, StreamWrite};
 use serde_json::Value;
 use uuid::Uuid;
@@ -55,14 +55,23 @@ where
         attempt += 1;
         let decision = decide().await?;
         let claim = idempotent.claim(decision.status, &decision.body);
-        let append = AppendRequest { writes: decision.writes, idempotency: Some(claim) };
+        let append = AppendRequest {
+            writes: decision.writes,
+            idempotency: Some(claim),
+        };
         match state.store.append(ledger_id, append).await {
             Ok(AppendOutcome::Committed(result)) => {
                 state.notify_appended(ledger_id);
-                return Ok(respond(decision.status, decision.body, result.last_position));
+                return Ok(respond(
+                    decision.status,
+                    decision.body,
+                    result.last_position,
+                ));
             }
             Ok(AppendOutcome::Duplicate(record)) => return idempotent.replay(&record),
-            Err(StoreError::WrongExpectedVersion { .. }) if attempt < MAX_CONFLICT_RETRIES => continue,
+            Err(StoreError::WrongExpectedVersion { .. }) if attempt < MAX_CONFLICT_RETRIES => {
+                continue
+            }
             Err(StoreError::IdempotencyKeyReused { stored, .. }) => {
                 return idempotent.replay(&stored);
             }
@@ -76,9 +85,14 @@ pub fn respond(status: StatusCode, mut body: Value, position: u64) -> HttpRespon
     if let Value::Object(map) = &mut body {
         map.insert("position".to_owned(), Value::from(position));
     }
-    let content_type =
-        if status.is_success() { "application/json" } else { crate::problem::PROBLEM_JSON };
-    HttpResponse::build(status).content_type(content_type).json(body)
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        crate::problem::PROBLEM_JSON
+    };
+    HttpResponse::build(status)
+        .content_type(content_type)
+        .json(body)
 }
 
 /// Builds an event draft from a payload.
@@ -93,4 +107,3 @@ pub fn draft<P: EventPayload>(payload: &P, actor: &Actor, correlation_id: Uuid) 
         payload: payload.encode(),
     }
 }
-

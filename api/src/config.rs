@@ -62,7 +62,8 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PaymentsConfig {
-    /// Largest accepted amount of one payment, in minor units (cents).
+    /// Largest accepted amount of one payment, in minor units (cents); the default is
+    /// 100,000,000 cents (one million dollars).
     pub max_amount_minor: u64,
     /// ISO 4217 codes accepted for payments.
     pub currencies: Vec<String>,
@@ -70,7 +71,10 @@ pub struct PaymentsConfig {
 
 impl Default for PaymentsConfig {
     fn default() -> Self {
-        PaymentsConfig { max_amount_minor: 100_000_000_00, currencies: vec!["AUD".to_owned()] }
+        PaymentsConfig {
+            max_amount_minor: 100_000_000,
+            currencies: vec!["AUD".to_owned()],
+        }
     }
 }
 
@@ -185,16 +189,23 @@ impl Config {
 const NON_CONFIG_VARS: &[&str] = &["FOLIO_CONFIG", "FOLIO_LOG", "FOLIO_LOG_FORMAT"];
 
 fn overlay_env(root: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
-    let Some(rest) = name.strip_prefix("FOLIO_") else { return Ok(()) };
+    let Some(rest) = name.strip_prefix("FOLIO_") else {
+        return Ok(());
+    };
     if NON_CONFIG_VARS.contains(&name) || rest.is_empty() {
         return Ok(());
     }
-    let path: Vec<String> = rest.split("__").map(|part| part.to_ascii_lowercase()).collect();
+    let path: Vec<String> = rest
+        .split("__")
+        .map(|part| part.to_ascii_lowercase())
+        .collect();
     let parsed = parse_scalar(value);
     let (last, parents) = path.split_last().context("empty variable name")?;
     let mut table = root;
     for part in parents {
-        let entry = table.entry(part.clone()).or_insert_with(|| toml::Table::new().into());
+        let entry = table
+            .entry(part.clone())
+            .or_insert_with(|| toml::Table::new().into());
         table = entry
             .as_table_mut()
             .with_context(|| format!("{name}: {part} is not a section"))?;
@@ -216,7 +227,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

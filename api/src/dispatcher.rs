@@ -62,9 +62,15 @@ impl Dispatcher {
         metrics: Arc<BankMetrics>,
     ) -> anyhow::Result<Dispatcher> {
         let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
-        let breaker = CircuitBreaker::from_config(config);
+        let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
         let policy = RetryPolicy::from_config(config);
-        Ok(Self::with_adapter(store, Arc::new(adapter), breaker, policy, config.max_in_flight))
+        Ok(Self::with_adapter(
+            store,
+            Arc::new(adapter),
+            breaker,
+            policy,
+            config.max_in_flight,
+        ))
     }
 
     /// Starts a dispatcher over any adapter.
@@ -91,7 +97,9 @@ impl Dispatcher {
         let starter = dispatcher.clone();
         tokio::spawn(async move {
             match starter.inner.store.ledgers().await {
-                Ok(ledgers) => ledgers.iter().for_each(|info| starter.track(info.ledger_id)),
+                Ok(ledgers) => ledgers
+                    .iter()
+                    .for_each(|info| starter.track(info.ledger_id)),
                 Err(error) => tracing::error!(%error, "dispatcher could not list ledgers"),
             }
         });
@@ -140,7 +148,12 @@ struct LedgerWorker {
 
 impl LedgerWorker {
     fn new(inner: Arc<Inner>, ledger_id: Uuid) -> Self {
-        LedgerWorker { inner, ledger_id, pending: HashMap::new(), in_flight: HashSet::new() }
+        LedgerWorker {
+            inner,
+            ledger_id,
+            pending: HashMap::new(),
+            in_flight: HashSet::new(),
+        }
     }
 
     async fn run(mut self) {
@@ -195,11 +208,19 @@ impl LedgerWorker {
                 self.pending.insert(submitted.payment_id, pending);
             }
             DomainEvent::DispatchAttempted(attempted) => {
-                self.update(attempted.payment_id, event.stream_version, Some(attempted.attempt));
+                self.update(
+                    attempted.payment_id,
+                    event.stream_version,
+                    Some(attempted.attempt),
+                );
             }
             // An attempt the open breaker rejected has a failure but no attempt event.
             DomainEvent::DispatchFailed(failed) => {
-                self.update(failed.payment_id, event.stream_version, Some(failed.attempt));
+                self.update(
+                    failed.payment_id,
+                    event.stream_version,
+                    Some(failed.attempt),
+                );
             }
             DomainEvent::ReceiptRecorded(done) => self.finish(done.payment_id),
             DomainEvent::PaymentDeadLettered(done) => self.finish(done.payment_id),
@@ -225,10 +246,16 @@ impl LedgerWorker {
     }
 
     fn dispatch_ready(&mut self) {
-        let ready: Vec<Uuid> =
-            self.pending.keys().filter(|id| !self.in_flight.contains(id)).copied().collect();
+        let ready: Vec<Uuid> = self
+            .pending
+            .keys()
+            .filter(|id| !self.in_flight.contains(id))
+            .copied()
+            .collect();
         for payment_id in ready {
-            let Some(pending) = self.pending.get(&payment_id) else { continue };
+            let Some(pending) = self.pending.get(&payment_id) else {
+                continue;
+            };
             self.in_flight.insert(payment_id);
             let job = DispatchJob {
                 inner: Arc::clone(&self.inner),
@@ -236,7 +263,12 @@ impl LedgerWorker {
                 payment_id,
                 request: pending.request.clone(),
                 first_attempt: pending.attempts_done + 1,
-                recorder: PaymentRecorder::new(&self.inner.store, self.ledger_id, payment_id, pending),
+                recorder: PaymentRecorder::new(
+                    &self.inner.store,
+                    self.ledger_id,
+                    payment_id,
+                    pending,
+                ),
             };
             tokio::spawn(job.run());
         }
@@ -254,7 +286,9 @@ struct DispatchJob {
 
 impl DispatchJob {
     async fn run(self) {
-        let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else { return };
+        let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else {
+            return;
+        };
         let outcome = dispatch_payment(
             self.inner.adapter.as_ref(),
             &self.inner.breaker,
@@ -330,7 +364,15 @@ impl PaymentRecorder {
             expected: ExpectedVersion::Exact(*version),
             events: vec![event],
         };
-        self.store.append(self.ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+        self.store
+            .append(
+                self.ledger_id,
+                AppendRequest {
+                    writes: vec![write],
+                    idempotency: None,
+                },
+            )
+            .await?;
         *version += 1;
         Ok(())
     }
@@ -339,7 +381,10 @@ impl PaymentRecorder {
 #[async_trait]
 impl DispatchRecorder for PaymentRecorder {
     async fn attempted(&self, payment_id: Uuid, attempt: u32) -> anyhow::Result<()> {
-        assert_eq!(payment_id, self.payment_id, "recorder used for another payment");
+        assert_eq!(
+            payment_id, self.payment_id,
+            "recorder used for another payment"
+        );
         self.record(&DispatchAttempted {
             payment_id,
             attempt,
@@ -367,7 +412,12 @@ impl DispatchRecorder for PaymentRecorder {
         .await
     }
 
-    async fn receipted(&self, payment_id: Uuid, attempt: u32, receipt: &BankReceipt) -> anyhow::Result<()> {
+    async fn receipted(
+        &self,
+        payment_id: Uuid,
+        attempt: u32,
+        receipt: &BankReceipt,
+    ) -> anyhow::Result<()> {
         self.record(&ReceiptRecorded {
             payment_id,
             attempt,
@@ -378,7 +428,12 @@ impl DispatchRecorder for PaymentRecorder {
         .await
     }
 
-    async fn dead_lettered(&self, payment_id: Uuid, attempts: u32, error: &BankError) -> anyhow::Result<()> {
+    async fn dead_lettered(
+        &self,
+        payment_id: Uuid,
+        attempts: u32,
+        error: &BankError,
+    ) -> anyhow::Result<()> {
         self.record(&PaymentDeadLettered {
             payment_id,
             attempts,
@@ -389,11 +444,27 @@ impl DispatchRecorder for PaymentRecorder {
     }
 
     async fn breaker_changed(&self, from: &str, to: &str, reason: &str) -> anyhow::Result<()> {
-        let payload = BreakerStateChanged { from: from.to_owned(), to: to.to_owned(), reason: reason.to_owned() };
+        let payload = BreakerStateChanged {
+            from: from.to_owned(),
+            to: to.to_owned(),
+            reason: reason.to_owned(),
+        };
         let mut event = draft(&payload, &self.actor, self.correlation_id);
         event.causation_id = Some(self.causation_id);
-        let write = StreamWrite { stream_id: BANK_STREAM.to_owned(), expected: ExpectedVersion::Any, events: vec![event] };
-        self.store.append(self.ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+        let write = StreamWrite {
+            stream_id: BANK_STREAM.to_owned(),
+            expected: ExpectedVersion::Any,
+            events: vec![event],
+        };
+        self.store
+            .append(
+                self.ledger_id,
+                AppendRequest {
+                    writes: vec![write],
+                    idempotency: None,
+                },
+            )
+            .await?;
         Ok(())
     }
 }

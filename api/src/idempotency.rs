@@ -59,7 +59,11 @@ impl IdempotentRequest {
         let mut canonical = format!("{} {}\n", request.method(), request.path()).into_bytes();
         canonical.extend_from_slice(&canonical_body);
         let hash = *blake3::hash(&canonical).as_bytes();
-        Ok(IdempotentRequest { key, canonical, hash })
+        Ok(IdempotentRequest {
+            key,
+            canonical,
+            hash,
+        })
     }
 
     /// Builds the claim stored with the request's events.
@@ -101,9 +105,13 @@ impl IdempotentRequest {
 pub fn stored_response(record: &IdempotencyRecord) -> HttpResponse {
     let status = StatusCode::from_u16(record.claim.response_status)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let content_type =
-        if status.is_success() { "application/json" } else { crate::problem::PROBLEM_JSON };
-    let mut body: Value = serde_json::from_slice(&record.claim.response_body).unwrap_or(Value::Null);
+    let content_type = if status.is_success() {
+        "application/json"
+    } else {
+        crate::problem::PROBLEM_JSON
+    };
+    let mut body: Value =
+        serde_json::from_slice(&record.claim.response_body).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut body {
         map.insert("position".to_owned(), Value::from(record.last_position));
     }
@@ -131,14 +139,19 @@ fn describe_differences(stored: &[u8], presented: &[u8]) -> Vec<String> {
     );
     match parsed {
         (Ok(Value::Object(before)), Ok(Value::Object(after))) => {
-            let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+            let keys: std::collections::BTreeSet<&String> =
+                before.keys().chain(after.keys()).collect();
             for key in keys {
                 match (before.get(key), after.get(key)) {
                     (Some(a), Some(b)) if a != b => {
                         differences.push(format!("field `{key}` was {a}, now {b}"));
                     }
-                    (Some(a), None) => differences.push(format!("field `{key}` was {a}, now absent")),
-                    (None, Some(b)) => differences.push(format!("field `{key}` was absent, now {b}")),
+                    (Some(a), None) => {
+                        differences.push(format!("field `{key}` was {a}, now absent"))
+                    }
+                    (None, Some(b)) => {
+                        differences.push(format!("field `{key}` was absent, now {b}"))
+                    }
                     _ => {}
                 }
             }
@@ -184,6 +197,9 @@ mod tests {
     #[test]
     fn differences_name_other_path() {
         let differences = describe_differences(b"POST /v1/a\n{}", b"POST /v1/b\n{}");
-        assert_eq!(differences, vec!["request line was `POST /v1/a`, now `POST /v1/b`".to_owned()]);
+        assert_eq!(
+            differences,
+            vec!["request line was `POST /v1/a`, now `POST /v1/b`".to_owned()]
+        );
     }
 }

@@ -39,7 +39,11 @@ impl KeyRing {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             let is_key = path.extension().is_some_and(|ext| ext == "key");
-            if is_key && path.file_name().is_some_and(|name| name != current_name.as_str()) {
+            if is_key
+                && path
+                    .file_name()
+                    .is_some_and(|name| name != current_name.as_str())
+            {
                 keys.push(Arc::new(read_key(&path)?));
             }
         }
@@ -76,7 +80,10 @@ fn read_key(path: &Path) -> anyhow::Result<LedgerKey> {
         .with_context(|| format!("cannot read key file {}", path.display()))?;
     let bytes = hex::decode(text.trim()).ok();
     let Some(seed) = bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) else {
-        bail!("key file {} must hold 64 hex digits (an Ed25519 seed)", path.display());
+        bail!(
+            "key file {} must hold 64 hex digits (an Ed25519 seed)",
+            path.display()
+        );
     };
     Ok(LedgerKey::from_seed(seed))
 }

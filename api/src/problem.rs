@@ -41,7 +41,13 @@ struct ProblemDocument<'a> {
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, title: &'static str, detail: String) -> Self {
-        ApiError { status, code, title, detail, extra: Map::new() }
+        ApiError {
+            status,
+            code,
+            title,
+            detail,
+            extra: Map::new(),
+        }
     }
 
     /// Adds an extra member to the document.
@@ -52,7 +58,12 @@ impl ApiError {
 
     /// 400 `invalid_request`: the body or a parameter is malformed.
     pub fn invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", "Invalid request", detail.into())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Invalid request",
+            detail.into(),
+        )
     }
 
     /// 400 `idempotency_key_missing`.
@@ -69,22 +80,42 @@ impl ApiError {
 
     /// 401 `unauthenticated`.
     pub fn unauthenticated(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", "Authentication required", detail.into())
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "Authentication required",
+            detail.into(),
+        )
     }
 
     /// 403 `forbidden`: the token lacks a scope or the ledger.
     pub fn forbidden(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", "Not allowed", detail.into())
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "Not allowed",
+            detail.into(),
+        )
     }
 
     /// 404 `not_found`.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "Not found", detail.into())
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Not found",
+            detail.into(),
+        )
     }
 
     /// 409 `conflict`: a concurrent change won; retrying may succeed.
     pub fn conflict(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, "conflict", "Concurrent change", detail.into())
+        Self::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "Concurrent change",
+            detail.into(),
+        )
     }
 
     /// 422 `idempotency_key_reused`: same key, different request.
@@ -99,17 +130,32 @@ impl ApiError {
 
     /// 422 with a business rule's own stable code.
     pub fn rejected(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, "Request rejected by a business rule", detail.into())
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            code,
+            "Request rejected by a business rule",
+            detail.into(),
+        )
     }
 
     /// 422 `aba_file_invalid`.
     pub fn aba_invalid(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "aba_file_invalid", "Invalid ABA file", detail.into())
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "aba_file_invalid",
+            "Invalid ABA file",
+            detail.into(),
+        )
     }
 
     /// 503 `not_ready`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "Service unavailable", detail.into())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "Service unavailable",
+            detail.into(),
+        )
     }
 
     /// 500 `internal`: the detail is logged, not returned.

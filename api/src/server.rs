@@ -24,8 +24,9 @@ pub struct RunningServer {
 /// # Errors
 /// Fails when the address cannot be bound.
 pub fn start(state: Arc<AppState>, listen_addr: &str) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(listen_addr)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen_addr}: {e}; set server.listen_addr"))?;
+    let listener = TcpListener::bind(listen_addr).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {listen_addr}: {e}; set server.listen_addr")
+    })?;
     let addr = listener.local_addr()?;
     let data = web::Data::from(Arc::clone(&state));
     let tokens = web::Data::new(state.tokens.clone());
@@ -53,5 +54,9 @@ pub fn start(state: Arc<AppState>, listen_addr: &str) -> anyhow::Result<RunningS
     .shutdown_timeout(10)
     .run();
     let handle = server.handle();
-    Ok(RunningServer { addr, handle, server })
+    Ok(RunningServer {
+        addr,
+        handle,
+        server,
+    })
 }

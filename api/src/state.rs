@@ -76,7 +76,12 @@ impl AppState {
             .await
             .with_context(|| format!("cannot open event store {}", events_path.display()))?;
         let others = keys.keys[1..].to_vec();
-        let store = EventStore::open_with_ring(Arc::new(backend), keys.current(), others, Arc::clone(&clock));
+        let store = EventStore::open_with_ring(
+            Arc::new(backend),
+            keys.current(),
+            others,
+            Arc::clone(&clock),
+        );
 
         let read_path = data_dir.join("read.sqlite");
         let models = ReadModels::open(&read_path)
@@ -89,7 +94,11 @@ impl AppState {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
             None
         } else {
-            Some(Dispatcher::start(&config.bank, store.clone(), Arc::clone(&bank_metrics))?)
+            Some(Dispatcher::start(
+                &config.bank,
+                store.clone(),
+                Arc::clone(&bank_metrics),
+            )?)
         };
 
         Ok(Arc::new(AppState {
@@ -113,9 +122,10 @@ impl AppState {
     /// Store failures, or an allow-list event that does not decode.
     pub async fn allow_list(&self, ledger_id: Uuid) -> Result<(AllowList, Option<u64>), ApiError> {
         let mut cache = self.allow_lists.lock().await;
-        let entry = cache
-            .entry(ledger_id)
-            .or_insert_with(|| CachedAllowList { list: AllowList::new(), version: None });
+        let entry = cache.entry(ledger_id).or_insert_with(|| CachedAllowList {
+            list: AllowList::new(),
+            version: None,
+        });
         loop {
             let from = entry.version.map_or(0, |version| version + 1);
             let events = self

@@ -71,7 +71,7 @@ pub enum PemError {
         /// Parser error.
         source: std::io::Error,
     },
-    /// The file holds no `CERTIFICATE` block.
+    /// The file contains no `CERTIFICATE` block.
     #[error(
         "no certificate found in {}; expected a PEM file with a BEGIN CERTIFICATE block",
         path.display()
@@ -80,7 +80,7 @@ pub enum PemError {
         /// File that failed.
         path: PathBuf,
     },
-    /// The file holds no private key block.
+    /// The file contains no private key block.
     #[error(
         "no private key found in {}; expected a PKCS#8, PKCS#1 or SEC1 PEM private key",
         path.display()
@@ -90,7 +90,10 @@ pub enum PemError {
         path: PathBuf,
     },
     /// A certificate could not be added to the root store.
-    #[error("invalid CA certificate in {}: {source}; expected a DER X.509 certificate", path.display())]
+    #[error(
+        "invalid CA certificate in {}: {source}; expected an X.509 CA certificate",
+        path.display()
+    )]
     InvalidCa {
         /// File that failed.
         path: PathBuf,
@@ -121,12 +124,17 @@ pub fn generate_dev_pki(dir: &Path) -> anyhow::Result<PkiPaths> {
 /// # Errors
 /// As [`generate_dev_pki`], and if `server_names` is empty or a name is invalid.
 pub fn generate_dev_pki_for(dir: &Path, server_names: &[&str]) -> anyhow::Result<PkiPaths> {
-    anyhow::ensure!(!server_names.is_empty(), "at least one server name is required");
+    anyhow::ensure!(
+        !server_names.is_empty(),
+        "at least one server name is required"
+    );
     let paths = PkiPaths::in_dir(dir);
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
 
     let ca_key = KeyPair::generate().context("generating the CA key")?;
-    let ca_cert = ca_params()?.self_signed(&ca_key).context("signing the CA certificate")?;
+    let ca_cert = ca_params()?
+        .self_signed(&ca_key)
+        .context("signing the CA certificate")?;
 
     let names: Vec<String> = server_names.iter().map(|name| name.to_string()).collect();
     let server_key = KeyPair::generate().context("generating the server key")?;
@@ -136,24 +144,37 @@ pub fn generate_dev_pki_for(dir: &Path, server_names: &[&str]) -> anyhow::Result
         .context("signing the server certificate")?;
 
     let client_key = KeyPair::generate().context("generating the client key")?;
-    let client_params =
-        leaf_params(Vec::new(), "folio-dev-client", ExtendedKeyUsagePurpose::ClientAuth)?;
+    let client_params = leaf_params(
+        Vec::new(),
+        "folio-dev-client",
+        ExtendedKeyUsagePurpose::ClientAuth,
+    )?;
     let client_cert = client_params
         .signed_by(&client_key, &ca_cert, &ca_key)
         .context("signing the client certificate")?;
 
     write_new_file(&paths.ca_cert, ca_cert.pem().as_bytes(), false)?;
     write_new_file(&paths.server_cert, server_cert.pem().as_bytes(), false)?;
-    write_new_file(&paths.server_key, server_key.serialize_pem().as_bytes(), true)?;
+    write_new_file(
+        &paths.server_key,
+        server_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     write_new_file(&paths.client_cert, client_cert.pem().as_bytes(), false)?;
-    write_new_file(&paths.client_key, client_key.serialize_pem().as_bytes(), true)?;
+    write_new_file(
+        &paths.client_key,
+        client_key.serialize_pem().as_bytes(),
+        true,
+    )?;
     Ok(paths)
 }
 
 fn ca_params() -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.distinguished_name.push(DnType::CommonName, "Folio development bank CA");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "Folio development bank CA");
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     set_validity(&mut params);
     Ok(params)
@@ -165,7 +186,9 @@ fn leaf_params(
     usage: ExtendedKeyUsagePurpose,
 ) -> anyhow::Result<CertificateParams> {
     let mut params = CertificateParams::new(names).context("invalid server name")?;
-    params.distinguished_name.push(DnType::CommonName, common_name);
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![usage];
     params.use_authority_key_identifier_extension = true;
@@ -184,7 +207,10 @@ fn set_validity(params: &mut CertificateParams) {
 
 fn days_since_epoch(now: SystemTime) -> i64 {
     // A clock before 1970 is a broken clock; day 0 still yields a usable window.
-    let seconds = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let seconds = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     i64::try_from(seconds / 86_400).unwrap_or(0)
 }
 
@@ -196,13 +222,16 @@ fn civil_from_days(days: i64) -> (i32, u8, u8) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524
-        - day_of_era / 146_096)
-        / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     // Day is 1..=31 and month 1..=12 by construction; the year fits in i32 for any date a
     // certificate can carry.
@@ -222,24 +251,34 @@ fn write_new_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()
     let _ = private;
 
     let mut file = options.open(path).with_context(|| {
-        format!("cannot create {}; remove the old file or choose an empty directory", path.display())
+        format!(
+            "cannot create {}; remove the old file or choose an empty directory",
+            path.display()
+        )
     })?;
-    file.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("cannot sync {}", path.display()))
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))
 }
 
 /// Loads every certificate in a PEM file, in file order.
 ///
 /// # Errors
-/// Returns [`PemError`] naming the file if it cannot be read, is not PEM or holds no
+/// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no
 /// certificate.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let mut reader = open_pem(path)?;
     let certs = rustls_pemfile::certs(&mut reader)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| PemError::Parse { path: path.to_owned(), source })?;
+        .map_err(|source| PemError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(PemError::NoCertificate { path: path.to_owned() });
+        return Err(PemError::NoCertificate {
+            path: path.to_owned(),
+        });
     }
     Ok(certs)
 }
@@ -247,12 +286,17 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 /// Loads the first private key in a PEM file.
 ///
 /// # Errors
-/// Returns [`PemError`] naming the file if it cannot be read, is not PEM or holds no key.
+/// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no key.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
     let mut reader = open_pem(path)?;
     rustls_pemfile::private_key(&mut reader)
-        .map_err(|source| PemError::Parse { path: path.to_owned(), source })?
-        .ok_or_else(|| PemError::NoPrivateKey { path: path.to_owned() })
+        .map_err(|source| PemError::Parse {
+            path: path.to_owned(),
+            source,
+        })?
+        .ok_or_else(|| PemError::NoPrivateKey {
+            path: path.to_owned(),
+        })
 }
 
 /// Builds a root store holding only the certificates in `path`.
@@ -264,7 +308,10 @@ pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError>
 pub fn load_root_store(path: &Path) -> Result<RootCertStore, PemError> {
     let mut roots = RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|source| PemError::InvalidCa { path: path.to_owned(), source })?;
+        roots.add(cert).map_err(|source| PemError::InvalidCa {
+            path: path.to_owned(),
+            source,
+        })?;
     }
     Ok(roots)
 }
@@ -272,7 +319,10 @@ pub fn load_root_store(path: &Path) -> Result<RootCertStore, PemError> {
 fn open_pem(path: &Path) -> Result<BufReader<fs::File>, PemError> {
     fs::File::open(path)
         .map(BufReader::new)
-        .map_err(|source| PemError::Read { path: path.to_owned(), source })
+        .map_err(|source| PemError::Read {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -61,6 +61,9 @@ impl Subscription {
     }
 
     /// Waits for the next event. Returns `None` only after an error has been yielded.
+    ///
+    /// Cancel-safe: dropping the future before it completes loses no event, so it can be
+    /// used in `tokio::select!`.
     pub async fn next(&mut self) -> Option<Result<SealedEvent, StoreError>> {
         if self.ended {
             return None;

@@ -42,7 +42,10 @@ impl Stack {
         let dir = tempfile::tempdir()?;
         let pki = api::tls::generate_dev_pki(&dir.path().join("pki"))?;
         let sim = BankSim::start(BankSimConfig::new("127.0.0.1:0", &pki)).await?;
-        let mut config = Config { data_dir: dir.path().join("data"), ..Config::default() };
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
         config.bank.url = format!("https://localhost:{}", sim.addr().port());
         config.bank.ca_cert = pki.ca_cert.clone();
         config.bank.client_cert = pki.client_cert.clone();
@@ -78,7 +81,12 @@ impl Stack {
     }
 
     /// POSTs JSON with an idempotency key.
-    pub async fn post(&self, path: &str, key: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -92,7 +100,12 @@ impl Stack {
     }
 
     /// POSTs raw bytes (an ABA file) with an idempotency key.
-    pub async fn post_bytes(&self, path: &str, key: &str, body: Vec<u8>) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -108,41 +121,84 @@ impl Stack {
 
     /// GETs JSON.
     pub async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = response.status();
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     /// Creates a ledger and returns its id.
     pub async fn create_ledger(&self, tenant: &str) -> anyhow::Result<Uuid> {
-        let (status, body) = self.post("/v1/ledgers", &Uuid::now_v7().to_string(), &json!({"tenant": tenant})).await?;
-        ensure!(status == StatusCode::CREATED, "create ledger: {status} {body}");
+        let (status, body) = self
+            .post(
+                "/v1/ledgers",
+                &Uuid::now_v7().to_string(),
+                &json!({"tenant": tenant}),
+            )
+            .await?;
+        ensure!(
+            status == StatusCode::CREATED,
+            "create ledger: {status} {body}"
+        );
         Ok(serde_json::from_value(body["ledger_id"].clone())?)
     }
 
     /// Adds a BSB payee and returns its id.
-    pub async fn add_payee(&self, ledger: Uuid, name: &str, bsb: &str, account: &str) -> anyhow::Result<Uuid> {
+    pub async fn add_payee(
+        &self,
+        ledger: Uuid,
+        name: &str,
+        bsb: &str,
+        account: &str,
+    ) -> anyhow::Result<Uuid> {
         let body = json!({"name": name, "bsb": bsb, "account": account});
-        let (status, body) = self.post(&format!("/v1/ledgers/{ledger}/payees"), &Uuid::now_v7().to_string(), &body).await?;
+        let (status, body) = self
+            .post(
+                &format!("/v1/ledgers/{ledger}/payees"),
+                &Uuid::now_v7().to_string(),
+                &body,
+            )
+            .await?;
         ensure!(status == StatusCode::CREATED, "add payee: {status} {body}");
         Ok(serde_json::from_value(body["payee_id"].clone())?)
     }
 
     /// Submits a payment with a given key.
-    pub async fn pay(&self, ledger: Uuid, payee: Uuid, amount: Value, key: &str) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn pay(
+        &self,
+        ledger: Uuid,
+        payee: Uuid,
+        amount: Value,
+        key: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let body = json!({"payee_id": payee, "amount_minor": amount, "currency": "AUD", "reference": "E2E"});
-        self.post(&format!("/v1/ledgers/{ledger}/payments"), key, &body).await
+        self.post(&format!("/v1/ledgers/{ledger}/payments"), key, &body)
+            .await
     }
 
     /// Polls a payment until its status is one of `wanted`.
-    pub async fn wait_status(&self, ledger: Uuid, payment: &str, wanted: &[&str]) -> anyhow::Result<Value> {
+    pub async fn wait_status(
+        &self,
+        ledger: Uuid,
+        payment: &str,
+        wanted: &[&str],
+    ) -> anyhow::Result<Value> {
         let started = Instant::now();
         loop {
-            let (status, body) = self.get(&format!("/v1/ledgers/{ledger}/payments/{payment}")).await?;
+            let (status, body) = self
+                .get(&format!("/v1/ledgers/{ledger}/payments/{payment}"))
+                .await?;
             if status.is_success() && wanted.contains(&body["status"].as_str().unwrap_or("")) {
                 return Ok(body);
             }
-            ensure!(started.elapsed() < Duration::from_secs(30), "payment {payment} stuck: {body}");
+            ensure!(
+                started.elapsed() < Duration::from_secs(30),
+                "payment {payment} stuck: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -158,7 +214,10 @@ impl Stack {
 
 /// Path of a file under the repository's `fixtures/`.
 pub fn fixture(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join("fixtures").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("fixtures")
+        .join(relative)
 }
 
 /// Reads a fixture file.

@@ -7,7 +7,10 @@ use uuid::Uuid;
 
 async fn ledger_with_payee(stack: &Stack) -> (Uuid, Uuid) {
     let ledger = stack.create_ledger("acme-payroll").await.unwrap();
-    let payee = stack.add_payee(ledger, "Jane Citizen", "062-000", "00012345").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Jane Citizen", "062-000", "00012345")
+        .await
+        .unwrap();
     (ledger, payee)
 }
 
@@ -16,24 +19,50 @@ async fn payment_is_dispatched_and_receipted() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
 
-    let (status, body) = stack.pay(ledger, payee, json!(12_345), "pay-1").await.unwrap();
+    let (status, body) = stack
+        .pay(ledger, payee, json!(12_345), "pay-1")
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(body["position"].as_u64().is_some(), "{body}");
     let payment = body["payment_id"].as_str().unwrap().to_owned();
 
-    let done = stack.wait_status(ledger, &payment, &["receipted"]).await.unwrap();
+    let done = stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
     assert_eq!(done["amount_minor"], 12_345);
-    assert!(done["bank_reference"].as_str().is_some_and(|r| !r.is_empty()), "{done}");
+    assert!(
+        done["bank_reference"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{done}"
+    );
     assert_eq!(stack.sim.ledger_stats().distinct_payments, 1);
 
     let path = format!("/v1/ledgers/{ledger}/audit?stream=payment-{payment}");
     let (status, audit) = stack.get(&path).await.unwrap();
     assert_eq!(status, StatusCode::OK);
-    let types: Vec<&str> =
-        audit["items"].as_array().unwrap().iter().map(|e| e["event_type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["payment.submitted", "payment.dispatch_attempted", "payment.receipt_recorded"]);
-    let actors: Vec<&str> =
-        audit["items"].as_array().unwrap().iter().map(|e| e["actor_id"].as_str().unwrap()).collect();
+    let types: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "payment.submitted",
+            "payment.dispatch_attempted",
+            "payment.receipt_recorded"
+        ]
+    );
+    let actors: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor_id"].as_str().unwrap())
+        .collect();
     assert_eq!(actors, ["e2e-client", "dispatcher", "dispatcher"]);
     stack.stop().await.unwrap();
 }
@@ -43,17 +72,32 @@ async fn retry_with_same_key_returns_original() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
 
-    let first = stack.pay(ledger, payee, json!(500), "same-key").await.unwrap();
-    let again = stack.pay(ledger, payee, json!(500), "same-key").await.unwrap();
+    let first = stack
+        .pay(ledger, payee, json!(500), "same-key")
+        .await
+        .unwrap();
+    let again = stack
+        .pay(ledger, payee, json!(500), "same-key")
+        .await
+        .unwrap();
     assert_eq!(first.0, StatusCode::CREATED);
     assert_eq!(again.0, StatusCode::CREATED);
-    assert_eq!(first.1, again.1, "a replay must return the original body, position included");
+    assert_eq!(
+        first.1, again.1,
+        "a replay must return the original body, position included"
+    );
 
-    let changed = stack.pay(ledger, payee, json!(501), "same-key").await.unwrap();
+    let changed = stack
+        .pay(ledger, payee, json!(501), "same-key")
+        .await
+        .unwrap();
     assert_eq!(changed.0, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(changed.1["code"], "idempotency_key_reused");
     let detail = changed.1["detail"].as_str().unwrap();
-    assert!(detail.contains("`amount_minor` was 500, now 501"), "{detail}");
+    assert!(
+        detail.contains("`amount_minor` was 500, now 501"),
+        "{detail}"
+    );
     stack.stop().await.unwrap();
 }
 
@@ -71,11 +115,22 @@ async fn concurrent_same_key_pays_once() {
             body["payment_id"].as_str().unwrap().to_owned()
         })
         .collect();
-    assert_eq!(ids.len(), 1, "eight concurrent requests with one key made {} payments", ids.len());
+    assert_eq!(
+        ids.len(),
+        1,
+        "eight concurrent requests with one key made {} payments",
+        ids.len()
+    );
 
     let payment = ids.into_iter().next().unwrap();
-    stack.wait_status(ledger, &payment, &["receipted"]).await.unwrap();
-    let (_, list) = stack.get(&format!("/v1/ledgers/{ledger}/payments")).await.unwrap();
+    stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
+    let (_, list) = stack
+        .get(&format!("/v1/ledgers/{ledger}/payments"))
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(stack.sim.ledger_stats().distinct_payments, 1);
     stack.stop().await.unwrap();
@@ -98,7 +153,9 @@ async fn futures_join_all<F: std::future::Future<Output = anyhow::Result<(Status
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_amounts_are_rejected_with_codes() {
-    let stack = Stack::start_with(|config| config.payments.max_amount_minor = 1_000_000).await.unwrap();
+    let stack = Stack::start_with(|config| config.payments.max_amount_minor = 1_000_000)
+        .await
+        .unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
     let cases = [
         (json!(10.5), "fraction"),
@@ -108,13 +165,22 @@ async fn invalid_amounts_are_rejected_with_codes() {
         (json!(1_000_001), "over limit"),
     ];
     for (amount, name) in cases {
-        let (status, body) = stack.pay(ledger, payee, amount.clone(), &format!("bad-{name}")).await.unwrap();
+        let (status, body) = stack
+            .pay(ledger, payee, amount.clone(), &format!("bad-{name}"))
+            .await
+            .unwrap();
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{name}: {body}");
         let detail = body["detail"].as_str().unwrap();
         assert!(!detail.is_empty(), "{name}: {body}");
-        assert!(body["code"].as_str().unwrap().starts_with("amount_"), "{name}: {body}");
+        assert!(
+            body["code"].as_str().unwrap().starts_with("amount_"),
+            "{name}: {body}"
+        );
     }
-    let (_, list) = stack.get(&format!("/v1/ledgers/{ledger}/payments?status=submitted")).await.unwrap();
+    let (_, list) = stack
+        .get(&format!("/v1/ledgers/{ledger}/payments?status=submitted"))
+        .await
+        .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     stack.stop().await.unwrap();
 }
@@ -125,16 +191,26 @@ async fn payee_not_allow_listed_is_recorded() {
     let (ledger, _) = ledger_with_payee(&stack).await;
 
     let stranger = Uuid::now_v7();
-    let (status, body) = stack.pay(ledger, stranger, json!(100), "stranger").await.unwrap();
+    let (status, body) = stack
+        .pay(ledger, stranger, json!(100), "stranger")
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "payee_not_allow_listed");
-    let position = body["position"].as_u64().expect("a rejection is recorded at a position");
+    let position = body["position"]
+        .as_u64()
+        .expect("a rejection is recorded at a position");
 
-    let (_, again) = stack.pay(ledger, stranger, json!(100), "stranger").await.unwrap();
+    let (_, again) = stack
+        .pay(ledger, stranger, json!(100), "stranger")
+        .await
+        .unwrap();
     assert_eq!(again, body, "the rejection is replayed, not decided again");
 
     let (_, audit) = stack
-        .get(&format!("/v1/ledgers/{ledger}/audit?event_type=payment.rejected&min_position={position}"))
+        .get(&format!(
+            "/v1/ledgers/{ledger}/audit?event_type=payment.rejected&min_position={position}"
+        ))
         .await
         .unwrap();
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
@@ -147,10 +223,16 @@ async fn removed_payee_cannot_be_paid() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
     let removal = format!("/v1/ledgers/{ledger}/payees/{payee}/removal");
-    let (status, body) = stack.post(&removal, "rm-1", &json!({"reason": "left company"})).await.unwrap();
+    let (status, body) = stack
+        .post(&removal, "rm-1", &json!({"reason": "left company"}))
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::OK, "{body}");
 
-    let (status, body) = stack.pay(ledger, payee, json!(100), "after-removal").await.unwrap();
+    let (status, body) = stack
+        .pay(ledger, payee, json!(100), "after-removal")
+        .await
+        .unwrap();
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(body["code"], "payee_not_allow_listed");
     stack.stop().await.unwrap();
@@ -162,12 +244,21 @@ async fn failing_bank_parks_payment_in_dlq() {
     let (ledger, payee) = ledger_with_payee(&stack).await;
     stack.sim.set_fault(api::bank::sim::FaultMode::Fail, None);
 
-    let (_, body) = stack.pay(ledger, payee, json!(4_200), "doomed").await.unwrap();
+    let (_, body) = stack
+        .pay(ledger, payee, json!(4_200), "doomed")
+        .await
+        .unwrap();
     let payment = body["payment_id"].as_str().unwrap().to_owned();
-    let parked = stack.wait_status(ledger, &payment, &["dead_lettered"]).await.unwrap();
+    let parked = stack
+        .wait_status(ledger, &payment, &["dead_lettered"])
+        .await
+        .unwrap();
     assert_eq!(parked["attempts"], 3);
 
-    let (_, dlq) = stack.get(&format!("/v1/ledgers/{ledger}/dlq")).await.unwrap();
+    let (_, dlq) = stack
+        .get(&format!("/v1/ledgers/{ledger}/dlq"))
+        .await
+        .unwrap();
     let items = dlq["items"].as_array().unwrap();
     assert_eq!(items.len(), 1);
     assert_eq!(items[0]["payment_id"], payment.as_str());
@@ -176,7 +267,11 @@ async fn failing_bank_parks_payment_in_dlq() {
         .get(&format!("/v1/ledgers/{ledger}/audit?stream=payment-{payment}&event_type=payment.dispatch_attempted"))
         .await
         .unwrap();
-    assert_eq!(audit["items"].as_array().unwrap().len(), 3, "one event per attempt");
+    assert_eq!(
+        audit["items"].as_array().unwrap().len(),
+        3,
+        "one event per attempt"
+    );
     assert_eq!(stack.sim.ledger_stats().distinct_payments, 0);
     stack.stop().await.unwrap();
 }
@@ -185,32 +280,56 @@ async fn failing_bank_parks_payment_in_dlq() {
 async fn timeout_then_retry_pays_once() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
-    stack.sim.set_fault(api::bank::sim::FaultMode::Slow { delay_ms: 1_200 }, Some(1));
+    stack
+        .sim
+        .set_fault(api::bank::sim::FaultMode::Slow { delay_ms: 1_200 }, Some(1));
 
-    let (_, body) = stack.pay(ledger, payee, json!(9_900), "slow").await.unwrap();
+    let (_, body) = stack
+        .pay(ledger, payee, json!(9_900), "slow")
+        .await
+        .unwrap();
     let payment = body["payment_id"].as_str().unwrap().to_owned();
-    let done = stack.wait_status(ledger, &payment, &["receipted"]).await.unwrap();
+    let done = stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
     assert!(done["attempts"].as_u64().unwrap() >= 2, "{done}");
 
     // The slow call still completes at the bank after the client gave up.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
     let stats = stack.sim.ledger_stats();
     assert!(stats.calls >= 2, "the bank saw {} calls", stats.calls);
-    assert_eq!(stats.distinct_payments, 1, "a retry after a timeout must not pay twice");
+    assert_eq!(
+        stats.distinct_payments, 1,
+        "a retry after a timeout must not pay twice"
+    );
     stack.stop().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_without_token_or_scope_fail() {
     let stack = Stack::start().await.unwrap();
-    let response = stack.http.get(format!("{}/v1/ledgers", stack.base)).send().await.unwrap();
+    let response = stack
+        .http
+        .get(format!("{}/v1/ledgers", stack.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["code"], "unauthenticated");
 
     let scopes = api::auth::parse_scopes("payments:read").unwrap();
-    let reader = stack.state.tokens.issue("reader", &scopes, None, 0).await.unwrap();
+    let reader = stack
+        .state
+        .tokens
+        .issue("reader", &scopes, None, 0)
+        .await
+        .unwrap();
     let response = stack
         .http
         .post(format!("{}/v1/ledgers", stack.base))

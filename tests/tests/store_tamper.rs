@@ -10,18 +10,31 @@ use uuid::Uuid;
 async fn finished_ledger() -> (tempfile::TempDir, Uuid) {
     let stack = Stack::start().await.unwrap();
     let ledger = stack.create_ledger("tamper").await.unwrap();
-    let payee = stack.add_payee(ledger, "Jane Citizen", "062000", "12345678").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Jane Citizen", "062000", "12345678")
+        .await
+        .unwrap();
     for n in 0..3 {
-        let (_, body) = stack.pay(ledger, payee, json!(100 + n), &format!("k{n}")).await.unwrap();
+        let (_, body) = stack
+            .pay(ledger, payee, json!(100 + n), &format!("k{n}"))
+            .await
+            .unwrap();
         let id = body["payment_id"].as_str().unwrap().to_owned();
-        stack.wait_status(ledger, &id, &["receipted"]).await.unwrap();
+        stack
+            .wait_status(ledger, &id, &["receipted"])
+            .await
+            .unwrap();
     }
     (stack.stop().await.unwrap(), ledger)
 }
 
 async fn open_writable(dir: &std::path::Path) -> sqlx::SqliteConnection {
     let path = dir.join("data").join("events.sqlite");
-    SqliteConnectOptions::new().filename(path).connect().await.unwrap()
+    SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
 }
 
 /// Drops the append-only triggers, as an attacker with file access could.
@@ -32,14 +45,19 @@ async fn drop_triggers(connection: &mut sqlx::SqliteConnection) {
         .unwrap();
     for row in rows {
         let name: String = row.get(0);
-        sqlx::query(&format!("DROP TRIGGER \"{name}\"")).execute(&mut *connection).await.unwrap();
+        sqlx::query(&format!("DROP TRIGGER \"{name}\""))
+            .execute(&mut *connection)
+            .await
+            .unwrap();
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untouched_store_verifies() {
     let (dir, ledger) = finished_ledger().await;
-    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger)).await.unwrap();
+    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger))
+        .await
+        .unwrap();
     let summary = verdicts[0].result.as_ref().unwrap();
     assert!(summary.event_count >= 11, "{}", summary.event_count);
 }
@@ -52,7 +70,9 @@ async fn store_rejects_update_and_delete() {
         .execute(&mut connection)
         .await;
     assert!(update.is_err(), "UPDATE on events must fail");
-    let delete = sqlx::query("DELETE FROM events WHERE position = 1").execute(&mut connection).await;
+    let delete = sqlx::query("DELETE FROM events WHERE position = 1")
+        .execute(&mut connection)
+        .await;
     assert!(delete.is_err(), "DELETE on events must fail");
     connection.close().await.unwrap();
 }
@@ -62,7 +82,10 @@ async fn changed_payload_byte_is_found() {
     let (dir, ledger) = finished_ledger().await;
     let mut connection = open_writable(dir.path()).await;
     drop_triggers(&mut connection).await;
-    let row = sqlx::query("SELECT record FROM events WHERE position = 3").fetch_one(&mut connection).await.unwrap();
+    let row = sqlx::query("SELECT record FROM events WHERE position = 3")
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
     let mut record: Vec<u8> = row.get(0);
     // The payload sits before the trailing prev hash, key id, hash and signature.
     let index = record.len() - (32 + 16 + 32 + 64) - 1;
@@ -94,7 +117,9 @@ async fn deleted_tail_event_is_found() {
         .unwrap();
     connection.close().await.unwrap();
 
-    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger)).await.unwrap();
+    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger))
+        .await
+        .unwrap();
     let failure = verdicts[0].result.clone().unwrap_err();
     assert!(
         ["truncated_tail", "head_mismatch"].contains(&failure.kind.code()),

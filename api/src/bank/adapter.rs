@@ -133,7 +133,7 @@ pub enum BankError {
         /// Problem title from the body, if any.
         detail: String,
     },
-    /// The bank answered with a status or body outside the protocol.
+    /// The bank responded with a status or body outside the protocol.
     #[error("invalid response from the bank: {detail}")]
     InvalidResponse {
         /// What was wrong.
@@ -203,7 +203,10 @@ mod tests {
             idempotency_key: "key-1".into(),
             amount_minor: 12_345,
             currency: "AUD".into(),
-            account: PayeeAccount::Bsb { bsb: "123456".into(), account: "00012345".into() },
+            account: PayeeAccount::Bsb {
+                bsb: "123456".into(),
+                account: "00012345".into(),
+            },
             payee_name: "Acme Pty Ltd".into(),
             reference: "INV 42".into(),
         }
@@ -225,16 +228,28 @@ mod tests {
     #[test]
     fn account_json_variants() {
         let parse = |account: &str| {
-            let body = format!(
-                r#"{{"amount_minor":1,"currency":"AUD","account":{account},"payee_name":"P","reference":""}}"#
-            );
+            let fields = r#""amount_minor":1,"currency":"AUD","payee_name":"P","reference":"""#;
+            let body = format!(r#"{{{fields},"account":{account}}}"#);
             serde_json::from_str::<BankPaymentRequest>(&body).map(|request| request.account)
         };
         let iban = parse(r#"{"iban":"GB82WEST12345698765432"}"#).unwrap();
-        assert_eq!(iban, PayeeAccount::Iban { iban: "GB82WEST12345698765432".into() });
+        assert_eq!(
+            iban,
+            PayeeAccount::Iban {
+                iban: "GB82WEST12345698765432".into()
+            }
+        );
         let bsb = parse(r#"{"bsb":"123456","account":"1"}"#).unwrap();
-        assert_eq!(bsb, PayeeAccount::Bsb { bsb: "123456".into(), account: "1".into() });
-        assert!(parse(r#"{"bsb":"123456","account":"1","iban":"GB82WEST12345698765432"}"#).is_err());
+        assert_eq!(
+            bsb,
+            PayeeAccount::Bsb {
+                bsb: "123456".into(),
+                account: "1".into()
+            }
+        );
+        assert!(
+            parse(r#"{"bsb":"123456","account":"1","iban":"GB82WEST12345698765432"}"#).is_err()
+        );
         assert!(parse(r#"{"Bsb":{"bsb":"123456","account":"1"}}"#).is_err());
     }
 
@@ -249,15 +264,72 @@ mod tests {
     fn error_kinds_and_retry() {
         let cases = [
             (BankError::Timeout { elapsed_ms: 1 }, "timeout", true),
-            (BankError::Connect { detail: String::new() }, "connect", true),
-            (BankError::Tls { detail: String::new() }, "tls", true),
-            (BankError::Http5xx { status: 503, detail: String::new() }, "http_5xx", true),
-            (BankError::Http4xx { status: 400, detail: String::new() }, "http_4xx", false),
-            (BankError::Http4xx { status: 409, detail: String::new() }, "http_4xx", false),
-            (BankError::Http4xx { status: 408, detail: String::new() }, "http_4xx", true),
-            (BankError::Http4xx { status: 429, detail: String::new() }, "http_4xx", true),
-            (BankError::InvalidResponse { detail: String::new() }, "invalid_response", true),
-            (BankError::BreakerOpen { retry_after_ms: 5 }, "breaker_open", true),
+            (
+                BankError::Connect {
+                    detail: String::new(),
+                },
+                "connect",
+                true,
+            ),
+            (
+                BankError::Tls {
+                    detail: String::new(),
+                },
+                "tls",
+                true,
+            ),
+            (
+                BankError::Http5xx {
+                    status: 503,
+                    detail: String::new(),
+                },
+                "http_5xx",
+                true,
+            ),
+            (
+                BankError::Http4xx {
+                    status: 400,
+                    detail: String::new(),
+                },
+                "http_4xx",
+                false,
+            ),
+            (
+                BankError::Http4xx {
+                    status: 409,
+                    detail: String::new(),
+                },
+                "http_4xx",
+                false,
+            ),
+            (
+                BankError::Http4xx {
+                    status: 408,
+                    detail: String::new(),
+                },
+                "http_4xx",
+                true,
+            ),
+            (
+                BankError::Http4xx {
+                    status: 429,
+                    detail: String::new(),
+                },
+                "http_4xx",
+                true,
+            ),
+            (
+                BankError::InvalidResponse {
+                    detail: String::new(),
+                },
+                "invalid_response",
+                true,
+            ),
+            (
+                BankError::BreakerOpen { retry_after_ms: 5 },
+                "breaker_open",
+                true,
+            ),
         ];
         for (error, kind, retryable) in cases {
             assert_eq!(error.kind(), kind, "{error}");
@@ -268,8 +340,11 @@ mod tests {
     #[test]
     fn breaker_counts_only_link_failures() {
         assert!(BankError::Timeout { elapsed_ms: 1 }.counts_against_breaker());
-        assert!(!BankError::Http4xx { status: 400, detail: String::new() }
-            .counts_against_breaker());
+        assert!(!BankError::Http4xx {
+            status: 400,
+            detail: String::new()
+        }
+        .counts_against_breaker());
         assert!(!BankError::BreakerOpen { retry_after_ms: 1 }.counts_against_breaker());
     }
 }

@@ -42,7 +42,10 @@ pub struct BreakerConfig {
 
 impl Default for BreakerConfig {
     fn default() -> Self {
-        BreakerConfig { failure_threshold: 5, cool_down: Duration::from_secs(30) }
+        BreakerConfig {
+            failure_threshold: 5,
+            cool_down: Duration::from_secs(30),
+        }
     }
 }
 
@@ -85,7 +88,7 @@ pub struct BreakerTransition {
     pub reason: String,
 }
 
-/// The breaker's answer to a request for a call.
+/// The breaker's decision on a request for a call.
 #[derive(Debug)]
 pub enum Admission<'a> {
     /// The call may go ahead; settle the permit with its outcome.
@@ -157,9 +160,19 @@ impl CircuitBreaker {
         clock: Arc<dyn BreakerClock>,
         metrics: Arc<BankMetrics>,
     ) -> Self {
-        assert!(config.failure_threshold >= 1, "breaker failure_threshold must be at least 1");
-        let state = Mutex::new(State::Closed { consecutive_failures: 0 });
-        CircuitBreaker { config, clock, metrics, state }
+        assert!(
+            config.failure_threshold >= 1,
+            "breaker failure_threshold must be at least 1"
+        );
+        let state = Mutex::new(State::Closed {
+            consecutive_failures: 0,
+        });
+        CircuitBreaker {
+            config,
+            clock,
+            metrics,
+            state,
+        }
     }
 
     /// Replaces the metrics this breaker reports to, so they can be shared with the adapter.
@@ -193,22 +206,37 @@ impl CircuitBreaker {
                     drop(state);
                     return self.reject(BreakerState::Open, self.config.cool_down - open_for);
                 }
-                *state = State::HalfOpen { probe_in_flight: true };
+                *state = State::HalfOpen {
+                    probe_in_flight: true,
+                };
                 let reason = format!(
                     "cool-down of {} ms elapsed; admitting one probe",
                     self.config.cool_down.as_millis()
                 );
-                let transition = self.transition(BreakerState::Open, BreakerState::HalfOpen, reason);
+                let transition =
+                    self.transition(BreakerState::Open, BreakerState::HalfOpen, reason);
                 let permit = BreakerPermit::new(self, true);
-                Admission::Admitted { permit, transition: Some(transition) }
+                Admission::Admitted {
+                    permit,
+                    transition: Some(transition),
+                }
             }
-            State::HalfOpen { probe_in_flight: true } => {
+            State::HalfOpen {
+                probe_in_flight: true,
+            } => {
                 drop(state);
                 self.reject(BreakerState::HalfOpen, Duration::ZERO)
             }
-            State::HalfOpen { probe_in_flight: false } => {
-                *state = State::HalfOpen { probe_in_flight: true };
-                Admission::Admitted { permit: BreakerPermit::new(self, true), transition: None }
+            State::HalfOpen {
+                probe_in_flight: false,
+            } => {
+                *state = State::HalfOpen {
+                    probe_in_flight: true,
+                };
+                Admission::Admitted {
+                    permit: BreakerPermit::new(self, true),
+                    transition: None,
+                }
             }
         }
     }
@@ -224,12 +252,18 @@ impl CircuitBreaker {
         let link_failure = failure.filter(|error| error.counts_against_breaker());
         match (*state, probe) {
             (State::HalfOpen { probe_in_flight }, true) => {
-                assert!(probe_in_flight, "a probe permit settled with no probe in flight");
+                assert!(
+                    probe_in_flight,
+                    "a probe permit settled with no probe in flight"
+                );
                 self.settle_probe(&mut state, now, link_failure)
             }
-            (State::Closed { consecutive_failures }, false) => {
-                self.settle_closed(&mut state, now, consecutive_failures, link_failure)
-            }
+            (
+                State::Closed {
+                    consecutive_failures,
+                },
+                false,
+            ) => self.settle_closed(&mut state, now, consecutive_failures, link_failure),
             (_, true) => unreachable!("only the probe leaves half-open, so a probe settles there"),
             // A call admitted while closed that ends after the breaker opened adds nothing:
             // the breaker already acted on the failures that opened it.
@@ -248,7 +282,9 @@ impl CircuitBreaker {
             let reason = format!("probe failed: {}", error.kind());
             return Some(self.transition(BreakerState::HalfOpen, BreakerState::Open, reason));
         }
-        *state = State::Closed { consecutive_failures: 0 };
+        *state = State::Closed {
+            consecutive_failures: 0,
+        };
         let reason = "probe succeeded".to_owned();
         Some(self.transition(BreakerState::HalfOpen, BreakerState::Closed, reason))
     }
@@ -261,12 +297,16 @@ impl CircuitBreaker {
         link_failure: Option<&BankError>,
     ) -> Option<BreakerTransition> {
         let Some(error) = link_failure else {
-            *state = State::Closed { consecutive_failures: 0 };
+            *state = State::Closed {
+                consecutive_failures: 0,
+            };
             return None;
         };
         let failures = consecutive_failures.saturating_add(1);
         if failures < self.config.failure_threshold {
-            *state = State::Closed { consecutive_failures: failures };
+            *state = State::Closed {
+                consecutive_failures: failures,
+            };
             return None;
         }
         *state = State::Open { since: now };
@@ -278,8 +318,13 @@ impl CircuitBreaker {
     /// probe instead of the breaker staying half-open with no probe forever.
     fn release_probe(&self) {
         let mut state = self.lock();
-        if let State::HalfOpen { probe_in_flight: true } = *state {
-            *state = State::HalfOpen { probe_in_flight: false };
+        if let State::HalfOpen {
+            probe_in_flight: true,
+        } = *state
+        {
+            *state = State::HalfOpen {
+                probe_in_flight: false,
+            };
         }
     }
 
@@ -290,7 +335,8 @@ impl CircuitBreaker {
         reason: String,
     ) -> BreakerTransition {
         self.metrics.record_breaker_transition(to);
-        tracing::warn!(from = from.as_str(), to = to.as_str(), %reason, "bank breaker changed state");
+        let (from_name, to_name) = (from.as_str(), to.as_str());
+        tracing::warn!(from = from_name, to = to_name, %reason, "bank breaker changed state");
         BreakerTransition { from, to, reason }
     }
 
@@ -314,7 +360,11 @@ pub struct BreakerPermit<'a> {
 
 impl<'a> BreakerPermit<'a> {
     fn new(breaker: &'a CircuitBreaker, probe: bool) -> Self {
-        BreakerPermit { breaker, probe, settled: false }
+        BreakerPermit {
+            breaker,
+            probe,
+            settled: false,
+        }
     }
 
     /// Returns whether this call is the half-open probe.
@@ -364,13 +414,20 @@ mod tests {
 
     fn breaker(threshold: u32) -> (CircuitBreaker, Arc<ManualClock>) {
         let clock = Arc::new(ManualClock(Mutex::new(Instant::now())));
-        let config = BreakerConfig { failure_threshold: threshold, cool_down: Duration::from_secs(30) };
-        let breaker = CircuitBreaker::with_clock(config, clock.clone(), Arc::new(BankMetrics::new()));
+        let config = BreakerConfig {
+            failure_threshold: threshold,
+            cool_down: Duration::from_secs(30),
+        };
+        let breaker =
+            CircuitBreaker::with_clock(config, clock.clone(), Arc::new(BankMetrics::new()));
         (breaker, clock)
     }
 
     fn outage() -> BankError {
-        BankError::Http5xx { status: 503, detail: "service unavailable".into() }
+        BankError::Http5xx {
+            status: 503,
+            detail: "service unavailable".into(),
+        }
     }
 
     fn admitted(admission: Admission<'_>) -> (BreakerPermit<'_>, Option<BreakerTransition>) {
@@ -399,7 +456,11 @@ mod tests {
 
         assert_eq!(transition.from, BreakerState::Closed);
         assert_eq!(transition.to, BreakerState::Open);
-        assert!(transition.reason.contains("3 consecutive failures"), "{}", transition.reason);
+        assert!(
+            transition.reason.contains("3 consecutive failures"),
+            "{}",
+            transition.reason
+        );
         assert_eq!(breaker.metrics().attempts("breaker_open"), 0);
     }
 
@@ -415,7 +476,10 @@ mod tests {
     #[test]
     fn final_4xx_does_not_count() {
         let (breaker, _) = breaker(1);
-        let rejected = BankError::Http4xx { status: 400, detail: "invalid".into() };
+        let rejected = BankError::Http4xx {
+            status: 400,
+            detail: "invalid".into(),
+        };
         assert_eq!(admitted(breaker.admit()).0.failed(&rejected), None);
         assert_eq!(breaker.state(), BreakerState::Closed);
     }
@@ -444,15 +508,24 @@ mod tests {
 
         let (probe, transition) = admitted(breaker.admit());
         let transition = transition.expect("open to half-open is reported");
-        assert_eq!((transition.from, transition.to), (BreakerState::Open, BreakerState::HalfOpen));
+        assert_eq!(
+            (transition.from, transition.to),
+            (BreakerState::Open, BreakerState::HalfOpen)
+        );
         assert!(probe.is_probe());
         assert!(matches!(
             breaker.admit(),
-            Admission::Rejected { state: BreakerState::HalfOpen, .. }
+            Admission::Rejected {
+                state: BreakerState::HalfOpen,
+                ..
+            }
         ));
 
         let closed = probe.succeeded().expect("probe success closes");
-        assert_eq!((closed.from, closed.to), (BreakerState::HalfOpen, BreakerState::Closed));
+        assert_eq!(
+            (closed.from, closed.to),
+            (BreakerState::HalfOpen, BreakerState::Closed)
+        );
         assert!(!admitted(breaker.admit()).0.is_probe());
     }
 
@@ -463,10 +536,21 @@ mod tests {
         clock.advance(Duration::from_secs(31));
 
         let (probe, _) = admitted(breaker.admit());
-        let reopened = probe.failed(&BankError::Timeout { elapsed_ms: 10_000 }).unwrap();
-        assert_eq!((reopened.from, reopened.to), (BreakerState::HalfOpen, BreakerState::Open));
+        let reopened = probe
+            .failed(&BankError::Timeout { elapsed_ms: 10_000 })
+            .unwrap();
+        assert_eq!(
+            (reopened.from, reopened.to),
+            (BreakerState::HalfOpen, BreakerState::Open)
+        );
         assert_eq!(reopened.reason, "probe failed: timeout");
-        assert!(matches!(breaker.admit(), Admission::Rejected { state: BreakerState::Open, .. }));
+        assert!(matches!(
+            breaker.admit(),
+            Admission::Rejected {
+                state: BreakerState::Open,
+                ..
+            }
+        ));
 
         // The new cool-down counts from the failed probe, not from the first opening.
         clock.advance(Duration::from_secs(30));
@@ -516,7 +600,11 @@ mod tests {
                     })
                 })
                 .collect();
-            handles.into_iter().map(|handle| handle.join().unwrap()).filter(|probe| *probe).count()
+            handles
+                .into_iter()
+                .map(|handle| handle.join().unwrap())
+                .filter(|probe| *probe)
+                .count()
         });
         assert_eq!(probes, 1);
     }

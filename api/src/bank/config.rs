@@ -4,8 +4,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{
-    BankConfigError, BankMetrics, BreakerConfig, CircuitBreaker, HttpsBankAdapter,
-    HttpsBankConfig, RetryPolicy,
+    BankConfigError, BankMetrics, BreakerConfig, CircuitBreaker, HttpsBankAdapter, HttpsBankConfig,
+    RetryPolicy,
 };
 use crate::config::BankConfig;
 
@@ -65,7 +65,10 @@ impl CircuitBreaker {
     /// # Panics
     /// Panics if `breaker_failure_threshold` is 0.
     pub fn from_config(config: &BankConfig) -> Self {
-        CircuitBreaker::new(BreakerConfig::from_config(config), Arc::new(BankMetrics::new()))
+        CircuitBreaker::new(
+            BreakerConfig::from_config(config),
+            Arc::new(BankMetrics::new()),
+        )
     }
 }
 
@@ -77,10 +80,19 @@ mod tests {
     fn defaults_agree_with_config_defaults() {
         let config = BankConfig::default();
         assert_eq!(RetryPolicy::from_config(&config), RetryPolicy::default());
-        assert_eq!(BreakerConfig::from_config(&config), BreakerConfig::default());
+        assert_eq!(
+            BreakerConfig::from_config(&config),
+            BreakerConfig::default()
+        );
         let https = HttpsBankConfig::from_config(&config);
-        assert_eq!(https.request_timeout, HttpsBankConfig::DEFAULT_REQUEST_TIMEOUT);
-        assert_eq!(https.connect_timeout, HttpsBankConfig::DEFAULT_CONNECT_TIMEOUT);
+        assert_eq!(
+            https.request_timeout,
+            HttpsBankConfig::DEFAULT_REQUEST_TIMEOUT
+        );
+        assert_eq!(
+            https.connect_timeout,
+            HttpsBankConfig::DEFAULT_CONNECT_TIMEOUT
+        );
         assert!(!https.allow_tls12);
     }
 }

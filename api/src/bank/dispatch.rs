@@ -2,8 +2,8 @@
 //! the outcome, back off with full jitter, and dead-letter after the last attempt.
 //!
 //! Ordering rule: the bank is never called before `attempted` has returned `Ok`, so the
-//! event store holds every attempt that may have reached the bank. Any recorder error ends
-//! the dispatch with that error; the payment is then resumed later with the same
+//! event store contains every attempt that may have reached the bank. Any recorder error
+//! ends the dispatch with that error. The caller resumes the payment later with the same
 //! idempotency key, and the bank returns its first receipt if the payment went through.
 
 use std::time::Duration;
@@ -18,7 +18,7 @@ use super::{
     BreakerTransition, CircuitBreaker, RetryPolicy,
 };
 
-/// Where the dispatcher reports each step; the caller turns each call into an event.
+/// Sink for each dispatch step. The caller turns each call into an event.
 ///
 /// Every method returns only after the fact is stored. An error stops the dispatch of that
 /// payment.
@@ -95,21 +95,33 @@ pub async fn dispatch_payment(
     recorder: &dyn DispatchRecorder,
 ) -> anyhow::Result<DispatchOutcome> {
     anyhow::ensure!(first_attempt >= 1, "first_attempt is 1-based, got 0");
-    anyhow::ensure!(policy.max_attempts >= 1, "retry policy max_attempts must be at least 1");
+    anyhow::ensure!(
+        policy.max_attempts >= 1,
+        "retry policy max_attempts must be at least 1"
+    );
     let last_attempt = first_attempt
         .checked_add(policy.max_attempts - 1)
         .context("attempt numbers overflow u32")?;
 
     let mut attempt = first_attempt;
     loop {
-        let call = Attempt { adapter, breaker, request, payment_id, attempt, recorder };
+        let call = Attempt {
+            adapter,
+            breaker,
+            request,
+            payment_id,
+            attempt,
+            recorder,
+        };
         let error = match call.run().await? {
             Ok(receipt) => return Ok(DispatchOutcome::Receipted(receipt)),
             Err(error) => error,
         };
 
         let retry_in = next_delay(policy, &error, attempt, last_attempt);
-        recorder.failed(payment_id, attempt, &error, retry_in.is_some(), retry_in).await?;
+        recorder
+            .failed(payment_id, attempt, &error, retry_in.is_some(), retry_in)
+            .await?;
         let Some(delay) = retry_in else {
             tracing::warn!(%payment_id, attempt, outcome = error.kind(), "payment dead-lettered");
             recorder.dead_lettered(payment_id, attempt, &error).await?;
@@ -135,7 +147,16 @@ fn next_delay(
     // The backoff exponent counts attempts within this dispatch, so a resumed payment
     // starts again from the base delay.
     let attempt_in_dispatch = policy.max_attempts - (last_attempt - attempt);
-    Some(policy.jittered_delay(attempt_in_dispatch, &mut rand::thread_rng()))
+    let jittered = policy.jittered_delay(attempt_in_dispatch, &mut rand::thread_rng());
+    match error {
+        // Waiting out the cool-down keeps a short outage from using up every attempt
+        // while no call can reach the bank; the jitter spreads the waiting payments so
+        // they do not all meet the single half-open probe at once.
+        BankError::BreakerOpen { retry_after_ms } => {
+            Some(Duration::from_millis(*retry_after_ms).saturating_add(jittered))
+        }
+        _ => Some(jittered),
+    }
 }
 
 /// One attempt of one payment.
@@ -158,13 +179,19 @@ impl Attempt<'_> {
             }
             Admission::Admitted { permit, transition } => {
                 self.record_transition(transition).await?;
-                let state = if permit.is_probe() { BreakerState::HalfOpen } else { BreakerState::Closed };
+                let state = if permit.is_probe() {
+                    BreakerState::HalfOpen
+                } else {
+                    BreakerState::Closed
+                };
                 (permit, state)
             }
         };
 
         // The attempt is stored before the bank can see it.
-        self.recorder.attempted(self.payment_id, self.attempt).await?;
+        self.recorder
+            .attempted(self.payment_id, self.attempt)
+            .await?;
 
         let span = tracing::info_span!(
             "bank_attempt",
@@ -180,7 +207,9 @@ impl Attempt<'_> {
         };
         self.record_transition(transition).await?;
         if let Ok(receipt) = &result {
-            self.recorder.receipted(self.payment_id, self.attempt, receipt).await?;
+            self.recorder
+                .receipted(self.payment_id, self.attempt, receipt)
+                .await?;
         }
         Ok(result)
     }
@@ -202,7 +231,9 @@ impl Attempt<'_> {
         match transition {
             Some(change) => {
                 let (from, to) = (change.from.as_str(), change.to.as_str());
-                self.recorder.breaker_changed(from, to, &change.reason).await
+                self.recorder
+                    .breaker_changed(from, to, &change.reason)
+                    .await
             }
             None => Ok(()),
         }
@@ -228,12 +259,22 @@ mod tests {
     #[async_trait]
     impl BankAdapter for FlakyBank {
         async fn submit(&self, request: &BankPaymentRequest) -> Result<BankReceipt, BankError> {
-            self.keys.lock().unwrap().push(request.idempotency_key.clone());
+            self.keys
+                .lock()
+                .unwrap()
+                .push(request.idempotency_key.clone());
             let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
             if call <= self.failures {
-                return Err(BankError::Http5xx { status: 503, detail: "down".into() });
+                return Err(BankError::Http5xx {
+                    status: 503,
+                    detail: "down".into(),
+                });
             }
-            Ok(BankReceipt { bank_reference: "REF-1".into(), status: 201, raw_body: Vec::new() })
+            Ok(BankReceipt {
+                bank_reference: "REF-1".into(),
+                status: 201,
+                raw_body: Vec::new(),
+            })
         }
     }
 
@@ -269,14 +310,27 @@ mod tests {
             retry_in: Option<Duration>,
         ) -> anyhow::Result<()> {
             assert_eq!(will_retry, retry_in.is_some());
-            self.push(format!("failed {attempt} {} retry={will_retry}", error.kind()));
+            self.push(format!(
+                "failed {attempt} {} retry={will_retry}",
+                error.kind()
+            ));
             Ok(())
         }
-        async fn receipted(&self, _: Uuid, attempt: u32, receipt: &BankReceipt) -> anyhow::Result<()> {
+        async fn receipted(
+            &self,
+            _: Uuid,
+            attempt: u32,
+            receipt: &BankReceipt,
+        ) -> anyhow::Result<()> {
             self.push(format!("receipted {attempt} {}", receipt.bank_reference));
             Ok(())
         }
-        async fn dead_lettered(&self, _: Uuid, attempts: u32, error: &BankError) -> anyhow::Result<()> {
+        async fn dead_lettered(
+            &self,
+            _: Uuid,
+            attempts: u32,
+            error: &BankError,
+        ) -> anyhow::Result<()> {
             self.push(format!("dead_lettered {attempts} {}", error.kind()));
             Ok(())
         }
@@ -287,7 +341,11 @@ mod tests {
     }
 
     fn bank(failures: u32) -> FlakyBank {
-        FlakyBank { failures, calls: AtomicU32::new(0), keys: Mutex::new(Vec::new()) }
+        FlakyBank {
+            failures,
+            calls: AtomicU32::new(0),
+            keys: Mutex::new(Vec::new()),
+        }
     }
 
     fn request() -> BankPaymentRequest {
@@ -295,7 +353,10 @@ mod tests {
             idempotency_key: "ledger-1:payment-1".into(),
             amount_minor: 500,
             currency: "AUD".into(),
-            account: PayeeAccount::Bsb { bsb: "123456".into(), account: "1".into() },
+            account: PayeeAccount::Bsb {
+                bsb: "123456".into(),
+                account: "1".into(),
+            },
             payee_name: "Payee".into(),
             reference: "ref".into(),
         }
@@ -310,13 +371,23 @@ mod tests {
     }
 
     fn closed_breaker(threshold: u32) -> CircuitBreaker {
-        let config = BreakerConfig { failure_threshold: threshold, cool_down: Duration::from_secs(60) };
+        let config = BreakerConfig {
+            failure_threshold: threshold,
+            cool_down: Duration::from_secs(60),
+        };
         CircuitBreaker::new(config, Arc::new(BankMetrics::new()))
     }
 
-    async fn run(bank: &FlakyBank, breaker: &CircuitBreaker, attempts: u32, log: &Log) -> DispatchOutcome {
+    async fn run(
+        bank: &FlakyBank,
+        breaker: &CircuitBreaker,
+        attempts: u32,
+        log: &Log,
+    ) -> DispatchOutcome {
         let (policy, request) = (policy(attempts), request());
-        dispatch_payment(bank, breaker, &policy, &request, Uuid::nil(), 1, log).await.unwrap()
+        dispatch_payment(bank, breaker, &policy, &request, Uuid::nil(), 1, log)
+            .await
+            .unwrap()
     }
 
     #[tokio::test]
@@ -324,12 +395,20 @@ mod tests {
         let (bank, breaker, log) = (bank(2), closed_breaker(10), Log::default());
         let outcome = run(&bank, &breaker, 5, &log).await;
 
-        assert!(matches!(outcome, DispatchOutcome::Receipted(ref r) if r.bank_reference == "REF-1"));
-        assert_eq!(log.lines(), [
-            "attempted 1", "failed 1 http_5xx retry=true",
-            "attempted 2", "failed 2 http_5xx retry=true",
-            "attempted 3", "receipted 3 REF-1",
-        ]);
+        assert!(
+            matches!(outcome, DispatchOutcome::Receipted(ref r) if r.bank_reference == "REF-1")
+        );
+        assert_eq!(
+            log.lines(),
+            [
+                "attempted 1",
+                "failed 1 http_5xx retry=true",
+                "attempted 2",
+                "failed 2 http_5xx retry=true",
+                "attempted 3",
+                "receipted 3 REF-1",
+            ]
+        );
         assert_eq!(breaker.metrics().retries(), 2);
     }
 
@@ -341,30 +420,82 @@ mod tests {
         assert_eq!(outcome, DispatchOutcome::DeadLettered);
         assert_eq!(bank.calls.load(Ordering::SeqCst), 3);
         assert_eq!(log.lines().last().unwrap(), "dead_lettered 3 http_5xx");
-        assert!(bank.keys.lock().unwrap().iter().all(|key| key == "ledger-1:payment-1"));
+        assert!(bank
+            .keys
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|key| key == "ledger-1:payment-1"));
     }
 
     #[tokio::test]
-    async fn open_breaker_skips_bank() {
-        let (bank, breaker, log) = (bank(u32::MAX), closed_breaker(2), Log::default());
+    async fn open_breaker_skips_bank_until_probe() {
+        let config = BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_millis(30),
+        };
+        let breaker = CircuitBreaker::new(config, Arc::new(BankMetrics::new()));
+        let (bank, log) = (bank(u32::MAX), Log::default());
         let outcome = run(&bank, &breaker, 4, &log).await;
 
         assert_eq!(outcome, DispatchOutcome::DeadLettered);
-        assert_eq!(bank.calls.load(Ordering::SeqCst), 2, "attempts 3 and 4 must not reach the bank");
-        assert_eq!(log.lines(), [
-            "attempted 1", "failed 1 http_5xx retry=true",
-            "attempted 2", "breaker closed->open", "failed 2 http_5xx retry=true",
-            "failed 3 breaker_open retry=true",
-            "failed 4 breaker_open retry=false", "dead_lettered 4 breaker_open",
-        ]);
+        assert_eq!(
+            bank.calls.load(Ordering::SeqCst),
+            3,
+            "attempt 3 must not reach the bank; attempt 4 is the half-open probe"
+        );
+        assert_eq!(
+            log.lines(),
+            [
+                "attempted 1",
+                "failed 1 http_5xx retry=true",
+                "attempted 2",
+                "breaker closed->open",
+                "failed 2 http_5xx retry=true",
+                "failed 3 breaker_open retry=true",
+                "breaker open->half_open",
+                "attempted 4",
+                "breaker half_open->open",
+                "failed 4 http_5xx retry=false",
+                "dead_lettered 4 http_5xx",
+            ]
+        );
+    }
+
+    #[test]
+    fn breaker_open_waits_out_cool_down() {
+        let policy = policy(6);
+        let error = BankError::BreakerOpen {
+            retry_after_ms: 5_000,
+        };
+        for attempt in 1..6 {
+            let delay = next_delay(&policy, &error, attempt, 6).unwrap();
+            assert!(
+                delay >= Duration::from_millis(5_000),
+                "attempt {attempt}: {delay:?}"
+            );
+            assert!(
+                delay <= Duration::from_millis(5_000) + policy.max_delay,
+                "{delay:?}"
+            );
+        }
+        assert_eq!(
+            next_delay(&policy, &error, 6, 6),
+            None,
+            "the last attempt is final"
+        );
     }
 
     #[tokio::test]
     async fn recorder_failure_stops_before_bank() {
         let (bank, breaker) = (bank(0), closed_breaker(10));
-        let log = Log { fail_attempted: true, ..Log::default() };
+        let log = Log {
+            fail_attempted: true,
+            ..Log::default()
+        };
         let (policy, request) = (policy(3), request());
-        let result = dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 1, &log).await;
+        let result =
+            dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 1, &log).await;
 
         assert!(result.is_err());
         assert_eq!(bank.calls.load(Ordering::SeqCst), 0);
@@ -374,21 +505,29 @@ mod tests {
     async fn resumed_dispatch_numbers_attempts() {
         let (bank, breaker, log) = (bank(u32::MAX), closed_breaker(10), Log::default());
         let (policy, request) = (policy(2), request());
-        let outcome =
-            dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 4, &log).await.unwrap();
+        let outcome = dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 4, &log)
+            .await
+            .unwrap();
 
         assert_eq!(outcome, DispatchOutcome::DeadLettered);
-        assert_eq!(log.lines(), [
-            "attempted 4", "failed 4 http_5xx retry=true",
-            "attempted 5", "failed 5 http_5xx retry=false", "dead_lettered 5 http_5xx",
-        ]);
+        assert_eq!(
+            log.lines(),
+            [
+                "attempted 4",
+                "failed 4 http_5xx retry=true",
+                "attempted 5",
+                "failed 5 http_5xx retry=false",
+                "dead_lettered 5 http_5xx",
+            ]
+        );
     }
 
     #[tokio::test]
     async fn zero_first_attempt_rejected() {
         let (bank, breaker, log) = (bank(0), closed_breaker(10), Log::default());
         let (policy, request) = (policy(2), request());
-        let result = dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 0, &log).await;
+        let result =
+            dispatch_payment(&bank, &breaker, &policy, &request, Uuid::nil(), 0, &log).await;
         assert!(result.is_err());
         assert_eq!(bank.calls.load(Ordering::SeqCst), 0);
     }

@@ -1,6 +1,6 @@
 //! The bank adapter over HTTPS with mutual TLS, using reqwest on a rustls configuration
-//! built here: only the pinned CA is trusted, the client presents its certificate, host
-//! names are verified, and TLS 1.3 is the only version unless TLS 1.2 is opted into.
+//! built here. Only the pinned CA is trusted, the client presents its certificate and host
+//! names are verified. TLS 1.3 is the only version unless TLS 1.2 is opted into.
 
 use std::error::Error as StdError;
 use std::path::PathBuf;
@@ -19,10 +19,10 @@ use crate::tls::{self, PemError};
 /// Largest response body read from the bank; a receipt is a few hundred bytes.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
 
-/// Longest error detail kept, in characters, so events and logs stay bounded.
+/// Maximum length of a kept error detail, in characters, so events and logs stay bounded.
 const MAX_DETAIL_CHARS: usize = 200;
 
-/// Longest idempotency key sent, in bytes.
+/// Maximum idempotency key length, in bytes.
 const MAX_IDEMPOTENCY_KEY_BYTES: usize = 255;
 
 /// Endpoint, certificates and timeouts of the bank link.
@@ -81,7 +81,7 @@ pub enum BankConfigError {
     InvalidUrl {
         /// URL as configured.
         url: String,
-        /// What is wrong with it.
+        /// Reason the URL is invalid.
         reason: String,
     },
     /// rustls rejected the configuration, such as a key that does not match the certificate.
@@ -106,8 +106,11 @@ pub fn client_tls_config(config: &HttpsBankConfig) -> Result<ClientConfig, BankC
     let certs = tls::load_certs(&config.client_cert)?;
     let key = tls::load_private_key(&config.client_key)?;
 
-    let versions: &[&'static SupportedProtocolVersion] =
-        if config.allow_tls12 { &[&TLS13, &TLS12] } else { &[&TLS13] };
+    let versions: &[&'static SupportedProtocolVersion] = if config.allow_tls12 {
+        &[&TLS13, &TLS12]
+    } else {
+        &[&TLS13]
+    };
     let tls = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
         .with_protocol_versions(versions)?
         .with_root_certificates(roots)
@@ -146,7 +149,11 @@ impl HttpsBankAdapter {
             .no_proxy()
             .build()
             .map_err(BankConfigError::Client)?;
-        Ok(HttpsBankAdapter { client, payments_url, metrics })
+        Ok(HttpsBankAdapter {
+            client,
+            payments_url,
+            metrics,
+        })
     }
 
     /// Returns the URL payments are posted to.
@@ -180,7 +187,7 @@ impl HttpsBankAdapter {
 
 #[async_trait]
 impl BankAdapter for HttpsBankAdapter {
-    /// Posts the payment and classifies the answer, logging one line with the latency and
+    /// Posts the payment and classifies the response, logging one line with the latency and
     /// outcome inside the caller's span.
     ///
     /// # Panics
@@ -203,7 +210,12 @@ impl BankAdapter for HttpsBankAdapter {
         let latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX);
         match &result {
             Ok(receipt) => {
-                tracing::info!(latency_ms, outcome = "ok", status = receipt.status, "bank call");
+                tracing::info!(
+                    latency_ms,
+                    outcome = "ok",
+                    status = receipt.status,
+                    "bank call"
+                );
             }
             Err(error) => {
                 tracing::warn!(latency_ms, outcome = error.kind(), %error, "bank call");
@@ -213,14 +225,14 @@ impl BankAdapter for HttpsBankAdapter {
     }
 }
 
-/// Receipt body of a 200 or 201 answer.
+/// Receipt body of a 200 or 201 response.
 #[derive(Deserialize)]
 struct AcceptedBody {
     bank_reference: String,
     status: String,
 }
 
-/// Problem body (RFC 9457) of an error answer; only the title is kept, because the bank's
+/// Problem body (RFC 9457) of an error response. Only the title is kept, because the bank's
 /// `detail` may echo request fields such as the account number.
 #[derive(Deserialize)]
 struct ProblemBody {
@@ -231,9 +243,17 @@ struct ProblemBody {
 fn interpret(status: u16, raw_body: Vec<u8>) -> Result<BankReceipt, BankError> {
     match status {
         200 | 201 => parse_receipt(status, raw_body),
-        400..=499 => Err(BankError::Http4xx { status, detail: problem_title(&raw_body) }),
-        500..=599 => Err(BankError::Http5xx { status, detail: problem_title(&raw_body) }),
-        _ => Err(BankError::InvalidResponse { detail: format!("unexpected http status {status}") }),
+        400..=499 => Err(BankError::Http4xx {
+            status,
+            detail: problem_title(&raw_body),
+        }),
+        500..=599 => Err(BankError::Http5xx {
+            status,
+            detail: problem_title(&raw_body),
+        }),
+        _ => Err(BankError::InvalidResponse {
+            detail: format!("unexpected http status {status}"),
+        }),
     }
 }
 
@@ -242,21 +262,33 @@ fn parse_receipt(status: u16, raw_body: Vec<u8>) -> Result<BankReceipt, BankErro
     let body: AcceptedBody = serde_json::from_slice(&raw_body)
         .map_err(|error| invalid(format!("http {status} body is not a receipt: {error}")))?;
     if body.status != "accepted" {
-        return Err(invalid(format!("receipt status is {:?}, expected accepted", truncate(&body.status))));
+        return Err(invalid(format!(
+            "receipt status is {:?}, expected accepted",
+            truncate(&body.status)
+        )));
     }
     let reference = &body.bank_reference;
     let printable = reference.chars().all(|c| c.is_ascii_graphic());
     if reference.is_empty() || reference.len() > 128 || !printable {
-        return Err(invalid("bank_reference must be 1 to 128 visible ASCII characters".into()));
+        return Err(invalid(
+            "bank_reference must be 1 to 128 visible ASCII characters".into(),
+        ));
     }
-    Ok(BankReceipt { bank_reference: body.bank_reference, status, raw_body })
+    Ok(BankReceipt {
+        bank_reference: body.bank_reference,
+        status,
+        raw_body,
+    })
 }
 
 fn problem_title(raw_body: &[u8]) -> String {
     serde_json::from_slice::<ProblemBody>(raw_body)
         .ok()
         .and_then(|problem| problem.title)
-        .map_or_else(|| "no problem title in body".to_owned(), |title| truncate(&title))
+        .map_or_else(
+            || "no problem title in body".to_owned(),
+            |title| truncate(&title),
+        )
 }
 
 /// Classifies a reqwest failure. Transport failures that are neither a timeout nor TLS
@@ -267,24 +299,31 @@ fn classify(error: &reqwest::Error, started: Instant) -> BankError {
         return BankError::Timeout { elapsed_ms };
     }
     if let Some(tls_error) = find_rustls_error(error) {
-        return BankError::Tls { detail: truncate(&tls_error.to_string()) };
+        return BankError::Tls {
+            detail: truncate(&tls_error.to_string()),
+        };
     }
-    BankError::Connect { detail: truncate(&error_chain(error)) }
+    BankError::Connect {
+        detail: truncate(&error_chain(error)),
+    }
 }
 
-/// Finds a rustls error in the source chain, including one wrapped in an `io::Error`
-/// (tokio-rustls reports handshake failures that way).
+/// Finds a rustls error in the source chain. tokio-rustls reports handshake failures as an
+/// `io::Error` wrapping the rustls error, sometimes inside another `io::Error`, and
+/// `io::Error::source` skips the wrapped error, so the walk steps into `get_ref` instead.
 fn find_rustls_error<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
     let mut current = Some(error);
     while let Some(error) = current {
         if let Some(found) = error.downcast_ref::<rustls::Error>() {
             return Some(found);
         }
-        let io_inner = error.downcast_ref::<std::io::Error>().and_then(std::io::Error::get_ref);
-        if let Some(found) = io_inner.and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-            return Some(found);
-        }
-        current = error.source();
+        let wrapped = error
+            .downcast_ref::<std::io::Error>()
+            .and_then(std::io::Error::get_ref);
+        current = match wrapped {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => error.source(),
+        };
     }
     None
 }
@@ -320,7 +359,8 @@ fn payments_url(base_url: &str) -> Result<reqwest::Url, BankConfigError> {
     if !base.path().ends_with('/') {
         base.set_path(&format!("{}/", base.path()));
     }
-    base.join("v1/payments").map_err(|error| invalid(&error.to_string()))
+    base.join("v1/payments")
+        .map_err(|error| invalid(&error.to_string()))
 }
 
 #[cfg(test)]
@@ -330,9 +370,18 @@ mod tests {
     #[test]
     fn payments_url_joins_path() {
         let url = |base: &str| payments_url(base).map(|url| url.to_string());
-        assert_eq!(url("https://bank.test").unwrap(), "https://bank.test/v1/payments");
-        assert_eq!(url("https://bank.test:8443/api").unwrap(), "https://bank.test:8443/api/v1/payments");
-        assert_eq!(url("https://bank.test/api/").unwrap(), "https://bank.test/api/v1/payments");
+        assert_eq!(
+            url("https://bank.test").unwrap(),
+            "https://bank.test/v1/payments"
+        );
+        assert_eq!(
+            url("https://bank.test:8443/api").unwrap(),
+            "https://bank.test:8443/api/v1/payments"
+        );
+        assert_eq!(
+            url("https://bank.test/api/").unwrap(),
+            "https://bank.test/api/v1/payments"
+        );
         assert!(url("http://bank.test").is_err());
         assert!(url("bank.test").is_err());
         assert!(url("https://bank.test/?x=1").is_err());
@@ -358,22 +407,45 @@ mod tests {
         ];
         for body in cases {
             let error = interpret(201, body.to_vec()).unwrap_err();
-            assert_eq!(error.kind(), "invalid_response", "{}", String::from_utf8_lossy(body));
+            assert_eq!(
+                error.kind(),
+                "invalid_response",
+                "{}",
+                String::from_utf8_lossy(body)
+            );
         }
-        assert_eq!(interpret(302, Vec::new()).unwrap_err().kind(), "invalid_response");
-        assert_eq!(interpret(204, Vec::new()).unwrap_err().kind(), "invalid_response");
+        assert_eq!(
+            interpret(302, Vec::new()).unwrap_err().kind(),
+            "invalid_response"
+        );
+        assert_eq!(
+            interpret(204, Vec::new()).unwrap_err().kind(),
+            "invalid_response"
+        );
     }
 
     #[test]
     fn interpret_error_statuses() {
         let problem = br#"{"title":"invalid bsb","detail":"bsb 123456 is unknown"}"#.to_vec();
         let error = interpret(400, problem).unwrap_err();
-        assert_eq!(error, BankError::Http4xx { status: 400, detail: "invalid bsb".into() });
-        assert!(!error.to_string().contains("123456"), "problem detail must not be kept");
+        assert_eq!(
+            error,
+            BankError::Http4xx {
+                status: 400,
+                detail: "invalid bsb".into()
+            }
+        );
+        assert!(
+            !error.to_string().contains("123456"),
+            "problem detail must not be kept"
+        );
 
         let error = interpret(503, b"<html>down</html>".to_vec()).unwrap_err();
         assert_eq!(error.kind(), "http_5xx");
-        assert_eq!(error.to_string(), "bank returned http 503: no problem title in body");
+        assert_eq!(
+            error.to_string(),
+            "bank returned http 503: no problem title in body"
+        );
     }
 
     #[test]

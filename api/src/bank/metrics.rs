@@ -8,15 +8,28 @@ use super::{BankError, BreakerState};
 
 /// Attempt outcomes, in the order of [`BankMetrics::attempts`]: `ok`, then the
 /// [`BankError::kind`] values.
-const OUTCOMES: [&str; 8] =
-    ["ok", "timeout", "connect", "tls", "http_5xx", "http_4xx", "invalid_response", "breaker_open"];
+const OUTCOMES: [&str; 8] = [
+    "ok",
+    "timeout",
+    "connect",
+    "tls",
+    "http_5xx",
+    "http_4xx",
+    "invalid_response",
+    "breaker_open",
+];
 
 /// Upper bounds of the call latency histogram buckets, in milliseconds.
-const LATENCY_BUCKETS_MS: [u64; 11] = [10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000];
+const LATENCY_BUCKETS_MS: [u64; 11] = [
+    10, 25, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 30_000,
+];
 
 /// Breaker states in gauge order: the gauge value is the index.
-const BREAKER_STATES: [BreakerState; 3] =
-    [BreakerState::Closed, BreakerState::HalfOpen, BreakerState::Open];
+const BREAKER_STATES: [BreakerState; 3] = [
+    BreakerState::Closed,
+    BreakerState::HalfOpen,
+    BreakerState::Open,
+];
 
 /// Counters for bank calls, retries and the circuit breaker.
 ///
@@ -90,8 +103,18 @@ impl BankMetrics {
     pub fn render_prometheus(&self, out: &mut String) {
         self.render_attempts(out);
         self.render_latency(out);
-        header(out, "folio_bank_retries_total", "counter", "Bank payment retries scheduled.");
-        line(out, "folio_bank_retries_total", "", self.retries.load(Ordering::Relaxed));
+        header(
+            out,
+            "folio_bank_retries_total",
+            "counter",
+            "Bank payment retries scheduled.",
+        );
+        line(
+            out,
+            "folio_bank_retries_total",
+            "",
+            self.retries.load(Ordering::Relaxed),
+        );
         self.render_breaker(out);
     }
 
@@ -99,7 +122,12 @@ impl BankMetrics {
         let name = "folio_bank_attempts_total";
         header(out, name, "counter", "Bank payment attempts by outcome.");
         for (outcome, count) in OUTCOMES.iter().zip(&self.attempts) {
-            line(out, name, &format!("{{outcome=\"{outcome}\"}}"), count.load(Ordering::Relaxed));
+            line(
+                out,
+                name,
+                &format!("{{outcome=\"{outcome}\"}}"),
+                count.load(Ordering::Relaxed),
+            );
         }
     }
 
@@ -116,17 +144,37 @@ impl BankMetrics {
         line(out, &format!("{name}_bucket"), "{le=\"+Inf\"}", total);
         let sum_micros = self.latency_sum_micros.load(Ordering::Relaxed);
         // Writing to a String cannot fail.
-        let _ = writeln!(out, "{name}_sum {}.{:06}", sum_micros / 1_000_000, sum_micros % 1_000_000);
+        let _ = writeln!(
+            out,
+            "{name}_sum {}.{:06}",
+            sum_micros / 1_000_000,
+            sum_micros % 1_000_000
+        );
         line(out, &format!("{name}_count"), "", total);
     }
 
     fn render_breaker(&self, out: &mut String) {
         let name = "folio_bank_breaker_state";
-        header(out, name, "gauge", "Bank circuit breaker state: 0 closed, 1 half-open, 2 open.");
-        line(out, name, "", u64::from(self.breaker_state.load(Ordering::Relaxed)));
+        header(
+            out,
+            name,
+            "gauge",
+            "Bank circuit breaker state: 0 closed, 1 half-open, 2 open.",
+        );
+        line(
+            out,
+            name,
+            "",
+            u64::from(self.breaker_state.load(Ordering::Relaxed)),
+        );
 
         let name = "folio_bank_breaker_transitions_total";
-        header(out, name, "counter", "Bank circuit breaker transitions by new state.");
+        header(
+            out,
+            name,
+            "counter",
+            "Bank circuit breaker transitions by new state.",
+        );
         for (state, count) in BREAKER_STATES.iter().zip(&self.breaker_transitions) {
             let labels = format!("{{to=\"{}\"}}", state.as_str());
             line(out, name, &labels, count.load(Ordering::Relaxed));
@@ -168,11 +216,23 @@ mod tests {
     fn all_kinds() -> Vec<BankError> {
         vec![
             BankError::Timeout { elapsed_ms: 1 },
-            BankError::Connect { detail: String::new() },
-            BankError::Tls { detail: String::new() },
-            BankError::Http5xx { status: 503, detail: String::new() },
-            BankError::Http4xx { status: 400, detail: String::new() },
-            BankError::InvalidResponse { detail: String::new() },
+            BankError::Connect {
+                detail: String::new(),
+            },
+            BankError::Tls {
+                detail: String::new(),
+            },
+            BankError::Http5xx {
+                status: 503,
+                detail: String::new(),
+            },
+            BankError::Http4xx {
+                status: 400,
+                detail: String::new(),
+            },
+            BankError::InvalidResponse {
+                detail: String::new(),
+            },
             BankError::BreakerOpen { retry_after_ms: 1 },
         ]
     }
@@ -189,7 +249,10 @@ mod tests {
         let metrics = BankMetrics::new();
         metrics.record_call(None, Duration::from_millis(5));
         metrics.record_call(None, Duration::from_millis(70));
-        metrics.record_call(Some(&BankError::Timeout { elapsed_ms: 40_000 }), Duration::from_secs(40));
+        metrics.record_call(
+            Some(&BankError::Timeout { elapsed_ms: 40_000 }),
+            Duration::from_secs(40),
+        );
         metrics.record_breaker_rejection();
         metrics.record_retry();
 
@@ -210,12 +273,18 @@ mod tests {
         let mut out = String::new();
         metrics.render_prometheus(&mut out);
 
-        assert!(out.contains("folio_bank_attempts_total{outcome=\"ok\"} 3\n"), "{out}");
+        assert!(
+            out.contains("folio_bank_attempts_total{outcome=\"ok\"} 3\n"),
+            "{out}"
+        );
         assert!(out.contains("folio_bank_call_duration_seconds_bucket{le=\"0.010\"} 1\n"));
         assert!(out.contains("folio_bank_call_duration_seconds_bucket{le=\"0.100\"} 2\n"));
         assert!(out.contains("folio_bank_call_duration_seconds_bucket{le=\"30.000\"} 2\n"));
         assert!(out.contains("folio_bank_call_duration_seconds_bucket{le=\"+Inf\"} 3\n"));
-        assert!(out.contains("folio_bank_call_duration_seconds_sum 40.075000\n"), "{out}");
+        assert!(
+            out.contains("folio_bank_call_duration_seconds_sum 40.075000\n"),
+            "{out}"
+        );
         assert!(out.contains("folio_bank_breaker_state 2\n"));
         assert!(out.contains("folio_bank_breaker_transitions_total{to=\"open\"} 1\n"));
     }

@@ -3,8 +3,9 @@
 //! recorder, and the bank simulator that serves the same protocol.
 //!
 //! Wiring: create one [`BankMetrics`] and share it between the [`HttpsBankAdapter`] and the
-//! [`CircuitBreaker`]; keep one breaker per bank for the life of the process; call
-//! [`dispatch_payment`] per payment with a recorder that appends events.
+//! [`CircuitBreaker`]. Keep one breaker per bank for the life of the process, because its
+//! state is what protects the bank. Call [`dispatch_payment`] per payment with a recorder
+//! that appends events.
 //!
 //! ```no_run
 //! # fn wire(config: &api::config::BankConfig) -> anyhow::Result<()> {

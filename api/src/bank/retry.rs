@@ -47,7 +47,10 @@ impl RetryPolicy {
         // Windows beyond u64 nanoseconds (584 years) are clamped; no real policy gets there.
         let window_nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
         let delay = Duration::from_nanos(rng.gen_range(0..=window_nanos));
-        assert!(delay <= window, "jittered delay {delay:?} exceeds window {window:?}");
+        assert!(
+            delay <= window,
+            "jittered delay {delay:?} exceeds window {window:?}"
+        );
         delay
     }
 
@@ -77,8 +80,9 @@ mod tests {
     #[test]
     fn backoff_window_doubles_then_caps() {
         let policy = policy(100, 1_000);
-        let windows: Vec<u128> =
-            (1..=6).map(|attempt| policy.backoff_window(attempt).as_millis()).collect();
+        let windows: Vec<u128> = (1..=6)
+            .map(|attempt| policy.backoff_window(attempt).as_millis())
+            .collect();
         assert_eq!(windows, [100, 200, 400, 800, 1_000, 1_000]);
     }
 
@@ -107,10 +111,17 @@ mod tests {
         // Full jitter must reach both ends of the window, not cluster near its top.
         let policy = policy(1_000, 1_000);
         let mut rng = StdRng::seed_from_u64(11);
-        let delays: Vec<Duration> =
-            (0..1_000).map(|_| policy.jittered_delay(1, &mut rng)).collect();
-        let below_tenth = delays.iter().filter(|d| **d < Duration::from_millis(100)).count();
-        let above_ninth = delays.iter().filter(|d| **d > Duration::from_millis(900)).count();
+        let delays: Vec<Duration> = (0..1_000)
+            .map(|_| policy.jittered_delay(1, &mut rng))
+            .collect();
+        let below_tenth = delays
+            .iter()
+            .filter(|d| **d < Duration::from_millis(100))
+            .count();
+        let above_ninth = delays
+            .iter()
+            .filter(|d| **d > Duration::from_millis(900))
+            .count();
         assert!(below_tenth > 50, "{below_tenth} of 1000 below 100 ms");
         assert!(above_ninth > 50, "{above_ninth} of 1000 above 900 ms");
     }
@@ -131,6 +142,9 @@ mod tests {
     #[test]
     fn worst_case_backoff_of_defaults() {
         // Windows of 0.5, 1, 2, 4 and 8 s after attempts 1 to 5.
-        assert_eq!(RetryPolicy::default().worst_case_backoff(), Duration::from_millis(15_500));
+        assert_eq!(
+            RetryPolicy::default().worst_case_backoff(),
+            Duration::from_millis(15_500)
+        );
     }
 }

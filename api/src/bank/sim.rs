@@ -22,7 +22,9 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{ServerConfig, SupportedProtocolVersion};
 
 use self::state::{Acceptance, Fault, SimBank, DEFAULT_SLOW_MS};
-pub use self::state::{FaultMode, FaultUpdate, SimLedger, SimPayment, UnknownFaultMode, TIMEOUT_HOLD};
+pub use self::state::{
+    FaultMode, FaultUpdate, SimLedger, SimPayment, UnknownFaultMode, TIMEOUT_HOLD,
+};
 use crate::bank::BankPaymentRequest;
 use crate::tls::{self, PkiPaths};
 
@@ -42,10 +44,22 @@ pub struct BankSimConfig {
     pub server_key: PathBuf,
     /// Fault mode after the first `fail_first_n` calls.
     pub mode: FaultMode,
-    /// Calls answered 503 before `mode` applies.
+    /// Calls that get a 503 response before `mode` applies.
     pub fail_first_n: u64,
-    /// Also accept TLS 1.2 clients; off by default, so TLS 1.2-only clients are rejected.
-    pub allow_tls12: bool,
+    /// TLS versions served; TLS 1.3 only by default, so TLS 1.2-only clients are rejected.
+    pub tls_versions: SimTlsVersions,
+}
+
+/// TLS versions the simulator serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimTlsVersions {
+    /// TLS 1.3 only, as ATO services require.
+    #[default]
+    Tls13Only,
+    /// TLS 1.3 and TLS 1.2.
+    Tls13And12,
+    /// TLS 1.2 only, to play a bank that has not upgraded.
+    Tls12Only,
 }
 
 impl BankSimConfig {
@@ -58,7 +72,7 @@ impl BankSimConfig {
             server_key: pki.server_key.clone(),
             mode: FaultMode::Ok,
             fail_first_n: 0,
-            allow_tls12: false,
+            tls_versions: SimTlsVersions::Tls13Only,
         }
     }
 }
@@ -100,13 +114,21 @@ impl BankSim {
         .bind_rustls_0_23(config.bind.as_str(), tls)
         .with_context(|| format!("cannot bind the bank simulator to {}", config.bind))?;
 
-        let addr = *server.addrs().first().context("bank simulator bound no address")?;
+        let addr = *server
+            .addrs()
+            .first()
+            .context("bank simulator bound no address")?;
         let server = server.run();
         let handle = server.handle();
         let task = Mutex::new(Some(tokio::spawn(server)));
         let mode = config.mode.name();
         tracing::info!(%addr, mode, fail_first_n = config.fail_first_n, "bank simulator listening");
-        Ok(BankSim { addr, bank, server: handle, task })
+        Ok(BankSim {
+            addr,
+            bank,
+            server: handle,
+            task,
+        })
     }
 
     /// Returns the bound address, with the real port when port 0 was requested.
@@ -135,7 +157,11 @@ impl BankSim {
     /// again does nothing.
     pub async fn stop(&self) {
         self.server.stop(true).await;
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         let Some(task) = task else { return };
         match task.await {
             Ok(Ok(())) => tracing::info!(addr = %self.addr, "bank simulator stopped"),
@@ -145,8 +171,8 @@ impl BankSim {
     }
 }
 
-/// Builds the server TLS configuration: ring provider, TLS 1.3 (plus 1.2 if allowed) and
-/// a client certificate required and verified against `config.ca_cert`.
+/// Builds the server TLS configuration: ring provider, the configured TLS versions and a
+/// client certificate required and verified against `config.ca_cert`.
 fn server_tls_config(config: &BankSimConfig) -> anyhow::Result<ServerConfig> {
     let provider = Arc::new(ring::default_provider());
     let roots = Arc::new(tls::load_root_store(&config.ca_cert)?);
@@ -156,8 +182,11 @@ fn server_tls_config(config: &BankSimConfig) -> anyhow::Result<ServerConfig> {
     let certs = tls::load_certs(&config.server_cert)?;
     let key = tls::load_private_key(&config.server_key)?;
 
-    let versions: &[&'static SupportedProtocolVersion] =
-        if config.allow_tls12 { &[&TLS13, &TLS12] } else { &[&TLS13] };
+    let versions: &[&'static SupportedProtocolVersion] = match config.tls_versions {
+        SimTlsVersions::Tls13Only => &[&TLS13],
+        SimTlsVersions::Tls13And12 => &[&TLS13, &TLS12],
+        SimTlsVersions::Tls12Only => &[&TLS12],
+    };
     ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
         .with_client_cert_verifier(verifier)
@@ -165,10 +194,19 @@ fn server_tls_config(config: &BankSimConfig) -> anyhow::Result<ServerConfig> {
         .context("server certificate and key do not form a valid pair")
 }
 
-async fn post_payment(bank: web::Data<SimBank>, request: HttpRequest, body: web::Bytes) -> HttpResponse {
+async fn post_payment(
+    bank: web::Data<SimBank>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
     let fault = bank.begin_call();
     match fault {
-        Fault::Fail => return problem(StatusCode::SERVICE_UNAVAILABLE, "bank unavailable (simulated)"),
+        Fault::Fail => {
+            return problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "bank unavailable (simulated)",
+            )
+        }
         Fault::Hang(hold) => {
             tokio::time::sleep(hold).await;
             return problem(StatusCode::GATEWAY_TIMEOUT, "bank timed out (simulated)");
@@ -183,21 +221,25 @@ async fn post_payment(bank: web::Data<SimBank>, request: HttpRequest, body: web:
     let acceptance = bank.accept(&key, payment);
     tracing::info!(idempotency_key = %key, outcome = ?acceptance, "bank simulator payment");
 
-    // The payment is already stored, as at a real bank whose answer is lost on the way.
+    // The payment is already stored, as at a real bank whose response is lost on the way.
     if let Fault::Slow(delay) = fault {
         tokio::time::sleep(delay).await;
     }
     match acceptance {
         Acceptance::New(reference) => accepted(StatusCode::CREATED, &reference),
         Acceptance::Repeat(reference) => accepted(StatusCode::OK, &reference),
-        Acceptance::Conflict => {
-            problem(StatusCode::CONFLICT, "idempotency key reused with a different body")
-        }
+        Acceptance::Conflict => problem(
+            StatusCode::CONFLICT,
+            "idempotency key reused with a different body",
+        ),
     }
 }
 
 /// Reads the key header and the JSON body; the error is a problem title.
-fn parse_payment(request: &HttpRequest, body: &[u8]) -> Result<(String, BankPaymentRequest), &'static str> {
+fn parse_payment(
+    request: &HttpRequest,
+    body: &[u8],
+) -> Result<(String, BankPaymentRequest), &'static str> {
     let header = request.headers().get("Idempotency-Key");
     let key = validate::check_key(header.and_then(|value| value.to_str().ok()))?.to_owned();
     let mut payment: BankPaymentRequest =
@@ -215,7 +257,12 @@ async fn post_faults(bank: web::Data<SimBank>, body: web::Bytes) -> HttpResponse
     let delay_ms = update.delay_ms.unwrap_or(DEFAULT_SLOW_MS);
     let mode = match FaultMode::parse(&update.mode, delay_ms) {
         Ok(mode) => mode,
-        Err(_) => return problem(StatusCode::BAD_REQUEST, "invalid fault mode: expected ok, fail, timeout or slow"),
+        Err(_) => {
+            return problem(
+                StatusCode::BAD_REQUEST,
+                "invalid fault mode: expected ok, fail, timeout or slow",
+            )
+        }
     };
     bank.set_fault(mode, update.count);
     tracing::info!(mode = mode.name(), count = ?update.count, "bank simulator fault set");
@@ -231,11 +278,13 @@ fn accepted(status: StatusCode, reference: &str) -> HttpResponse {
         .json(serde_json::json!({ "bank_reference": reference, "status": "accepted" }))
 }
 
-/// Builds an RFC 9457 problem answer.
+/// Builds an RFC 9457 problem response.
 fn problem(status: StatusCode, title: &str) -> HttpResponse {
-    HttpResponse::build(status).content_type("application/problem+json").json(serde_json::json!({
-        "type": "about:blank",
-        "title": title,
-        "status": status.as_u16(),
-    }))
+    HttpResponse::build(status)
+        .content_type("application/problem+json")
+        .json(serde_json::json!({
+            "type": "about:blank",
+            "title": title,
+            "status": status.as_u16(),
+        }))
 }

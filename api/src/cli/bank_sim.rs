@@ -35,7 +35,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mode = FaultMode::parse(&args.mode, args.delay_ms).map_err(anyhow::Error::msg)?;
     let sim = BankSim::start(BankSimConfig::new(&args.listen, &pki)).await?;
     sim.set_fault(mode, args.count);
-    println!("bank simulator listening on https://{} (client certificates from {})", sim.addr(), pki.ca_cert.display());
+    println!(
+        "bank simulator listening on https://{} (client certificates from {})",
+        sim.addr(),
+        pki.ca_cert.display()
+    );
     tokio::signal::ctrl_c().await?;
     sim.stop().await;
     Ok(ExitCode::SUCCESS)

@@ -42,7 +42,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let scratch = tempfile::tempdir_in(&args.dir)?;
     let window = Duration::from_secs(args.baseline_secs);
     let cores = rayon::current_num_threads();
-    println!("folio bench: {cores} cores, {} events per append run, scratch {}", args.events, scratch.path().display());
+    println!(
+        "folio bench: {cores} cores, {} events per append run, scratch {}",
+        args.events,
+        scratch.path().display()
+    );
 
     let sign_rate = signing_rate(window);
     let verify_rate = batch_verify_rate(window);
@@ -55,18 +59,32 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 
     for batch in [1u64, 16, 256] {
         // Batch 1 is bounded by fsync, so it gets fewer events to keep the run short.
-        let events = if batch == 1 { (args.events / 20).max(200) } else { args.events };
-        let (rate, ledger) = append_rate(&scratch.path().join(format!("b{batch}")), batch, events, 1).await?;
+        let events = if batch == 1 {
+            (args.events / 20).max(200)
+        } else {
+            args.events
+        };
+        let (rate, ledger) =
+            append_rate(&scratch.path().join(format!("b{batch}")), batch, events, 1).await?;
         let baseline = if batch == 1 { fsync_rate } else { sign_rate };
         let name = if batch == 1 { "fsync" } else { "sign" };
-        println!("| sealed durable append, batch {batch}, 1 caller | {rate:.0} | {:.2} of {name} |", rate / baseline);
+        println!(
+            "| sealed durable append, batch {batch}, 1 caller | {rate:.0} | {:.2} of {name} |",
+            rate / baseline
+        );
         if batch == 256 {
             let rate = verify_rate_of(&scratch.path().join(format!("b{batch}")), ledger).await?;
-            println!("| folio verify (store, {events} events) | {rate:.0} | {:.2} of batch verify |", rate / verify_rate);
+            println!(
+                "| folio verify (store, {events} events) | {rate:.0} | {:.2} of batch verify |",
+                rate / verify_rate
+            );
         }
     }
     let (rate, _) = append_rate(&scratch.path().join("concurrent"), 1, args.events / 4, 64).await?;
-    println!("| sealed durable append, batch 1, 64 concurrent callers | {rate:.0} | {:.2} of sign |", rate / sign_rate);
+    println!(
+        "| sealed durable append, batch 1, 64 concurrent callers | {rate:.0} | {:.2} of sign |",
+        rate / sign_rate
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -89,16 +107,21 @@ fn batch_verify_rate(window: Duration) -> f64 {
     use ed25519_dalek::{Signer, SigningKey};
     let key = SigningKey::from_bytes(&[9; 32]);
     let public = key.verifying_key();
-    let messages: Vec<[u8; 32]> = (0..4_096u64).map(|i| *blake3::hash(&i.to_be_bytes()).as_bytes()).collect();
+    let messages: Vec<[u8; 32]> = (0..4_096u64)
+        .map(|i| *blake3::hash(&i.to_be_bytes()).as_bytes())
+        .collect();
     let signatures: Vec<_> = messages.iter().map(|m| key.sign(m)).collect();
     let started = Instant::now();
     let mut done = 0u64;
     while started.elapsed() < window {
-        messages.par_chunks(64).zip(signatures.par_chunks(64)).for_each(|(ms, ss)| {
-            let refs: Vec<&[u8]> = ms.iter().map(|m| m.as_slice()).collect();
-            let keys = vec![public; ms.len()];
-            assert!(ed25519_dalek::verify_batch(&refs, ss, &keys).is_ok());
-        });
+        messages
+            .par_chunks(64)
+            .zip(signatures.par_chunks(64))
+            .for_each(|(ms, ss)| {
+                let refs: Vec<&[u8]> = ms.iter().map(|m| m.as_slice()).collect();
+                let keys = vec![public; ms.len()];
+                assert!(ed25519_dalek::verify_batch(&refs, ss, &keys).is_ok());
+            });
         done += messages.len() as u64;
     }
     done as f64 / started.elapsed().as_secs_f64()
@@ -119,13 +142,20 @@ fn fsync_rate(dir: &Path, window: Duration) -> anyhow::Result<f64> {
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
-async fn append_rate(dir: &Path, batch: u64, events: u64, callers: u64) -> anyhow::Result<(f64, Uuid)> {
+async fn append_rate(
+    dir: &Path,
+    batch: u64,
+    events: u64,
+    callers: u64,
+) -> anyhow::Result<(f64, Uuid)> {
     std::fs::create_dir_all(dir)?;
     let backend = SqliteBackend::open(&dir.join("events.sqlite")).await?;
     let key = Arc::new(LedgerKey::from_seed([3; 32]));
     let store = EventStore::open(Arc::new(backend), key, Arc::new(SystemClock));
     let ledger_id = Uuid::now_v7();
-    store.create_ledger(ledger_id, "bench", Actor::system("bench"), Uuid::now_v7()).await?;
+    store
+        .create_ledger(ledger_id, "bench", Actor::system("bench"), Uuid::now_v7())
+        .await?;
     let appends_per_caller = events / batch / callers;
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -138,7 +168,15 @@ async fn append_rate(dir: &Path, batch: u64, events: u64, callers: u64) -> anyho
                     expected: ExpectedVersion::NoStream,
                     events: (0..batch).map(|_| bench_event()).collect(),
                 };
-                store.append(ledger_id, AppendRequest { writes: vec![write], idempotency: None }).await?;
+                store
+                    .append(
+                        ledger_id,
+                        AppendRequest {
+                            writes: vec![write],
+                            idempotency: None,
+                        },
+                    )
+                    .await?;
             }
             Ok::<_, eventstore_adapter::StoreError>(())
         });
@@ -148,7 +186,10 @@ async fn append_rate(dir: &Path, batch: u64, events: u64, callers: u64) -> anyho
     }
     let elapsed = started.elapsed().as_secs_f64();
     store.shutdown().await;
-    Ok(((appends_per_caller * batch * callers) as f64 / elapsed, ledger_id))
+    Ok((
+        (appends_per_caller * batch * callers) as f64 / elapsed,
+        ledger_id,
+    ))
 }
 
 fn bench_event() -> EventDraft {
@@ -167,6 +208,9 @@ async fn verify_rate_of(dir: &Path, ledger_id: Uuid) -> anyhow::Result<f64> {
     let started = Instant::now();
     let verdicts = super::verify::verify_store(dir, Some(ledger_id)).await?;
     let elapsed = started.elapsed().as_secs_f64();
-    let summary = verdicts[0].result.as_ref().map_err(|failure| anyhow::anyhow!("bench ledger broken: {failure}"))?;
+    let summary = verdicts[0]
+        .result
+        .as_ref()
+        .map_err(|failure| anyhow::anyhow!("bench ledger broken: {failure}"))?;
     Ok(summary.event_count as f64 / elapsed)
 }

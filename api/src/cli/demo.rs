@@ -37,12 +37,24 @@ pub struct Args {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let data_dir = args
-        .data_dir
-        .unwrap_or_else(|| PathBuf::from(format!("folio-data/demo-{}", &Uuid::now_v7().simple().to_string()[..12])));
-    let report = run_demo(&data_dir, &args.fixtures, Duration::from_secs(args.timeout_secs)).await?;
+    let data_dir = args.data_dir.unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "folio-data/demo-{}",
+            &Uuid::now_v7().simple().to_string()[..12]
+        ))
+    });
+    let report = run_demo(
+        &data_dir,
+        &args.fixtures,
+        Duration::from_secs(args.timeout_secs),
+    )
+    .await?;
     println!("{}", report.render());
-    Ok(if report.ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// What the demo observed.
@@ -107,7 +119,10 @@ impl DemoReport {
             self.receipted, self.dead_lettered, self.bank_calls, self.bank_distinct_payments
         ));
         for (name, passed) in &self.checks {
-            out.push_str(&format!("[{}] {name}\n", if *passed { "ok" } else { "FAILED" }));
+            out.push_str(&format!(
+                "[{}] {name}\n",
+                if *passed { "ok" } else { "FAILED" }
+            ));
         }
         for verdict in &self.verdicts {
             out.push_str(&format!("verify: {verdict}\n"));
@@ -119,7 +134,11 @@ impl DemoReport {
                 self.data_dir.display()
             ));
         }
-        out.push_str(if self.ok() { "\nRESULT: OK\n" } else { "\nRESULT: FAILED\n" });
+        out.push_str(if self.ok() {
+            "\nRESULT: OK\n"
+        } else {
+            "\nRESULT: FAILED\n"
+        });
         out
     }
 }
@@ -128,10 +147,21 @@ impl DemoReport {
 ///
 /// # Errors
 /// Fails when a component cannot start or the server answers unexpectedly.
-pub async fn run_demo(data_dir: &Path, fixtures: &Path, timeout: Duration) -> anyhow::Result<DemoReport> {
-    ensure!(!data_dir.exists(), "data directory {} already exists; pass a new --data-dir", data_dir.display());
+pub async fn run_demo(
+    data_dir: &Path,
+    fixtures: &Path,
+    timeout: Duration,
+) -> anyhow::Result<DemoReport> {
+    ensure!(
+        !data_dir.exists(),
+        "data directory {} already exists; pass a new --data-dir",
+        data_dir.display()
+    );
     std::fs::create_dir_all(data_dir)?;
-    let mut report = DemoReport { data_dir: data_dir.to_owned(), ..DemoReport::default() };
+    let mut report = DemoReport {
+        data_dir: data_dir.to_owned(),
+        ..DemoReport::default()
+    };
 
     // Bank simulator over mutual TLS, with certificates made for this run.
     let pki = crate::tls::generate_dev_pki(&data_dir.join("pki"))?;
@@ -145,7 +175,12 @@ pub async fn run_demo(data_dir: &Path, fixtures: &Path, timeout: Duration) -> an
     let server_task = tokio::spawn(running.server);
     let token = state
         .tokens
-        .issue("demo-client", &parse_scopes("all").map_err(anyhow::Error::msg)?, None, 0)
+        .issue(
+            "demo-client",
+            &parse_scopes("all").map_err(anyhow::Error::msg)?,
+            None,
+            0,
+        )
         .await?;
     let client = DemoClient::new(format!("http://{}", running.addr), token);
 
@@ -169,7 +204,10 @@ pub async fn run_demo(data_dir: &Path, fixtures: &Path, timeout: Duration) -> an
 }
 
 fn demo_config(data_dir: &Path, pki: &crate::tls::PkiPaths, bank_port: u16) -> Config {
-    let mut config = Config { data_dir: data_dir.to_owned(), ..Config::default() };
+    let mut config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
     config.bank.url = format!("https://localhost:{bank_port}");
     config.bank.ca_cert = pki.ca_cert.clone();
     config.bank.client_cert = pki.client_cert.clone();
@@ -195,7 +233,11 @@ async fn drive(
     report.ledger_id = Some(ledger_id);
     let files = aba_files(fixtures)?;
     let payees = allow_list_fixture_payees(client, ledger_id, &files).await?;
-    println!("allow-listed {} payees from {}", payees.len(), fixtures.display());
+    println!(
+        "allow-listed {} payees from {}",
+        payees.len(),
+        fixtures.display()
+    );
 
     submit_files(client, ledger_id, &files, report).await?;
     let first_payee = *payees.first().context("the fixtures name no payee")?;
@@ -205,14 +247,18 @@ async fn drive(
     // The bank fails every call: two payments exhaust their attempts and are parked.
     sim.set_fault(FaultMode::Fail, None);
     for amount in [1_001, 1_002] {
-        client.submit_payment(ledger_id, first_payee, amount, &Uuid::now_v7().to_string()).await?;
+        client
+            .submit_payment(ledger_id, first_payee, amount, &Uuid::now_v7().to_string())
+            .await?;
     }
     wait_settled(client, ledger_id, timeout).await?;
     sim.set_fault(FaultMode::Ok, None);
 
     // The bank answers once too slowly: the retry carries the same key and pays once.
     sim.set_fault(FaultMode::Slow { delay_ms: 1_500 }, Some(1));
-    client.submit_payment(ledger_id, first_payee, 1_003, &Uuid::now_v7().to_string()).await?;
+    client
+        .submit_payment(ledger_id, first_payee, 1_003, &Uuid::now_v7().to_string())
+        .await?;
     wait_settled(client, ledger_id, timeout).await?;
     sim.set_fault(FaultMode::Ok, None);
 
@@ -220,13 +266,20 @@ async fn drive(
 }
 
 fn aba_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
-    let entries = std::fs::read_dir(dir)
-        .with_context(|| format!("cannot read fixtures directory {}; pass --fixtures", dir.display()))?;
+    let entries = std::fs::read_dir(dir).with_context(|| {
+        format!(
+            "cannot read fixtures directory {}; pass --fixtures",
+            dir.display()
+        )
+    })?;
     let mut files = Vec::new();
     for entry in entries {
         let path = entry?.path();
         if path.extension().is_some_and(|ext| ext == "aba") {
-            let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             files.push((name, std::fs::read(&path)?));
         }
     }
@@ -244,12 +297,25 @@ async fn allow_list_fixture_payees(
     let mut seen = std::collections::BTreeSet::new();
     let mut payees = Vec::new();
     for (_, bytes) in files {
-        let Ok(file) = domain::aba::parse(bytes) else { continue };
+        let Ok(file) = domain::aba::parse(bytes) else {
+            continue;
+        };
         for detail in &file.details {
-            let account = (detail.bsb.digits().to_owned(), detail.account_number.as_str().to_owned());
+            let account = (
+                detail.bsb.digits().to_owned(),
+                detail.account_number.as_str().to_owned(),
+            );
             if seen.insert(account.clone()) {
-                let name = if detail.account_title.trim().is_empty() { "Payee" } else { detail.account_title.trim() };
-                payees.push(client.add_payee(ledger_id, name, &account.0, &account.1).await?);
+                let name = if detail.account_title.trim().is_empty() {
+                    "Payee"
+                } else {
+                    detail.account_title.trim()
+                };
+                payees.push(
+                    client
+                        .add_payee(ledger_id, name, &account.0, &account.1)
+                        .await?,
+                );
             }
         }
     }
@@ -273,7 +339,14 @@ async fn submit_files(
             report.files_rejected.push((name.clone(), reason));
         }
         report.check(
-            format!("{name}: {}", if expected_valid { "accepted" } else { "rejected whole" }),
+            format!(
+                "{name}: {}",
+                if expected_valid {
+                    "accepted"
+                } else {
+                    "rejected whole"
+                }
+            ),
             status.is_success() == expected_valid,
         );
     }
@@ -287,19 +360,29 @@ async fn single_payments(
     report: &mut DemoReport,
 ) -> anyhow::Result<()> {
     let key = Uuid::now_v7().to_string();
-    let first = client.submit_payment(ledger_id, payee, 12_345, &key).await?;
-    let retry = client.submit_payment(ledger_id, payee, 12_345, &key).await?;
+    let first = client
+        .submit_payment(ledger_id, payee, 12_345, &key)
+        .await?;
+    let retry = client
+        .submit_payment(ledger_id, payee, 12_345, &key)
+        .await?;
     report.check(
         "a retried POST with the same Idempotency-Key returns the original payment",
         first.0 == StatusCode::CREATED && retry.1["payment_id"] == first.1["payment_id"],
     );
-    let changed = client.submit_payment(ledger_id, payee, 99_999, &key).await?;
+    let changed = client
+        .submit_payment(ledger_id, payee, 99_999, &key)
+        .await?;
     report.check(
         "the same Idempotency-Key with another amount is rejected, naming the field",
         changed.0 == StatusCode::UNPROCESSABLE_ENTITY
-            && changed.1["detail"].as_str().is_some_and(|d| d.contains("amount_minor")),
+            && changed.1["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("amount_minor")),
     );
-    let stranger = client.submit_payment(ledger_id, Uuid::now_v7(), 500, &Uuid::now_v7().to_string()).await?;
+    let stranger = client
+        .submit_payment(ledger_id, Uuid::now_v7(), 500, &Uuid::now_v7().to_string())
+        .await?;
     report.check(
         "a payment to a payee not on the allow-list is rejected and recorded",
         stranger.0 == StatusCode::UNPROCESSABLE_ENTITY && stranger.1["position"].is_u64(),
@@ -308,7 +391,11 @@ async fn single_payments(
 }
 
 /// Waits until no payment is still waiting for the bank.
-async fn wait_settled(client: &DemoClient, ledger_id: Uuid, timeout: Duration) -> anyhow::Result<()> {
+async fn wait_settled(
+    client: &DemoClient,
+    ledger_id: Uuid,
+    timeout: Duration,
+) -> anyhow::Result<()> {
     let started = Instant::now();
     loop {
         let head = client.ledger_head(ledger_id).await?;
@@ -317,13 +404,20 @@ async fn wait_settled(client: &DemoClient, ledger_id: Uuid, timeout: Duration) -
             return Ok(());
         }
         if started.elapsed() > timeout {
-            bail!("{open} payments still waiting for the bank after {} s", timeout.as_secs());
+            bail!(
+                "{open} payments still waiting for the bank after {} s",
+                timeout.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-async fn collect_statuses(client: &DemoClient, ledger_id: Uuid, report: &mut DemoReport) -> anyhow::Result<()> {
+async fn collect_statuses(
+    client: &DemoClient,
+    ledger_id: Uuid,
+    report: &mut DemoReport,
+) -> anyhow::Result<()> {
     let head = client.ledger_head(ledger_id).await?;
     let payments = client.all_payments(ledger_id, head).await?;
     let mut counts = std::collections::BTreeMap::<String, u64>::new();
@@ -333,9 +427,16 @@ async fn collect_statuses(client: &DemoClient, ledger_id: Uuid, report: &mut Dem
     }
     report.receipted = counts.get("receipted").copied().unwrap_or(0);
     report.statuses = counts.into_iter().collect();
-    let dlq = client.get(&format!("/v1/ledgers/{ledger_id}/dlq?min_position={head}")).await?;
-    report.dead_lettered = dlq["items"].as_array().map_or(0, |items| items.len() as u64);
-    report.check("the two payments sent while the bank failed are in the dead-letter queue", report.dead_lettered == 2);
+    let dlq = client
+        .get(&format!("/v1/ledgers/{ledger_id}/dlq?min_position={head}"))
+        .await?;
+    report.dead_lettered = dlq["items"]
+        .as_array()
+        .map_or(0, |items| items.len() as u64);
+    report.check(
+        "the two payments sent while the bank failed are in the dead-letter queue",
+        report.dead_lettered == 2,
+    );
     Ok(())
 }
 
@@ -349,7 +450,10 @@ async fn verify_and_export(data_dir: &Path, report: &mut DemoReport) -> anyhow::
     for verdict in store_verdicts.iter().chain(std::iter::once(&file_verdict)) {
         report.verified &= verdict.result.is_ok();
         report.verdicts.push(match &verdict.result {
-            Ok(summary) => format!("{}: intact, {} events", verdict.subject, summary.event_count),
+            Ok(summary) => format!(
+                "{}: intact, {} events",
+                verdict.subject, summary.event_count
+            ),
             Err(failure) => format!("{}: BROKEN: {failure}", verdict.subject),
         });
     }
@@ -366,10 +470,19 @@ struct DemoClient {
 
 impl DemoClient {
     fn new(base: String, token: String) -> Self {
-        DemoClient { http: reqwest::Client::new(), base, token }
+        DemoClient {
+            http: reqwest::Client::new(),
+            base,
+            token,
+        }
     }
 
-    async fn post(&self, path: &str, key: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+    async fn post(
+        &self,
+        path: &str,
+        key: &str,
+        body: Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -383,7 +496,12 @@ impl DemoClient {
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await?;
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         ensure!(status.is_success(), "GET {path} returned {status}: {body}");
@@ -391,23 +509,49 @@ impl DemoClient {
     }
 
     async fn create_ledger(&self, tenant: &str) -> anyhow::Result<Uuid> {
-        let (status, body) = self.post("/v1/ledgers", &Uuid::now_v7().to_string(), json!({"tenant": tenant})).await?;
-        ensure!(status.is_success(), "creating the ledger returned {status}: {body}");
+        let (status, body) = self
+            .post(
+                "/v1/ledgers",
+                &Uuid::now_v7().to_string(),
+                json!({"tenant": tenant}),
+            )
+            .await?;
+        ensure!(
+            status.is_success(),
+            "creating the ledger returned {status}: {body}"
+        );
         Ok(serde_json::from_value(body["ledger_id"].clone())?)
     }
 
-    async fn add_payee(&self, ledger_id: Uuid, name: &str, bsb: &str, account: &str) -> anyhow::Result<Uuid> {
+    async fn add_payee(
+        &self,
+        ledger_id: Uuid,
+        name: &str,
+        bsb: &str,
+        account: &str,
+    ) -> anyhow::Result<Uuid> {
         let body = json!({"name": name, "bsb": bsb, "account": account});
-        let (status, body) =
-            self.post(&format!("/v1/ledgers/{ledger_id}/payees"), &Uuid::now_v7().to_string(), body).await?;
-        ensure!(status == StatusCode::CREATED, "adding payee {name:?} returned {status}: {body}");
+        let (status, body) = self
+            .post(
+                &format!("/v1/ledgers/{ledger_id}/payees"),
+                &Uuid::now_v7().to_string(),
+                body,
+            )
+            .await?;
+        ensure!(
+            status == StatusCode::CREATED,
+            "adding payee {name:?} returned {status}: {body}"
+        );
         Ok(serde_json::from_value(body["payee_id"].clone())?)
     }
 
     async fn post_aba(&self, ledger_id: Uuid, bytes: &[u8]) -> anyhow::Result<(StatusCode, Value)> {
         let response = self
             .http
-            .post(format!("{}/v1/ledgers/{ledger_id}/payments/batches", self.base))
+            .post(format!(
+                "{}/v1/ledgers/{ledger_id}/payments/batches",
+                self.base
+            ))
             .bearer_auth(&self.token)
             .header(crate::idempotency::HEADER, Uuid::now_v7().to_string())
             .header("Content-Type", "text/plain")
@@ -418,21 +562,33 @@ impl DemoClient {
         Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn submit_payment(&self, ledger_id: Uuid, payee: Uuid, amount: u64, key: &str) -> anyhow::Result<(StatusCode, Value)> {
+    async fn submit_payment(
+        &self,
+        ledger_id: Uuid,
+        payee: Uuid,
+        amount: u64,
+        key: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         let body = json!({"payee_id": payee, "amount_minor": amount, "currency": "AUD", "reference": "DEMO"});
-        self.post(&format!("/v1/ledgers/{ledger_id}/payments"), key, body).await
+        self.post(&format!("/v1/ledgers/{ledger_id}/payments"), key, body)
+            .await
     }
 
     async fn ledger_head(&self, ledger_id: Uuid) -> anyhow::Result<u64> {
         let body = self.get(&format!("/v1/ledgers/{ledger_id}")).await?;
-        body["head_position"].as_u64().context("ledger response without head_position")
+        body["head_position"]
+            .as_u64()
+            .context("ledger response without head_position")
     }
 
     async fn all_payments(&self, ledger_id: Uuid, min_position: u64) -> anyhow::Result<Vec<Value>> {
         let mut items = Vec::new();
         let mut after: Option<u64> = None;
         loop {
-            let cursor = after.as_ref().map(|c| format!("&after={c}")).unwrap_or_default();
+            let cursor = after
+                .as_ref()
+                .map(|c| format!("&after={c}"))
+                .unwrap_or_default();
             let page = self
                 .get(&format!("/v1/ledgers/{ledger_id}/payments?limit=500&min_position={min_position}{cursor}"))
                 .await?;
@@ -444,9 +600,16 @@ impl DemoClient {
         }
     }
 
-    async fn count_open_payments(&self, ledger_id: Uuid, min_position: u64) -> anyhow::Result<usize> {
+    async fn count_open_payments(
+        &self,
+        ledger_id: Uuid,
+        min_position: u64,
+    ) -> anyhow::Result<usize> {
         let payments = self.all_payments(ledger_id, min_position).await?;
         let settled = ["receipted", "dead_lettered", "rejected"];
-        Ok(payments.iter().filter(|p| !settled.contains(&p["status"].as_str().unwrap_or(""))).count())
+        Ok(payments
+            .iter()
+            .filter(|p| !settled.contains(&p["status"].as_str().unwrap_or("")))
+            .count())
     }
 }

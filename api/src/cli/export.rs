@@ -28,7 +28,11 @@ pub struct Args {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let count = export_ledger(&args.data_dir, args.ledger, &args.out).await?;
-    println!("wrote {count} events of ledger {} to {}", args.ledger, args.out.display());
+    println!(
+        "wrote {count} events of ledger {} to {}",
+        args.ledger,
+        args.out.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -36,7 +40,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 ///
 /// # Errors
 /// Fails when the store cannot be read, the ledger has no signed head, or `out` exists.
-pub async fn export_ledger(data_dir: &std::path::Path, ledger_id: Uuid, out: &std::path::Path) -> anyhow::Result<u64> {
+pub(crate) async fn export_ledger(
+    data_dir: &std::path::Path,
+    ledger_id: Uuid,
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
     let path = data_dir.join("events.sqlite");
     let backend = SqliteBackend::open_read_only(&path)
         .await
@@ -44,7 +52,10 @@ pub async fn export_ledger(data_dir: &std::path::Path, ledger_id: Uuid, out: &st
     // Read the signed head first: events after it may be appended meanwhile, and the
     // export stops at the head it carries.
     let Some(signed_head) = backend.signed_head(ledger_id).await? else {
-        bail!("ledger {ledger_id} not found (or has no signed head) in {}", path.display());
+        bail!(
+            "ledger {ledger_id} not found (or has no signed head) in {}",
+            path.display()
+        );
     };
     let file = std::fs::OpenOptions::new()
         .write(true)
@@ -59,13 +70,19 @@ pub async fn export_ledger(data_dir: &std::path::Path, ledger_id: Uuid, out: &st
         if events.is_empty() {
             break;
         }
-        for event in events.iter().take_while(|e| e.position <= signed_head.head.position) {
+        for event in events
+            .iter()
+            .take_while(|e| e.position <= signed_head.head.position)
+        {
             writer.write_record(&event.to_bytes())?;
             count += 1;
         }
         from = events.last().map_or(from, |event| event.position + 1);
     }
     let out_file = writer.finish(&signed_head.record)?;
-    out_file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    out_file
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
     Ok(count)
 }

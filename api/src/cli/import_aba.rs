@@ -15,7 +15,11 @@ pub struct Args {
     /// The ABA file.
     file: PathBuf,
     /// Base URL of the Folio server.
-    #[arg(long, env = "FOLIO_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "FOLIO_SERVER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
     server: String,
     /// Ledger to submit to.
     #[arg(long)]
@@ -30,14 +34,22 @@ pub struct Args {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let token = std::env::var(&args.token_env)
-        .with_context(|| format!("set {} to an API token with payments:submit", args.token_env))?;
+    let token = std::env::var(&args.token_env).with_context(|| {
+        format!(
+            "set {} to an API token with payments:submit",
+            args.token_env
+        )
+    })?;
     let bytes = std::fs::read(&args.file)
         .with_context(|| format!("cannot read ABA file {}", args.file.display()))?;
     let key = args
         .idempotency_key
         .unwrap_or_else(|| format!("aba-{}", blake3::hash(&bytes).to_hex()));
-    let url = format!("{}/v1/ledgers/{}/payments/batches", args.server.trim_end_matches('/'), args.ledger);
+    let url = format!(
+        "{}/v1/ledgers/{}/payments/batches",
+        args.server.trim_end_matches('/'),
+        args.ledger
+    );
     let response = reqwest::Client::new()
         .post(&url)
         .bearer_auth(token.trim())

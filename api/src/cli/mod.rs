@@ -45,12 +45,26 @@ pub enum Command {
     Bench(bench::Args),
 }
 
+impl Command {
+    /// Log level when `FOLIO_LOG` is unset: commands that print a report log warnings
+    /// only, so the report stays readable; the server logs at info.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::BankSim(_) => "info",
+            _ => "warn",
+        }
+    }
+}
+
 /// Exit code for a command that could not run (bad arguments, unreadable files).
 pub const EXIT_USAGE: u8 = 2;
 
 /// Runs a parsed command and returns the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -78,14 +92,20 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (default `info`), JSON lines
-/// when `FOLIO_LOG_FORMAT=json`, to standard error.
-pub fn init_logging() {
+/// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (else `default_level`), JSON
+/// lines when `FOLIO_LOG_FORMAT=json`, to standard error.
+pub fn init_logging(default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let json = std::env::var("FOLIO_LOG_FORMAT").is_ok_and(|format| format == "json");
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Reads the configuration: `--config` or `FOLIO_CONFIG`, then `FOLIO_` variables.

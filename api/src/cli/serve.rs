@@ -38,7 +38,10 @@ async fn ensure_bootstrap_token(state: &AppState) -> anyhow::Result<()> {
     }
     let scopes = parse_scopes("all").map_err(anyhow::Error::msg)?;
     let now = state.clock.now_micros();
-    let token = state.tokens.issue("bootstrap-admin", &scopes, None, now).await?;
+    let token = state
+        .tokens
+        .issue("bootstrap-admin", &scopes, None, now)
+        .await?;
     let path = state.config.data_dir.join("bootstrap-token");
     crate::cli::token::write_secret_file(&path, &token)?;
     tracing::warn!(

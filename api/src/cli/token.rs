@@ -32,14 +32,24 @@ pub enum Command {
 }
 
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Create { data_dir, client, scopes, ledgers } = command;
+    let Command::Create {
+        data_dir,
+        client,
+        scopes,
+        ledgers,
+    } = command;
     let scopes = parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
-    let ledgers: Option<BTreeSet<Uuid>> =
-        if ledgers.is_empty() { None } else { Some(ledgers.into_iter().collect()) };
-    let token = store.issue(&client, &scopes, ledgers.as_ref(), SystemClock.now_micros()).await?;
+    let ledgers: Option<BTreeSet<Uuid>> = if ledgers.is_empty() {
+        None
+    } else {
+        Some(ledgers.into_iter().collect())
+    };
+    let token = store
+        .issue(&client, &scopes, ledgers.as_ref(), SystemClock.now_micros())
+        .await?;
     println!("{token}");
     eprintln!("This token is shown once; store it in your secret manager.");
     Ok(ExitCode::SUCCESS)
@@ -54,8 +64,9 @@ pub(crate) fn write_secret_file(path: &Path, secret: &str) -> anyhow::Result<()>
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let mut file =
-        options.open(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(secret.as_bytes())?;
     file.write_all(b"\n")?;
     Ok(())

@@ -50,7 +50,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
             println!("{}", verdict_text(verdict));
         }
     }
-    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if intact {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Verifies an export file.
@@ -60,7 +64,10 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub fn verify_file(path: &Path) -> anyhow::Result<Verdict> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let result = domain::verify::verify_export(&bytes);
-    Ok(Verdict { subject: path.display().to_string(), result })
+    Ok(Verdict {
+        subject: path.display().to_string(),
+        result,
+    })
 }
 
 /// Verifies every ledger (or one) of an embedded store, reading it page by page.
@@ -70,12 +77,20 @@ pub fn verify_file(path: &Path) -> anyhow::Result<Verdict> {
 pub async fn verify_store(data_dir: &Path, only: Option<Uuid>) -> anyhow::Result<Vec<Verdict>> {
     let path = data_dir.join("events.sqlite");
     if !path.exists() {
-        bail!("no event store at {}; pass --data-dir or an export file", path.display());
+        bail!(
+            "no event store at {}; pass --data-dir or an export file",
+            path.display()
+        );
     }
     let backend = SqliteBackend::open_read_only(&path)
         .await
         .with_context(|| format!("cannot open {} read-only", path.display()))?;
-    let mut ledgers: Vec<Uuid> = backend.ledgers().await?.iter().map(|info| info.ledger_id).collect();
+    let mut ledgers: Vec<Uuid> = backend
+        .ledgers()
+        .await?
+        .iter()
+        .map(|info| info.ledger_id)
+        .collect();
     if let Some(only) = only {
         if !ledgers.contains(&only) {
             bail!("ledger {only} not found in {}", path.display());
@@ -85,12 +100,18 @@ pub async fn verify_store(data_dir: &Path, only: Option<Uuid>) -> anyhow::Result
     let mut verdicts = Vec::with_capacity(ledgers.len());
     for ledger_id in ledgers {
         let result = verify_ledger(&backend, ledger_id).await?;
-        verdicts.push(Verdict { subject: format!("ledger {ledger_id}"), result });
+        verdicts.push(Verdict {
+            subject: format!("ledger {ledger_id}"),
+            result,
+        });
     }
     Ok(verdicts)
 }
 
-async fn verify_ledger(backend: &dyn Backend, ledger_id: Uuid) -> anyhow::Result<Result<Summary, Failure>> {
+async fn verify_ledger(
+    backend: &dyn Backend,
+    ledger_id: Uuid,
+) -> anyhow::Result<Result<Summary, Failure>> {
     let mut verifier = ChainVerifier::new();
     let mut from = 0;
     loop {
@@ -123,7 +144,9 @@ fn verdict_text(verdict: &Verdict) -> String {
         Err(failure) => format!(
             "{}: BROKEN at position {}: {} ({})",
             verdict.subject,
-            failure.position.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+            failure
+                .position
+                .map_or_else(|| "-".to_owned(), |p| p.to_string()),
             failure.message,
             failure.kind.code()
         ),

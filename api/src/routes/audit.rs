@@ -23,7 +23,7 @@ struct AuditQuery {
 /// Queries the audit trail by time (`from` inclusive, `to` exclusive, RFC 3339 or
 /// microseconds), actor, stream and event type, paged by position.
 #[get("/ledgers/{ledger_id}/audit")]
-pub async fn query(
+pub(crate) async fn query(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -44,8 +44,15 @@ pub async fn query(
         actor_id: query.actor.clone(),
         stream_id: query.stream.clone(),
         event_type: query.event_type.clone(),
-        page: PageRequest { after_position: query.after_position, limit: query.limit },
+        page: PageRequest {
+            after_position: query.after_position,
+            limit: query.limit,
+        },
     };
-    let page = state.models.audit_trail(ledger_id, &filter).await.map_err(ApiError::internal)?;
+    let page = state
+        .models
+        .audit_trail(ledger_id, &filter)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(page))
 }

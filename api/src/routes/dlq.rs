@@ -17,7 +17,7 @@ struct DlqQuery {
 
 /// Lists parked payments, oldest first, with cursor pagination.
 #[get("/ledgers/{ledger_id}/dlq")]
-pub async fn list(
+pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -28,7 +28,13 @@ pub async fn list(
     super::wait_for(&state, ledger_id, query.min_position).await?;
     let page = state
         .models
-        .dead_letters(ledger_id, &PageRequest { after_position: query.after, limit: query.limit })
+        .dead_letters(
+            ledger_id,
+            &PageRequest {
+                after_position: query.after,
+                limit: query.limit,
+            },
+        )
         .await
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(page))

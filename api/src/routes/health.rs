@@ -7,13 +7,13 @@ use crate::state::AppState;
 
 /// Liveness: the process answers.
 #[get("/healthz")]
-pub async fn healthz() -> HttpResponse {
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// Readiness: the store answers and no projection has stopped on an error.
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ledgers = match state.store.ledgers().await {
         Ok(ledgers) => ledgers,
         Err(error) => {
@@ -35,7 +35,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text metrics.
 #[get("/metrics")]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     state.bank_metrics.render_prometheus(&mut out);
     if let Ok(ledgers) = state.store.ledgers().await {
@@ -48,5 +48,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             ));
         }
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(out)
 }

@@ -24,7 +24,7 @@ struct CreateLedger {
 ///
 /// Creation is idempotent by tenant: a retry finds the ledger the first call made.
 #[post("/ledgers")]
-pub async fn create(
+pub(crate) async fn create(
     state: web::Data<AppState>,
     caller: Caller,
     request: HttpRequest,
@@ -46,7 +46,10 @@ pub async fn create(
         return Ok(HttpResponse::Ok().json(body));
     }
     let ledger_id = Uuid::now_v7();
-    let head = state.store.create_ledger(ledger_id, &tenant, caller.actor(), Uuid::now_v7()).await?;
+    let head = state
+        .store
+        .create_ledger(ledger_id, &tenant, caller.actor(), Uuid::now_v7())
+        .await?;
     state.notify_appended(ledger_id);
     tracing::info!(ledger = %ledger_id, tenant = %tenant, "ledger created");
     let body = json!({"ledger_id": ledger_id, "tenant": tenant, "created": true,
@@ -56,7 +59,9 @@ pub async fn create(
 
 fn validate_tenant(tenant: &str) -> Result<String, ApiError> {
     let trimmed = tenant.trim();
-    let valid_chars = trimmed.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    let valid_chars = trimmed
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
     if trimmed.is_empty() || trimmed.len() > MAX_TENANT_LEN || !valid_chars {
         return Err(ApiError::invalid(format!(
             "tenant {tenant:?} is invalid; use 1 to {MAX_TENANT_LEN} letters, digits, '-', '_' or '.'"
@@ -67,12 +72,19 @@ fn validate_tenant(tenant: &str) -> Result<String, ApiError> {
 
 /// Lists the ledgers the caller may read.
 #[get("/ledgers")]
-pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn list(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::LedgersRead)?;
     let ledgers = state.store.ledgers().await?;
     let items = ledgers
         .iter()
-        .filter(|info| caller.require_on(Scope::LedgersRead, info.ledger_id).is_ok())
+        .filter(|info| {
+            caller
+                .require_on(Scope::LedgersRead, info.ledger_id)
+                .is_ok()
+        })
         .collect::<Vec<_>>();
     let mut json_items = Vec::with_capacity(items.len());
     for info in items {
@@ -83,7 +95,7 @@ pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResp
 
 /// Returns a ledger's head and projection status.
 #[get("/ledgers/{ledger_id}")]
-pub async fn get(
+pub(crate) async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,

@@ -50,8 +50,14 @@ pub struct ConsistencyQuery {
 ///
 /// # Errors
 /// 503 `not_ready` when the position is not reached in time, naming both positions.
-pub async fn wait_for(state: &AppState, ledger_id: Uuid, min_position: Option<u64>) -> Result<(), ApiError> {
-    let Some(min_position) = min_position else { return Ok(()) };
+pub(crate) async fn wait_for(
+    state: &AppState,
+    ledger_id: Uuid,
+    min_position: Option<u64>,
+) -> Result<(), ApiError> {
+    let Some(min_position) = min_position else {
+        return Ok(());
+    };
     let timeout = std::time::Duration::from_millis(state.config.server.min_position_wait_ms);
     let reached = state
         .models

@@ -7,8 +7,10 @@ pub const DOCUMENT: &str = include_str!("../../openapi.json");
 
 /// Serves the OpenAPI document.
 #[get("/openapi.json")]
-pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().content_type("application/json").body(DOCUMENT)
+pub(crate) async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT)
 }
 
 #[cfg(test)]

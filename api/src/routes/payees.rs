@@ -40,7 +40,7 @@ struct RemovePayee {
 
 /// Adds a payee to the allow-list; look-alike names are flagged in the response.
 #[post("/ledgers/{ledger_id}/payees")]
-pub async fn add(
+pub(crate) async fn add(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -71,14 +71,18 @@ pub async fn add(
             expected: expected(version),
             events: vec![draft(&added, &caller.actor(), correlation_id)],
         };
-        Ok(Decision { status: StatusCode::CREATED, body, writes: vec![write] })
+        Ok(Decision {
+            status: StatusCode::CREATED,
+            body,
+            writes: vec![write],
+        })
     })
     .await
 }
 
 /// Removes a payee from the allow-list.
 #[post("/ledgers/{ledger_id}/payees/{payee_id}/removal")]
-pub async fn remove(
+pub(crate) async fn remove(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -104,14 +108,18 @@ pub async fn remove(
             events: vec![draft(&removed, &caller.actor(), correlation_id)],
         };
         let body = json!({"payee_id": payee_id, "removed": true});
-        Ok(Decision { status: StatusCode::OK, body, writes: vec![write] })
+        Ok(Decision {
+            status: StatusCode::OK,
+            body,
+            writes: vec![write],
+        })
     })
     .await
 }
 
 /// Lists the allow-list from the read model.
 #[get("/ledgers/{ledger_id}/payees")]
-pub async fn list(
+pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -120,10 +128,16 @@ pub async fn list(
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PayeesRead, ledger_id)?;
     super::wait_for(&state, ledger_id, query.min_position).await?;
-    let page = PageRequest { after_position: query.after, limit: query.limit };
+    let page = PageRequest {
+        after_position: query.after,
+        limit: query.limit,
+    };
     let include_removed = query.include_removed.unwrap_or(false);
-    let payees =
-        state.models.payees(ledger_id, include_removed, &page).await.map_err(ApiError::internal)?;
+    let payees = state
+        .models
+        .payees(ledger_id, include_removed, &page)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(payees))
 }
 
@@ -140,11 +154,16 @@ fn parse_account(input: &AddPayee) -> Result<PayeeAccount, ApiError> {
             let bsb = Bsb::parse(bsb).map_err(|e| ApiError::invalid(e.to_string()))?;
             let account =
                 AccountNumber::parse(account).map_err(|e| ApiError::invalid(e.to_string()))?;
-            Ok(PayeeAccount::Bsb { bsb: bsb.digits().to_owned(), account: account.as_str().to_owned() })
+            Ok(PayeeAccount::Bsb {
+                bsb: bsb.digits().to_owned(),
+                account: account.as_str().to_owned(),
+            })
         }
         (None, None, Some(iban)) => {
             let iban = Iban::parse(iban).map_err(|e| ApiError::invalid(e.to_string()))?;
-            Ok(PayeeAccount::Iban { iban: iban.electronic().to_owned() })
+            Ok(PayeeAccount::Iban {
+                iban: iban.electronic().to_owned(),
+            })
         }
         _ => Err(ApiError::invalid(
             "give either `bsb` and `account` (Australian account) or `iban`, not both",

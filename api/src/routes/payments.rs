@@ -39,7 +39,7 @@ struct SubmitPayment {
 /// A business-rule rejection is itself recorded (`payment.rejected`) and returned as a 422
 /// problem, so a retry with the same key gets the same answer.
 #[post("/ledgers/{ledger_id}/payments")]
-pub async fn submit(
+pub(crate) async fn submit(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -70,7 +70,13 @@ pub async fn submit(
         let decision = decide_submission(&policy, &allow_list, payment, ledger_id);
         Ok(match decision {
             Ok(submitted) => accepted(&submitted, &actor, correlation_id),
-            Err(rejection) => rejected(payment_id, rejection.code(), rejection.to_string(), &actor, correlation_id),
+            Err(rejection) => rejected(
+                payment_id,
+                rejection.code(),
+                rejection.to_string(),
+                &actor,
+                correlation_id,
+            ),
         })
     })
     .await
@@ -90,25 +96,43 @@ fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -
         expected: ExpectedVersion::NoStream,
         events: vec![draft(submitted, actor, correlation_id)],
     };
-    Decision { status: StatusCode::CREATED, body, writes: vec![write] }
+    Decision {
+        status: StatusCode::CREATED,
+        body,
+        writes: vec![write],
+    }
 }
 
-fn rejected(payment_id: Uuid, code: &'static str, detail: String, actor: &Actor, correlation_id: Uuid) -> Decision {
+fn rejected(
+    payment_id: Uuid,
+    code: &'static str,
+    detail: String,
+    actor: &Actor,
+    correlation_id: Uuid,
+) -> Decision {
     let problem = ApiError::rejected(code, detail.clone()).with("payment_id", json!(payment_id));
     let body: Value = serde_json::from_slice(&problem.body()).unwrap_or(Value::Null);
-    let event = PaymentRejected { payment_id, code: code.to_owned(), detail };
+    let event = PaymentRejected {
+        payment_id,
+        code: code.to_owned(),
+        detail,
+    };
     let write = StreamWrite {
         stream_id: stream_id(payment_id),
         expected: ExpectedVersion::NoStream,
         events: vec![draft(&event, actor, correlation_id)],
     };
-    Decision { status: StatusCode::UNPROCESSABLE_ENTITY, body, writes: vec![write] }
+    Decision {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        body,
+        writes: vec![write],
+    }
 }
 
 /// Accepts an ABA (Cemtex direct entry) file: every detail record becomes a payment, all
 /// in one atomic append, or the whole file is rejected with the line and field at fault.
 #[post("/ledgers/{ledger_id}/payments/batches")]
-pub async fn submit_batch(
+pub(crate) async fn submit_batch(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -129,8 +153,14 @@ pub async fn submit_batch(
 
     commands::run(&state, ledger_id, &request, &body, || async {
         let (allow_list, _) = state.allow_list(ledger_id).await?;
-        crate::aba_import::decide(&state.payment_policy(), &allow_list, &file, &body, ledger_id)
-            .map(|batch| batch.into_decision(&actor, correlation_id))
+        crate::aba_import::decide(
+            &state.payment_policy(),
+            &allow_list,
+            &file,
+            &body,
+            ledger_id,
+        )
+        .map(|batch| batch.into_decision(&actor, correlation_id))
     })
     .await
 }
@@ -146,7 +176,7 @@ struct ListQuery {
 
 /// Lists payments, optionally by status or batch, with cursor pagination.
 #[get("/ledgers/{ledger_id}/payments")]
-pub async fn list(
+pub(crate) async fn list(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -155,17 +185,30 @@ pub async fn list(
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PaymentsRead, ledger_id)?;
     super::wait_for(&state, ledger_id, query.min_position).await?;
-    let page_request = PageRequest { after_position: query.after, limit: query.limit };
+    let page_request = PageRequest {
+        after_position: query.after,
+        limit: query.limit,
+    };
     let models = &state.models;
     let page = match (&query.status, query.batch_id) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::invalid("filter by `status` or by `batch_id`, not both"));
+            return Err(ApiError::invalid(
+                "filter by `status` or by `batch_id`, not both",
+            ));
         }
         (Some(status), None) => {
-            let status = status.parse::<PaymentStatus>().map_err(|e| ApiError::invalid(e.to_string()))?;
-            models.payments_by_status(ledger_id, status, &page_request).await
+            let status = status
+                .parse::<PaymentStatus>()
+                .map_err(|e| ApiError::invalid(e.to_string()))?;
+            models
+                .payments_by_status(ledger_id, status, &page_request)
+                .await
         }
-        (None, Some(batch_id)) => models.payments_by_batch(ledger_id, batch_id, &page_request).await,
+        (None, Some(batch_id)) => {
+            models
+                .payments_by_batch(ledger_id, batch_id, &page_request)
+                .await
+        }
         (None, None) => models.payments(ledger_id, &page_request).await,
     };
     let page = page.map_err(ApiError::internal)?;
@@ -174,7 +217,7 @@ pub async fn list(
 
 /// Returns one payment with its status history.
 #[get("/ledgers/{ledger_id}/payments/{payment_id}")]
-pub async fn get(
+pub(crate) async fn get(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<(String, String)>,
@@ -185,7 +228,11 @@ pub async fn get(
     let payment_id = Uuid::parse_str(&path.1)
         .map_err(|_| ApiError::invalid(format!("payment id {:?} is not a UUID", path.1)))?;
     super::wait_for(&state, ledger_id, query.min_position).await?;
-    let payment = state.models.payment(ledger_id, payment_id).await.map_err(ApiError::internal)?;
+    let payment = state
+        .models
+        .payment(ledger_id, payment_id)
+        .await
+        .map_err(ApiError::internal)?;
     match payment {
         Some(payment) => Ok(HttpResponse::Ok().json(payment)),
         None => Err(ApiError::not_found(format!(
@@ -194,4 +241,3 @@ pub async fn get(
         ))),
     }
 }
-

@@ -9,22 +9,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::bank::BankPaymentRequest;
 
-/// How long `timeout` mode holds a call before answering 504: longer than any sane client
-/// timeout, so the client gives up first.
+/// Time `timeout` mode keeps a call open before responding 504. It is longer than typical
+/// client timeouts, so the client gives up first.
 pub const TIMEOUT_HOLD: Duration = Duration::from_secs(60);
 
-/// How the simulated bank treats payment calls.
+/// Fault behaviour of the simulated bank for payment calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FaultMode {
     /// Accept valid payments.
     Ok,
-    /// Answer 503 without storing anything.
+    /// Respond 503 without storing anything.
     Fail,
-    /// Hold the call for [`TIMEOUT_HOLD`], then answer 504 without storing anything.
+    /// Keep the call open for [`TIMEOUT_HOLD`], then respond 504 without storing anything.
     Timeout,
-    /// Store the payment, then wait before answering, as a bank whose answer arrives late.
+    /// Store the payment, then wait before responding, like a bank whose response is late.
     Slow {
-        /// Wait before answering, in milliseconds.
+        /// Wait before responding, in milliseconds.
         delay_ms: u64,
     },
 }
@@ -60,7 +60,7 @@ impl FaultMode {
     }
 }
 
-/// The body of `POST /_sim/faults`, and of its answer.
+/// The body of `POST /_sim/faults` and of its response.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultUpdate {
@@ -77,7 +77,7 @@ pub struct FaultUpdate {
 /// Delay of `slow` mode when a fault update gives none.
 pub(super) const DEFAULT_SLOW_MS: u64 = 2_000;
 
-/// What to do with one call, decided when it arrives.
+/// Fault applied to one call, decided when it arrives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Fault {
     None,
@@ -153,7 +153,9 @@ impl SimBank {
             mode,
             mode_remaining: None,
         };
-        SimBank { state: Mutex::new(state) }
+        SimBank {
+            state: Mutex::new(state),
+        }
     }
 
     /// Returns a snapshot of calls and accepted payments.
@@ -163,7 +165,11 @@ impl SimBank {
             // A Vec length always fits in u64 on supported targets.
             distinct_payments: state.payments.len() as u64,
             calls: state.calls,
-            payments: state.payments.iter().map(|(listed, _)| listed.clone()).collect(),
+            payments: state
+                .payments
+                .iter()
+                .map(|(listed, _)| listed.clone())
+                .collect(),
         }
     }
 
@@ -173,7 +179,11 @@ impl SimBank {
         let mut state = self.lock();
         state.fail_first_remaining = 0;
         // A count of zero applies the mode to no call at all.
-        state.mode = if count == Some(0) { FaultMode::Ok } else { mode };
+        state.mode = if count == Some(0) {
+            FaultMode::Ok
+        } else {
+            mode
+        };
         state.mode_remaining = count.filter(|count| *count > 0);
     }
 
@@ -225,13 +235,17 @@ impl SimBank {
         let index = state.payments.len();
         state.payments.push((listed, payment));
         state.by_key.insert(key.to_owned(), index);
-        assert_eq!(state.by_key.len(), state.payments.len(), "one payment per key");
+        assert_eq!(
+            state.by_key.len(),
+            state.payments.len(),
+            "one payment per key"
+        );
         Acceptance::New(bank_reference)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Updates are short and cannot panic half-way except on the invariant assert, after
-        // which serving more calls for a test is still more useful than poisoning them all.
+        // Only the invariant assert can panic under the lock. After it, serving more calls is
+        // more useful to a test than poisoning every later call.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -246,7 +260,10 @@ mod tests {
             idempotency_key: String::new(),
             amount_minor,
             currency: "AUD".into(),
-            account: PayeeAccount::Bsb { bsb: "123456".into(), account: "1".into() },
+            account: PayeeAccount::Bsb {
+                bsb: "123456".into(),
+                account: "1".into(),
+            },
             payee_name: "Payee".into(),
             reference: String::new(),
         }
@@ -255,11 +272,16 @@ mod tests {
     #[test]
     fn repeat_key_returns_same_reference() {
         let bank = SimBank::new(FaultMode::Ok, 0);
-        let Acceptance::New(first) = bank.accept("k1", payment(100)) else { panic!("not new") };
+        let Acceptance::New(first) = bank.accept("k1", payment(100)) else {
+            panic!("not new")
+        };
 
         assert_eq!(bank.accept("k1", payment(100)), Acceptance::Repeat(first));
         assert_eq!(bank.accept("k1", payment(101)), Acceptance::Conflict);
-        assert_eq!(bank.accept("k2", payment(101)), Acceptance::New("SIM-0000000002".into()));
+        assert_eq!(
+            bank.accept("k2", payment(101)),
+            Acceptance::New("SIM-0000000002".into())
+        );
         assert_eq!(bank.ledger().distinct_payments, 2);
     }
 
@@ -268,7 +290,14 @@ mod tests {
         let bank = SimBank::new(FaultMode::Slow { delay_ms: 5 }, 2);
         let faults: Vec<Fault> = (0..3).map(|_| bank.begin_call()).collect();
 
-        assert_eq!(faults, [Fault::Fail, Fault::Fail, Fault::Slow(Duration::from_millis(5))]);
+        assert_eq!(
+            faults,
+            [
+                Fault::Fail,
+                Fault::Fail,
+                Fault::Slow(Duration::from_millis(5))
+            ]
+        );
         assert_eq!(bank.ledger().calls, 3);
     }
 
@@ -278,7 +307,14 @@ mod tests {
         bank.set_fault(FaultMode::Timeout, Some(2));
         let faults: Vec<Fault> = (0..3).map(|_| bank.begin_call()).collect();
 
-        assert_eq!(faults, [Fault::Hang(TIMEOUT_HOLD), Fault::Hang(TIMEOUT_HOLD), Fault::None]);
+        assert_eq!(
+            faults,
+            [
+                Fault::Hang(TIMEOUT_HOLD),
+                Fault::Hang(TIMEOUT_HOLD),
+                Fault::None
+            ]
+        );
     }
 
     #[test]
@@ -293,7 +329,13 @@ mod tests {
         for name in ["ok", "fail", "timeout", "slow"] {
             assert_eq!(FaultMode::parse(name, 7).unwrap().name(), name);
         }
-        assert_eq!(FaultMode::parse("slow", 7), Ok(FaultMode::Slow { delay_ms: 7 }));
-        assert!(FaultMode::parse("broken", 0).unwrap_err().to_string().contains("broken"));
+        assert_eq!(
+            FaultMode::parse("slow", 7),
+            Ok(FaultMode::Slow { delay_ms: 7 })
+        );
+        assert!(FaultMode::parse("broken", 0)
+            .unwrap_err()
+            .to_string()
+            .contains("broken"));
     }
 }

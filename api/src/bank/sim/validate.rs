@@ -5,10 +5,10 @@ use domain::events::PayeeAccount;
 
 use crate::bank::BankPaymentRequest;
 
-/// Longest payee name and reference accepted, in characters.
+/// Maximum length of the payee name and the reference, in characters.
 const MAX_TEXT_CHARS: usize = 140;
 
-/// Longest idempotency key accepted, in bytes.
+/// Maximum idempotency key length, in bytes.
 const MAX_KEY_BYTES: usize = 255;
 
 /// Checks the `Idempotency-Key` header value; returns the problem title on failure.
@@ -29,8 +29,16 @@ pub(super) fn check_payment(payment: &BankPaymentRequest) -> Result<(), &'static
     if payment.currency != "AUD" {
         return Err("invalid currency: this bank takes AUD only");
     }
-    check_text(&payment.payee_name, 1, "invalid payee_name: expected 1 to 140 characters")?;
-    check_text(&payment.reference, 0, "invalid reference: expected at most 140 characters")?;
+    check_text(
+        &payment.payee_name,
+        1,
+        "invalid payee_name: expected 1 to 140 characters",
+    )?;
+    check_text(
+        &payment.reference,
+        0,
+        "invalid reference: expected at most 140 characters",
+    )?;
     match &payment.account {
         PayeeAccount::Bsb { bsb, account } => check_bsb(bsb, account),
         PayeeAccount::Iban { iban } => check_iban(iban),
@@ -63,7 +71,9 @@ fn check_iban(iban: &str) -> Result<(), &'static str> {
     let shaped = (15..=34).contains(&bytes.len())
         && bytes[..2].iter().all(u8::is_ascii_uppercase)
         && bytes[2..4].iter().all(u8::is_ascii_digit)
-        && bytes.iter().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit());
+        && bytes
+            .iter()
+            .all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit());
     if !shaped {
         return Err("invalid iban: expected 15 to 34 upper-case letters and digits");
     }
@@ -107,13 +117,18 @@ mod tests {
     }
 
     fn bsb(bsb: &str, account: &str) -> PayeeAccount {
-        PayeeAccount::Bsb { bsb: bsb.into(), account: account.into() }
+        PayeeAccount::Bsb {
+            bsb: bsb.into(),
+            account: account.into(),
+        }
     }
 
     #[test]
     fn valid_payments_pass() {
         assert_eq!(check_payment(&payment(bsb("123456", "00012345"))), Ok(()));
-        let iban = PayeeAccount::Iban { iban: "GB82WEST12345698765432".into() };
+        let iban = PayeeAccount::Iban {
+            iban: "GB82WEST12345698765432".into(),
+        };
         assert_eq!(check_payment(&payment(iban)), Ok(()));
     }
 
@@ -131,8 +146,18 @@ mod tests {
             (unnamed, "invalid payee_name"),
             (payment(bsb("12345", "1")), "invalid bsb"),
             (payment(bsb("123456", "1234567890")), "invalid account"),
-            (payment(PayeeAccount::Iban { iban: "GB82WEST12345698765433".into() }), "check digits"),
-            (payment(PayeeAccount::Iban { iban: "gb82west12345698765432".into() }), "invalid iban"),
+            (
+                payment(PayeeAccount::Iban {
+                    iban: "GB82WEST12345698765433".into(),
+                }),
+                "check digits",
+            ),
+            (
+                payment(PayeeAccount::Iban {
+                    iban: "gb82west12345698765432".into(),
+                }),
+                "invalid iban",
+            ),
         ];
         for (payment, expected) in cases {
             let title = check_payment(&payment).unwrap_err();
