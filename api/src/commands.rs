@@ -16,7 +16,7 @@ use crate::idempotency::IdempotentRequest;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// What a command decided: its response and the events to append.
+/// Decision of a command: its response and the events to append.
 pub struct Decision {
     /// HTTP status of the response.
     pub status: StatusCode,

@@ -3,8 +3,8 @@
 //! dead-lettering as events on the payment's stream.
 //!
 //! The state of every payment is rebuilt from the ledger on start, so a crash
-//! resumes where the events end: the next attempt number follows the last
-//! recorded one and the bank idempotency key is the one in `payment.submitted`,
+//! resumes where the events end. The next attempt number follows the last
+//! recorded one, and the bank idempotency key is the one in `payment.submitted`,
 //! so a payment whose receipt was lost in the crash is not paid twice.
 //! An attempt is appended with the payment stream's exact expected version, so
 //! two dispatchers racing on one payment cannot both record an attempt.
@@ -130,7 +130,7 @@ impl Dispatcher {
     }
 }
 
-/// What the dispatcher knows of one payment from the ledger.
+/// State of one unfinished payment, rebuilt from the ledger.
 struct Pending {
     request: BankPaymentRequest,
     attempts_done: u32,

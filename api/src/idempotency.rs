@@ -2,7 +2,7 @@
 //! responses, and naming the difference when a key comes back with another body.
 //!
 //! The key is claimed in the same store transaction as the events the request
-//! appends, so uniqueness holds across processes and keys never expire.
+//! appends, so uniqueness is enforced across processes and keys never expire.
 
 use actix_web::http::{header, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
@@ -35,7 +35,7 @@ impl IdempotentRequest {
     /// Reads the key from `request` and canonicalises the body.
     ///
     /// A JSON body is re-serialised with sorted keys, so whitespace and key order
-    /// do not make two equal requests differ; any other body is taken as bytes.
+    /// do not make two equal requests differ. Any other body is taken as bytes.
     ///
     /// # Errors
     /// 400 when the header is missing, empty, too long or not visible ASCII.
@@ -77,7 +77,7 @@ impl IdempotentRequest {
         }
     }
 
-    /// Answers a request whose key is already stored: the original response, or a
+    /// Returns the original response for a request whose key is already stored, or a
     /// 422 naming what differs.
     ///
     /// # Errors

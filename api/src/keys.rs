@@ -1,6 +1,6 @@
 //! The ledger signing key ring on disk: one 0600 file per key under `<data_dir>/keys/`.
 //!
-//! A key file holds the 32-byte Ed25519 seed as 64 hex digits. The file named in
+//! A key file contains the 32-byte Ed25519 seed as 64 hex digits. The file named in
 //! `keys/current` seals genesis events of new ledgers; existing ledgers keep the
 //! key their chain names until a rotation event changes it.
 // TODO(kms): replace the key files with the KMS provider once envelope encryption lands.
@@ -50,7 +50,7 @@ impl KeyRing {
         Ok(KeyRing { keys })
     }
 
-    /// The key that seals new ledgers.
+    /// Returns the key that seals new ledgers.
     pub fn current(&self) -> Arc<LedgerKey> {
         // load_or_create always puts the current key first.
         Arc::clone(&self.keys[0])

@@ -20,7 +20,7 @@ pub struct ApiError {
     pub code: &'static str,
     /// Short summary of the problem type.
     pub title: &'static str,
-    /// What went wrong with this request and how to fix it.
+    /// Description of this request's problem and how to fix it.
     pub detail: String,
     /// Extra members (for example the differing fields of a reused idempotency key).
     pub extra: Map<String, Value>,
@@ -171,7 +171,7 @@ impl ApiError {
         )
     }
 
-    /// The problem document as JSON bytes.
+    /// Serialises the problem document to JSON bytes.
     pub fn body(&self) -> Vec<u8> {
         let document = ProblemDocument {
             type_uri: format!("urn:folio:problem:{}", self.code),

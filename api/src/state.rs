@@ -146,7 +146,7 @@ impl AppState {
         }
     }
 
-    /// The payment rules in force.
+    /// Returns the payment rules in force.
     pub fn payment_policy(&self) -> PaymentPolicy {
         PaymentPolicy {
             max_amount_minor: self.config.payments.max_amount_minor,

@@ -30,7 +30,7 @@ pub struct Args {
 
 /// The verdict on one ledger.
 pub struct Verdict {
-    /// What was verified (a file path or a ledger id).
+    /// Subject verified: a file path or a ledger id.
     pub subject: String,
     /// Summary when intact, or the first failure.
     pub result: Result<Summary, Failure>,

@@ -5,13 +5,13 @@ use serde_json::json;
 
 use crate::state::AppState;
 
-/// Liveness: the process answers.
+/// Liveness: the process responds.
 #[get("/healthz")]
 pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store answers and no projection has stopped on an error.
+/// Readiness: the store responds and no projection has stopped on an error.
 #[get("/readyz")]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let ledgers = match state.store.ledgers().await {

@@ -11,7 +11,7 @@ use crate::idempotency::IdempotentRequest;
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// Longest tenant name, in bytes.
+/// Maximum tenant name length, in bytes.
 const MAX_TENANT_LEN: usize = 128;
 
 #[derive(Debug, Deserialize)]

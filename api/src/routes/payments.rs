@@ -37,7 +37,7 @@ struct SubmitPayment {
 /// Submits one payment to an allow-listed payee.
 ///
 /// A business-rule rejection is itself recorded (`payment.rejected`) and returned as a 422
-/// problem, so a retry with the same key gets the same answer.
+/// problem, so a retry with the same key gets the same response.
 #[post("/ledgers/{ledger_id}/payments")]
 pub(crate) async fn submit(
     state: web::Data<AppState>,
@@ -57,6 +57,9 @@ pub(crate) async fn submit(
     let actor = caller.actor();
 
     commands::run(&state, ledger_id, &request, &body, || async {
+        // NOTE: the append does not pin the allow-list's stream version, so a removal
+        // committed between this read and the append does not stop the payment.
+        // TODO: pin it once the store accepts a version check without new events.
         let (allow_list, _) = state.allow_list(ledger_id).await?;
         let payment_id = Uuid::now_v7();
         let payment = PaymentRequest {
