@@ -1,0 +1,177 @@
+//! The `folio` binary as an operator runs it: `serve` with `FOLIO_` variables, the
+//! bootstrap token, `import-aba`, `export-ledger` and `verify` with their exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+fn folio() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_folio"))
+}
+
+fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(relative)
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let port = free_port();
+        let log = data_dir.with_extension("log");
+        let child = folio()
+            .arg("serve")
+            .env("FOLIO_DATA_DIR", data_dir)
+            .env("FOLIO_SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let ok = reqwest::blocking::get(format!("{}/healthz", self.base))
+                .is_ok_and(|response| response.status().is_success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("folio serve did not become healthy; log:\n{}", std::fs::read_to_string(&self.log).unwrap());
+    }
+
+    fn stop(mut self) -> String {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "folio serve exited with {exit}");
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+}
+
+fn post(base: &str, token: &str, path: &str, body: Value) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", uuid::Uuid::now_v7().to_string())
+        .json(&body)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success(), "{path}: {}", response.status());
+    response.json().unwrap()
+}
+
+fn run(command: &mut Command) -> Output {
+    command.output().unwrap()
+}
+
+#[test]
+fn serve_import_export_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let server = Server::start(&data_dir);
+
+    // The bootstrap token is written once, readable only by its owner.
+    let token_path = data_dir.join("bootstrap-token");
+    let token = std::fs::read_to_string(&token_path).unwrap().trim().to_owned();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&token_path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let ledger = post(&server.base, &token, "/v1/ledgers", json!({"tenant": "cli"}));
+    let ledger_id = ledger["ledger_id"].as_str().unwrap().to_owned();
+    let sidecar: Value =
+        serde_json::from_slice(&std::fs::read(fixture("aba/generated-small.json")).unwrap()).unwrap();
+    for record in sidecar["records"].as_array().unwrap() {
+        let payee = json!({
+            "name": record["account_title"],
+            "bsb": record["bsb"],
+            "account": record["account_number"],
+        });
+        post(&server.base, &token, &format!("/v1/ledgers/{ledger_id}/payees"), payee);
+    }
+
+    let import = |file: &str| {
+        run(folio()
+            .args(["import-aba", fixture(file).to_str().unwrap()])
+            .args(["--server", &server.base, "--ledger", &ledger_id])
+            .env("FOLIO_TOKEN", &token))
+    };
+    let first = import("aba/generated-small.aba");
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let again = import("aba/generated-small.aba");
+    assert!(again.status.success());
+    assert_eq!(first.stdout, again.stdout, "a resubmitted file replays the first result");
+    let bad = import("aba/bad-total.aba");
+    assert_eq!(bad.status.code(), Some(1));
+    let bad_out = String::from_utf8_lossy(&bad.stdout);
+    assert!(bad_out.contains("line 4") && bad_out.contains("credit_total"), "{bad_out}");
+
+    let log = server.stop();
+    assert!(!log.contains(&token), "the token reached the log");
+    let secret = token.rsplit('_').next().unwrap();
+    assert!(!log.contains(secret), "the token secret reached the log");
+
+    let export = dir.path().join("ledger.folio");
+    let exported = run(folio()
+        .args(["export-ledger", "--ledger", &ledger_id, "--out", export.to_str().unwrap()])
+        .env("FOLIO_DATA_DIR", &data_dir));
+    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+
+    let verified = run(folio().args(["verify", export.to_str().unwrap()]));
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    let store = run(folio().args(["verify", "--data-dir", data_dir.to_str().unwrap()]));
+    assert!(store.status.success(), "{}", String::from_utf8_lossy(&store.stdout));
+
+    // One flipped payload byte near the end of the file breaks the chain.
+    let mut bytes = std::fs::read(&export).unwrap();
+    let index = bytes.len() - 400;
+    bytes[index] ^= 0x40;
+    let tampered = dir.path().join("tampered.folio");
+    std::fs::write(&tampered, bytes).unwrap();
+    let broken = run(folio().args(["verify", "--json", tampered.to_str().unwrap()]));
+    assert_eq!(broken.status.code(), Some(1));
+    let verdict: Value = serde_json::from_slice(&broken.stdout).unwrap();
+    assert_eq!(verdict["intact"], false);
+    assert!(verdict["position"].as_u64().is_some() || verdict["code"].is_string(), "{verdict}");
+}
+
+#[test]
+fn verify_missing_file_is_a_usage_error() {
+    let output = run(folio().args(["verify", "/nonexistent/ledger.folio"]));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("/nonexistent/ledger.folio"), "{stderr}");
+}
+
+#[test]
+fn unknown_config_key_names_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run(folio()
+        .arg("serve")
+        .env("FOLIO_DATA_DIR", dir.path())
+        .env("FOLIO_BANK__MAX_ATEMPTS", "3"));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("max_atempts"), "{stderr}");
+}
