@@ -228,15 +228,46 @@ impl Sealer {
     }
 }
 
-/// Derives a UUIDv8 from a domain-separation prefix and parts, for events whose
+/// Derives a UUIDv7 from a domain-separation prefix and parts, for events whose
 /// id must be reproducible without randomness.
+///
+/// The 48-bit time field is copied from the first part when that part is a
+/// UUIDv7 (the ledger id of a genesis event, the correlation id of a rotation),
+/// and is zero otherwise. The 74 random bits come from BLAKE3 over the prefix and
+/// the parts.
 fn derived_event_id(prefix: &[u8], parts: &[&[u8]]) -> Uuid {
     let mut hasher = blake3::Hasher::new();
     hasher.update(prefix);
     for part in parts {
         hasher.update(part);
     }
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    let digest = hasher.finalize();
+    let millis = parts
+        .first()
+        .and_then(|first| Uuid::from_slice(first).ok())
+        .filter(|id| id.get_version_num() == 7)
+        .and_then(|id| id.get_timestamp())
+        .map_or(0, |timestamp| {
+            let (seconds, nanos) = timestamp.to_unix();
+            seconds * 1_000 + u64::from(nanos / 1_000_000)
+        });
+    let mut random = [0u8; 10];
+    random.copy_from_slice(&digest.as_bytes()[..10]);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_id_is_v7_with_ledger_time() {
+        let ledger_id = Uuid::parse_str("01941a2b-0000-7000-8000-00a000000001").unwrap();
+        let id = derived_event_id(GENESIS_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]);
+        assert_eq!(id.get_version_num(), 7);
+        assert_eq!(id.get_timestamp(), ledger_id.get_timestamp());
+        assert_eq!(id, derived_event_id(GENESIS_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]));
+        let other = derived_event_id(ROTATION_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]);
+        assert_ne!(id, other, "the prefix separates genesis and rotation ids");
+    }
 }
