@@ -14,6 +14,49 @@ use crate::commands::{draft, Decision};
 use crate::problem::ApiError;
 use crate::routes::payments::stream_id;
 
+/// Stream of the `aba.batch_imported` event, named by the file's hash, so the store itself
+/// rejects a second import of the same bytes (the append expects no such stream).
+pub fn file_stream_id(file_blake3: &[u8; 32]) -> String {
+    format!("aba-file-{}", hex::encode(file_blake3))
+}
+
+/// Returns 409 `aba_file_duplicate` if this exact file was imported before.
+///
+/// # Errors
+/// The duplicate rejection, naming the first batch, or a store failure.
+pub async fn reject_duplicate(
+    store: &eventstore_adapter::EventStore,
+    ledger_id: Uuid,
+    file_blake3: &[u8; 32],
+) -> Result<(), ApiError> {
+    let stream = file_stream_id(file_blake3);
+    let events = store.read_stream(ledger_id, &stream, 0, 1).await?;
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
+    let batch = domain::events::DomainEvent::decode(
+        &first.event_type,
+        first.schema_version,
+        &first.payload,
+    );
+    let batch_id = match batch {
+        Ok(domain::events::DomainEvent::AbaBatchImported(imported)) => {
+            imported.batch_id.to_string()
+        }
+        _ => "unknown".to_owned(),
+    };
+    Err(ApiError::duplicate(
+        "aba_file_duplicate",
+        format!(
+            "this exact file (blake3 {}) was already imported as batch {batch_id} at position {}; \
+             nothing was stored again. To pay the same records again, submit a new file (for \
+             example with a new processing date)",
+            hex::encode(file_blake3),
+            first.position
+        ),
+    ))
+}
+
 /// The events one accepted file produces.
 pub struct AbaBatch {
     imported: AbaBatchImported,
@@ -37,18 +80,17 @@ pub fn decide(
     let batch_id = Uuid::now_v7();
     let mut payments = Vec::with_capacity(file.details.len());
     for detail in &file.details {
-        let at_line = |error: &dyn std::fmt::Display| {
+        let at_line = |error: &dyn std::fmt::Display, fix: &str| {
             ApiError::aba_invalid(format!(
-                "line {}: {error}; fix that record (or allow-list its payee first), then \
-                 resubmit the whole file",
+                "line {}: {error}; {fix}, then resubmit the whole file",
                 detail.line
             ))
         };
         let request = detail
             .payment_request(list, Uuid::now_v7(), batch_id)
-            .map_err(|e| at_line(&e))?;
-        let mut submitted =
-            decide_submission(policy, list, request, ledger_id).map_err(|e| at_line(&e))?;
+            .map_err(|e| at_line(&e, "allow-list the payee of that account first"))?;
+        let mut submitted = decide_submission(policy, list, request, ledger_id)
+            .map_err(|e| at_line(&e, "fix that record"))?;
         // The bank gets the account title exactly as the file gives it.
         submitted.payee_name = detail.account_title.clone();
         assert_eq!(
@@ -71,7 +113,7 @@ impl AbaBatch {
     pub fn into_decision(self, actor: &Actor, correlation_id: Uuid) -> Decision {
         let batch_id = self.imported.batch_id;
         let mut writes = vec![StreamWrite {
-            stream_id: format!("aba-batch-{batch_id}"),
+            stream_id: file_stream_id(&self.imported.file_blake3),
             expected: ExpectedVersion::NoStream,
             events: vec![draft(&self.imported, actor, correlation_id)],
         }];

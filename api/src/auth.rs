@@ -193,6 +193,21 @@ impl TokenStore {
         Ok(format!("folio_{id}_{secret}"))
     }
 
+    /// Revokes a token by id and returns whether an active token was revoked.
+    ///
+    /// # Errors
+    /// Fails on a database error.
+    pub async fn revoke(&self, id: &str, now_micros: i64) -> anyhow::Result<bool> {
+        let result = sqlx::query(
+            "UPDATE api_tokens SET revoked_at_micros = ? WHERE id = ? AND revoked_at_micros IS NULL",
+        )
+        .bind(now_micros)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
     /// Returns whether any unrevoked token exists.
     ///
     /// # Errors
@@ -353,6 +368,27 @@ mod tests {
         assert_eq!(info.client, "payroll-co");
         assert_eq!(info.scopes, scopes);
         assert!(info.ledgers.is_none());
+    }
+
+    #[tokio::test]
+    async fn revoked_token_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
+            .await
+            .unwrap();
+        let token = store
+            .issue("c", &parse_scopes("all").unwrap(), None, 0)
+            .await
+            .unwrap();
+        let id = token.split('_').nth(1).unwrap().to_owned();
+
+        assert!(store.revoke(&id, 1).await.unwrap());
+        assert!(
+            !store.revoke(&id, 2).await.unwrap(),
+            "a second revoke finds nothing"
+        );
+        let error = store.authenticate(&token).await.unwrap_err();
+        assert_eq!(error.code, "unauthenticated");
     }
 
     #[tokio::test]

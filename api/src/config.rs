@@ -131,6 +131,33 @@ impl Default for BankConfig {
 }
 
 impl BankConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.url.is_empty() {
+            let files = [
+                ("bank.ca_cert", &self.ca_cert),
+                ("bank.client_cert", &self.client_cert),
+                ("bank.client_key", &self.client_key),
+            ];
+            for (key, path) in files {
+                if path.as_os_str().is_empty() {
+                    bail!("bank.url is set but {key} is empty; set it to a PEM file path");
+                }
+            }
+        }
+        if self.request_timeout_ms == 0 || self.connect_timeout_ms == 0 {
+            bail!("bank.request_timeout_ms and bank.connect_timeout_ms must be above 0 ms");
+        }
+        if self.backoff_base_ms > self.backoff_max_ms {
+            bail!(
+                "bank.backoff_base_ms ({}) is above bank.backoff_max_ms ({}); lower the base \
+                 or raise the cap",
+                self.backoff_base_ms,
+                self.backoff_max_ms
+            );
+        }
+        Ok(())
+    }
+
     /// Per-request timeout.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
@@ -178,6 +205,10 @@ impl Config {
                 anyhow::anyhow!("payments.currencies: {e}; use ISO 4217 codes such as \"AUD\"")
             })?;
         }
+        if self.server.max_body_bytes == 0 {
+            bail!("server.max_body_bytes is 0; set the largest request body in bytes");
+        }
+        self.bank.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }
@@ -254,6 +285,29 @@ mod tests {
     fn unknown_key_is_rejected() {
         let error = Config::load(None, env(&[("FOLIO_BANK__MAX_ATEMPTS", "3")])).unwrap_err();
         assert!(format!("{error:#}").contains("max_atempts"), "{error:#}");
+    }
+
+    #[test]
+    fn bank_url_without_certificates_is_rejected() {
+        let vars = env(&[("FOLIO_BANK__URL", "https://localhost:9443")]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(
+            error.to_string().contains("bank.ca_cert is empty"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn backoff_base_above_cap_is_rejected() {
+        let vars = env(&[
+            ("FOLIO_BANK__BACKOFF_BASE_MS", "9000"),
+            ("FOLIO_BANK__BACKOFF_MAX_MS", "10"),
+        ]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(
+            error.to_string().contains("bank.backoff_base_ms (9000)"),
+            "{error}"
+        );
     }
 
     #[test]

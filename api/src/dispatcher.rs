@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::bank::{
     dispatch_payment, BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt,
-    CircuitBreaker, DispatchRecorder, RetryPolicy,
+    CircuitBreaker, DispatchOutcome, DispatchRecorder, RetryPolicy,
 };
 use crate::commands::draft;
 use crate::config::BankConfig;
@@ -48,6 +48,9 @@ struct Inner {
     tracked: StdMutex<HashSet<Uuid>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     stop: watch::Sender<bool>,
+    /// Runtime the dispatcher was started on. Workers and bank calls are spawned here
+    /// even when `track` is called from an HTTP worker's runtime, so they outlive it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl Dispatcher {
@@ -92,10 +95,11 @@ impl Dispatcher {
                 tracked: StdMutex::new(HashSet::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 stop,
+                runtime: tokio::runtime::Handle::current(),
             }),
         };
         let starter = dispatcher.clone();
-        tokio::spawn(async move {
+        dispatcher.inner.runtime.spawn(async move {
             match starter.inner.store.ledgers().await {
                 Ok(ledgers) => ledgers
                     .iter()
@@ -104,6 +108,11 @@ impl Dispatcher {
             }
         });
         dispatcher
+    }
+
+    /// Current state of the bank circuit breaker: `closed`, `open` or `half_open`.
+    pub fn breaker_state(&self) -> &'static str {
+        self.inner.breaker.state().as_str()
     }
 
     /// Starts following `ledger_id` if it is not followed yet.
@@ -116,9 +125,10 @@ impl Dispatcher {
             return;
         }
         let inner = Arc::clone(&self.inner);
-        tokio::spawn(async move {
+        self.inner.runtime.spawn(async move {
             let worker = LedgerWorker::new(Arc::clone(&inner), ledger_id);
-            inner.tasks.lock().await.spawn(worker.run());
+            let runtime = inner.runtime.clone();
+            inner.tasks.lock().await.spawn_on(worker.run(), &runtime);
         });
     }
 
@@ -270,7 +280,7 @@ impl LedgerWorker {
                     pending,
                 ),
             };
-            tokio::spawn(job.run());
+            self.inner.runtime.spawn(job.run());
         }
     }
 }
@@ -300,11 +310,16 @@ impl DispatchJob {
         )
         .await;
         match outcome {
-            Ok(outcome) => tracing::info!(
+            Ok(DispatchOutcome::Receipted(receipt)) => tracing::info!(
                 ledger = %self.ledger_id,
                 payment = %self.payment_id,
-                outcome = ?outcome,
-                "payment dispatch finished"
+                bank_reference = %receipt.bank_reference,
+                "payment dispatch finished: receipted"
+            ),
+            Ok(DispatchOutcome::DeadLettered) => tracing::warn!(
+                ledger = %self.ledger_id,
+                payment = %self.payment_id,
+                "payment dispatch finished: dead-lettered"
             ),
             Err(error) => tracing::error!(
                 ledger = %self.ledger_id,

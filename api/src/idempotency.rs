@@ -38,18 +38,36 @@ impl IdempotentRequest {
     /// do not make two equal requests differ. Any other body is taken as bytes.
     ///
     /// # Errors
-    /// 400 when the header is missing, empty, too long or not visible ASCII.
+    /// 400 `idempotency_key_missing` when the header is missing or empty, and
+    /// `idempotency_key_invalid` when it is too long or not visible ASCII.
     pub fn from_request(request: &HttpRequest, body: &[u8]) -> Result<Self, ApiError> {
         let key = request
             .headers()
             .get(HEADER)
             .ok_or_else(ApiError::idempotency_key_missing)?
             .to_str()
-            .map_err(|_| ApiError::idempotency_key_missing())?
+            .map_err(|_| {
+                ApiError::idempotency_key_invalid(
+                    "the Idempotency-Key header is not visible ASCII; use 1 to 255 characters \
+                     from ! to ~, such as a UUID",
+                )
+            })?
             .to_owned();
         let visible = key.bytes().all(|b| b.is_ascii_graphic());
-        if key.is_empty() || key.len() > MAX_KEY_LEN || !visible {
+        if key.is_empty() {
             return Err(ApiError::idempotency_key_missing());
+        }
+        if key.len() > MAX_KEY_LEN || !visible {
+            return Err(ApiError::idempotency_key_invalid(format!(
+                "the Idempotency-Key header has {} bytes{}; use 1 to {MAX_KEY_LEN} characters \
+                 from ! to ~ (no spaces), such as a UUID",
+                key.len(),
+                if visible {
+                    ""
+                } else {
+                    " and characters outside ! to ~"
+                }
+            )));
         }
         let canonical_body = match serde_json::from_slice::<Value>(body) {
             // serde_json's default map is ordered by key, so this sorts every object.

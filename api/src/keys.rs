@@ -25,8 +25,7 @@ impl KeyRing {
     /// Fails on unreadable or malformed key files, naming the file.
     pub fn load_or_create(data_dir: &Path) -> anyhow::Result<KeyRing> {
         let dir = data_dir.join("keys");
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create key directory {}", dir.display()))?;
+        crate::files::create_private_dir(&dir)?;
         let current_path = dir.join("current");
         if !current_path.exists() {
             let key = LedgerKey::generate();

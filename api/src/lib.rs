@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod dispatcher;
+pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod problem;

@@ -148,6 +148,36 @@ impl ApiError {
         )
     }
 
+    /// 409 with a stable code for a request that repeats something already recorded.
+    pub fn duplicate(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            code,
+            "Already recorded",
+            detail.into(),
+        )
+    }
+
+    /// 413 `body_too_large`.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "Request body too large",
+            detail.into(),
+        )
+    }
+
+    /// 400 `idempotency_key_invalid`.
+    pub fn idempotency_key_invalid(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "idempotency_key_invalid",
+            "Invalid Idempotency-Key header",
+            detail.into(),
+        )
+    }
+
     /// 503 `not_ready`.
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(

@@ -24,9 +24,23 @@ pub struct RunningServer {
 /// # Errors
 /// Fails when the address cannot be bound.
 pub fn start(state: Arc<AppState>, listen_addr: &str) -> anyhow::Result<RunningServer> {
-    let listener = TcpListener::bind(listen_addr).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {listen_addr}: {e}; set server.listen_addr")
-    })?;
+    start_on(state, bind(listen_addr)?)
+}
+
+/// Binds the listening socket, so a busy or invalid address fails before anything else.
+///
+/// # Errors
+/// Names the address and the configuration key to change.
+pub fn bind(listen_addr: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen_addr)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen_addr}: {e}; set server.listen_addr"))
+}
+
+/// Builds the server over `state` on an already bound listener.
+///
+/// # Errors
+/// Fails when the listener cannot be used.
+pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let data = web::Data::from(Arc::clone(&state));
     let tokens = web::Data::new(state.tokens.clone());
@@ -42,6 +56,10 @@ pub fn start(state: Arc<AppState>, listen_addr: &str) -> anyhow::Result<RunningS
             .app_data(web::PathConfig::default().error_handler(|error, _| {
                 ApiError::invalid(format!("invalid path: {error}")).into()
             }))
+            .wrap(middleware::ErrorHandlers::new().handler(
+                actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
+                move |response| body_too_large(response, max_body),
+            ))
             .wrap(middleware::Logger::new("%r %s %Dms").log_target("folio::http"))
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
@@ -59,4 +77,31 @@ pub fn start(state: Arc<AppState>, listen_addr: &str) -> anyhow::Result<RunningS
         handle,
         server,
     })
+}
+
+/// Turns actix-web's plain-text 413 for an oversized body into a problem document that
+/// names the limit; problem documents the handlers built are passed through.
+fn body_too_large<B>(
+    response: actix_web::dev::ServiceResponse<B>,
+    limit: usize,
+) -> actix_web::Result<middleware::ErrorHandlerResponse<B>> {
+    let is_problem = response
+        .headers()
+        .get(actix_web::http::header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes() == crate::problem::PROBLEM_JSON.as_bytes());
+    if is_problem {
+        return Ok(middleware::ErrorHandlerResponse::Response(
+            response.map_into_left_body(),
+        ));
+    }
+    let (request, _) = response.into_parts();
+    let problem = ApiError::too_large(format!(
+        "the request body is over the server.max_body_bytes limit of {limit} bytes; \
+         split the file or ask an operator to raise the limit"
+    ));
+    let response = actix_web::ResponseError::error_response(&problem);
+    let response = actix_web::dev::ServiceResponse::new(request, response);
+    Ok(middleware::ErrorHandlerResponse::Response(
+        response.map_into_right_body(),
+    ))
 }

@@ -56,6 +56,8 @@ pub struct AppState {
     pub bank_metrics: Arc<BankMetrics>,
     /// Serialises ledger creation, so one tenant gets one ledger.
     pub ledger_creation: Mutex<()>,
+    /// Exclusive lock on the data directory, held while the state lives.
+    _data_dir_lock: std::fs::File,
 }
 
 impl AppState {
@@ -66,12 +68,13 @@ impl AppState {
     /// Fails when a file cannot be opened or created, naming it.
     pub async fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
         let data_dir = config.data_dir.clone();
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        crate::files::create_private_dir(&data_dir)?;
+        let lock = crate::files::lock_data_dir(&data_dir)?;
         let keys = KeyRing::load_or_create(&data_dir)?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
         let events_path = data_dir.join("events.sqlite");
+        crate::files::create_private_file(&events_path)?;
         let backend = SqliteBackend::open(&events_path)
             .await
             .with_context(|| format!("cannot open event store {}", events_path.display()))?;
@@ -84,11 +87,14 @@ impl AppState {
         );
 
         let read_path = data_dir.join("read.sqlite");
+        crate::files::create_private_file(&read_path)?;
         let models = ReadModels::open(&read_path)
             .await
             .with_context(|| format!("cannot open read models {}", read_path.display()))?;
         let runner = ProjectionRunner::spawn(store.clone(), models.clone());
-        let tokens = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
+        let auth_path = data_dir.join("auth.sqlite");
+        crate::files::create_private_file(&auth_path)?;
+        let tokens = TokenStore::open(&auth_path).await?;
         let bank_metrics = Arc::new(BankMetrics::default());
         let dispatcher = if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
@@ -112,6 +118,7 @@ impl AppState {
             dispatcher,
             bank_metrics,
             ledger_creation: Mutex::new(()),
+            _data_dir_lock: lock,
         }))
     }
 

@@ -12,7 +12,9 @@ fn folio() -> Command {
 }
 
 fn fixture(relative: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(relative)
 }
 
 fn free_port() -> u16 {
@@ -38,7 +40,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = Server { child, base: format!("http://127.0.0.1:{port}"), log };
+        let server = Server {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
         server.wait_healthy();
         server
     }
@@ -53,7 +59,10 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("folio serve did not become healthy; log:\n{}", std::fs::read_to_string(&self.log).unwrap());
+        panic!(
+            "folio serve did not become healthy; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap()
+        );
     }
 
     fn stop(mut self) -> String {
@@ -74,7 +83,11 @@ fn post(base: &str, token: &str, path: &str, body: Value) -> Value {
         .json(&body)
         .send()
         .unwrap();
-    assert!(response.status().is_success(), "{path}: {}", response.status());
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
     response.json().unwrap()
 }
 
@@ -90,7 +103,10 @@ fn serve_import_export_verify() {
 
     // The bootstrap token is written once, readable only by its owner.
     let token_path = data_dir.join("bootstrap-token");
-    let token = std::fs::read_to_string(&token_path).unwrap().trim().to_owned();
+    let token = std::fs::read_to_string(&token_path)
+        .unwrap()
+        .trim()
+        .to_owned();
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -98,17 +114,28 @@ fn serve_import_export_verify() {
         assert_eq!(mode & 0o777, 0o600);
     }
 
-    let ledger = post(&server.base, &token, "/v1/ledgers", json!({"tenant": "cli"}));
+    let ledger = post(
+        &server.base,
+        &token,
+        "/v1/ledgers",
+        json!({"tenant": "cli"}),
+    );
     let ledger_id = ledger["ledger_id"].as_str().unwrap().to_owned();
     let sidecar: Value =
-        serde_json::from_slice(&std::fs::read(fixture("aba/generated-small.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(fixture("aba/generated-small.json")).unwrap())
+            .unwrap();
     for record in sidecar["records"].as_array().unwrap() {
         let payee = json!({
             "name": record["account_title"],
             "bsb": record["bsb"],
             "account": record["account_number"],
         });
-        post(&server.base, &token, &format!("/v1/ledgers/{ledger_id}/payees"), payee);
+        post(
+            &server.base,
+            &token,
+            &format!("/v1/ledgers/{ledger_id}/payees"),
+            payee,
+        );
     }
 
     let import = |file: &str| {
@@ -118,14 +145,24 @@ fn serve_import_export_verify() {
             .env("FOLIO_TOKEN", &token))
     };
     let first = import("aba/generated-small.aba");
-    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
     let again = import("aba/generated-small.aba");
     assert!(again.status.success());
-    assert_eq!(first.stdout, again.stdout, "a resubmitted file replays the first result");
+    assert_eq!(
+        first.stdout, again.stdout,
+        "a resubmitted file replays the first result"
+    );
     let bad = import("aba/bad-total.aba");
     assert_eq!(bad.status.code(), Some(1));
     let bad_out = String::from_utf8_lossy(&bad.stdout);
-    assert!(bad_out.contains("line 4") && bad_out.contains("credit_total"), "{bad_out}");
+    assert!(
+        bad_out.contains("line 4") && bad_out.contains("credit_total"),
+        "{bad_out}"
+    );
 
     let log = server.stop();
     assert!(!log.contains(&token), "the token reached the log");
@@ -134,14 +171,32 @@ fn serve_import_export_verify() {
 
     let export = dir.path().join("ledger.folio");
     let exported = run(folio()
-        .args(["export-ledger", "--ledger", &ledger_id, "--out", export.to_str().unwrap()])
+        .args([
+            "export-ledger",
+            "--ledger",
+            &ledger_id,
+            "--out",
+            export.to_str().unwrap(),
+        ])
         .env("FOLIO_DATA_DIR", &data_dir));
-    assert!(exported.status.success(), "{}", String::from_utf8_lossy(&exported.stderr));
+    assert!(
+        exported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
 
     let verified = run(folio().args(["verify", export.to_str().unwrap()]));
-    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stdout));
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
     let store = run(folio().args(["verify", "--data-dir", data_dir.to_str().unwrap()]));
-    assert!(store.status.success(), "{}", String::from_utf8_lossy(&store.stdout));
+    assert!(
+        store.status.success(),
+        "{}",
+        String::from_utf8_lossy(&store.stdout)
+    );
 
     // One flipped payload byte near the end of the file breaks the chain.
     let mut bytes = std::fs::read(&export).unwrap();
@@ -153,7 +208,10 @@ fn serve_import_export_verify() {
     assert_eq!(broken.status.code(), Some(1));
     let verdict: Value = serde_json::from_slice(&broken.stdout).unwrap();
     assert_eq!(verdict["intact"], false);
-    assert!(verdict["position"].as_u64().is_some() || verdict["code"].is_string(), "{verdict}");
+    assert!(
+        verdict["position"].as_u64().is_some() || verdict["code"].is_string(),
+        "{verdict}"
+    );
 }
 
 #[test]
@@ -174,4 +232,22 @@ fn unknown_config_key_names_the_variable() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("max_atempts"), "{stderr}");
+}
+
+#[test]
+fn second_server_on_same_data_dir_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let first = Server::start(&data_dir);
+    let output = run(folio().arg("serve").env("FOLIO_DATA_DIR", &data_dir).env(
+        "FOLIO_SERVER__LISTEN_ADDR",
+        format!("127.0.0.1:{}", free_port()),
+    ));
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("in use by another folio process"),
+        "{stderr}"
+    );
+    first.stop();
 }

@@ -79,6 +79,7 @@ impl ProjectionRunner {
         let shared = Arc::new(Shared {
             store,
             models,
+            runtime: tokio::runtime::Handle::current(),
             ledgers: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
         });
@@ -184,6 +185,10 @@ fn log_join(result: Result<(), tokio::task::JoinError>) {
 struct Shared {
     store: EventStore,
     models: ReadModels,
+    /// Runtime the runner was started on. Ledger tasks are spawned here even when
+    /// `track` is called from another runtime (such as an HTTP worker's), so they
+    /// live as long as the runner.
+    runtime: tokio::runtime::Handle,
     ledgers: Mutex<HashMap<Uuid, LedgerProgress>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -250,7 +255,10 @@ impl Shared {
             return;
         }
         let mut progress = LedgerProgress::new(ProjectionState::Running);
-        progress.task = Some(tokio::spawn(follow_ledger(Arc::clone(self), ledger_id)));
+        let task = self
+            .runtime
+            .spawn(follow_ledger(Arc::clone(self), ledger_id));
+        progress.task = Some(task);
         ledgers.insert(ledger_id, progress);
     }
 

@@ -172,3 +172,36 @@ async fn file_with_unknown_account_is_rejected_whole() {
     assert_eq!(stack.sim.ledger_stats().calls, 0);
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_file_twice_is_rejected() {
+    let stack = Stack::start().await.unwrap();
+    let ledger = stack.create_ledger("aba-twice").await.unwrap();
+    let sidecar: Value =
+        serde_json::from_slice(&read_fixture("aba/generated-small.json").unwrap()).unwrap();
+    allow_list_sidecar(&stack, ledger, &sidecar).await;
+    let path = format!("/v1/ledgers/{ledger}/payments/batches");
+    let file = read_fixture("aba/generated-small.aba").unwrap();
+
+    let (status, first) = stack
+        .post_bytes(&path, "first-key", file.clone())
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{first}");
+    let head = stack.state.store.head(ledger).await.unwrap();
+
+    let (status, second) = stack.post_bytes(&path, "second-key", file).await.unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{second}");
+    assert_eq!(second["code"], "aba_file_duplicate");
+    let detail = second["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(first["batch_id"].as_str().unwrap()),
+        "{detail}"
+    );
+    assert_eq!(
+        stack.state.store.head(ledger).await.unwrap(),
+        head,
+        "nothing stored again"
+    );
+    stack.stop().await.unwrap();
+}

@@ -356,3 +356,74 @@ async fn requests_without_token_or_scope_fail() {
     assert_eq!(body["code"], "idempotency_key_missing");
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_check_ledger_and_position() {
+    let stack = Stack::start().await.unwrap();
+    let (ledger, _) = ledger_with_payee(&stack).await;
+
+    let unknown = Uuid::now_v7();
+    for path in ["payments", "payees", "dlq", "audit"] {
+        let (status, body) = stack
+            .get(&format!("/v1/ledgers/{unknown}/{path}"))
+            .await
+            .unwrap();
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}: {body}");
+    }
+
+    let (status, body) = stack
+        .get(&format!(
+            "/v1/ledgers/{ledger}/payments?min_position=100000"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("beyond the head"),
+        "{body}"
+    );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_name_the_fix() {
+    let stack = Stack::start().await.unwrap();
+    let (ledger, payee) = ledger_with_payee(&stack).await;
+
+    let long_key = "k".repeat(300);
+    let (status, body) = stack
+        .pay(ledger, payee, json!(100), &long_key)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "idempotency_key_invalid");
+    assert!(
+        body["detail"].as_str().unwrap().contains("300 bytes"),
+        "{body}"
+    );
+
+    let huge = json!({"payee_id": payee, "amount_minor": 1, "currency": "AUD", "reference": "x".repeat(100_000)});
+    let (status, body) = stack
+        .post(&format!("/v1/ledgers/{ledger}/payments"), "huge", &huge)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], "body_too_large");
+
+    let too_big_for_server = vec![b'0'; 9 * 1024 * 1024];
+    let path = format!("/v1/ledgers/{ledger}/payments/batches");
+    let (status, body) = stack
+        .post_bytes(&path, "big-file", too_big_for_server)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_eq!(body["code"], "body_too_large");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("server.max_body_bytes"),
+        "{body}"
+    );
+    stack.stop().await.unwrap();
+}

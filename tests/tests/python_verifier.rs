@@ -1,15 +1,22 @@
 //! The independent Python verifier must give every golden fixture the verdict
 //! stated in `fixtures/golden/verdicts.json`.
 //!
-//! Requires `python3` with the packages in `tests/verifier/requirements.txt`;
-//! the test fails (it does not skip) when they are missing.
+//! Requires Python 3 with the packages in `tests/verifier/requirements.txt`: the
+//! interpreter named by `FOLIO_PYTHON` (which `.ci/test` points at its virtual
+//! environment), else `python3`. The test fails (it does not skip) when they are missing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use folio_e2e::golden::VERDICTS_FILE;
 
-const INSTALL_HINT: &str = "install them with: pip install -r tests/verifier/requirements.txt";
+const INSTALL_HINT: &str = "run .ci/test, or pip install -r tests/verifier/requirements.txt \
+                            and set FOLIO_PYTHON to that interpreter";
+
+/// The Python interpreter to run the verifier with.
+fn python() -> Command {
+    Command::new(std::env::var_os("FOLIO_PYTHON").unwrap_or_else(|| "python3".into()))
+}
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -21,7 +28,7 @@ fn verifier_script() -> PathBuf {
 
 /// Fails with an install hint unless python3 can import the verifier's packages.
 fn require_python_packages() {
-    let output = Command::new("python3")
+    let output = python()
         .args(["-c", "import blake3, nacl.signing"])
         .output()
         .unwrap_or_else(|error| panic!("python3 cannot be started ({error}); {INSTALL_HINT}"));
@@ -33,7 +40,7 @@ fn require_python_packages() {
 }
 
 fn python_verdict(file: &Path) -> (serde_json::Value, Option<i32>) {
-    let output = Command::new("python3")
+    let output = python()
         .arg(verifier_script())
         .arg("--json")
         .arg(file)
@@ -162,7 +169,7 @@ fn python_and_rust_agree_on_corruptions() {
         expected.push((path, rust_verdict(&bytes)));
     }
 
-    let output = Command::new("python3")
+    let output = python()
         .arg(verifier_script())
         .arg("--json")
         .args(expected.iter().map(|(path, _)| path))

@@ -18,10 +18,10 @@ pub struct Args {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let config = super::load_config(args.config.as_ref())?;
-    let listen_addr = config.server.listen_addr.clone();
+    let listener = crate::server::bind(&config.server.listen_addr)?;
     let state = AppState::open(config).await?;
     ensure_bootstrap_token(&state).await?;
-    let running = crate::server::start(std::sync::Arc::clone(&state), &listen_addr)?;
+    let running = crate::server::start_on(std::sync::Arc::clone(&state), listener)?;
     tracing::info!(addr = %running.addr, data_dir = %state.config.data_dir.display(), "folio serving");
     running.server.await.context("HTTP server failed")?;
     tracing::info!("HTTP server stopped; draining workers");

@@ -29,16 +29,51 @@ pub enum Command {
         #[arg(long = "ledger")]
         ledgers: Vec<Uuid>,
     },
+    /// Revoke a token by its public id (the part after `folio_`); it stops working at once.
+    Revoke {
+        /// Data directory of the server.
+        #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
+        data_dir: PathBuf,
+        /// Public token id (16 hex digits).
+        #[arg(long)]
+        id: String,
+    },
+}
+
+async fn revoke(data_dir: &Path, id: &str) -> anyhow::Result<ExitCode> {
+    let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
+    if store.revoke(id, SystemClock.now_micros()).await? {
+        println!("revoked token {id}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("no active token with id {id:?} in {}", data_dir.display());
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Create {
-        data_dir,
-        client,
-        scopes,
-        ledgers,
-    } = command;
+    let (data_dir, client, scopes, ledgers) = match command {
+        Command::Create {
+            data_dir,
+            client,
+            scopes,
+            ledgers,
+        } => (data_dir, client, scopes, ledgers),
+        Command::Revoke { data_dir, id } => return revoke(&data_dir, &id).await,
+    };
+    let client = client.trim().to_owned();
+    if client.is_empty() || client.len() > 128 {
+        anyhow::bail!(
+            "--client must name the client in 1 to 128 characters; it is recorded as the actor"
+        );
+    }
     let scopes = parse_scopes(&scopes).map_err(anyhow::Error::msg)?;
+    if scopes.is_empty() {
+        anyhow::bail!(
+            "--scopes is empty; give a comma-separated list such as \
+             payments:submit,payments:read, or all"
+        );
+    }
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;

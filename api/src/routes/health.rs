@@ -30,7 +30,17 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     }
-    HttpResponse::Ok().json(json!({"status": "ready", "ledgers": ledgers.len()}))
+    // An open breaker does not make Folio unready (commands are still recorded), but the
+    // state is reported so an operator sees why payments wait.
+    let breaker = state
+        .dispatcher
+        .as_ref()
+        .map(|dispatcher| dispatcher.breaker_state());
+    HttpResponse::Ok().json(json!({
+        "status": "ready",
+        "ledgers": ledgers.len(),
+        "bank_breaker": breaker,
+    }))
 }
 
 /// Prometheus text metrics.

@@ -32,8 +32,7 @@ pub(crate) async fn create(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::LedgersCreate)?;
     IdempotentRequest::from_request(&request, &body)?;
-    let input: CreateLedger = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("invalid ledger request: {e}")))?;
+    let input: CreateLedger = super::parse_json(&body, "ledger request")?;
     let tenant = validate_tenant(&input.tenant)?;
 
     // One creation at a time, so two concurrent requests for a tenant make one ledger.

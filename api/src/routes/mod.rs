@@ -46,18 +46,29 @@ pub struct ConsistencyQuery {
     pub min_position: Option<u64>,
 }
 
-/// Waits (bounded by configuration) until the read models of `ledger_id` reach `min_position`.
+/// Checks that the ledger exists, then waits (bounded by configuration) until its read models
+/// reach `min_position`.
 ///
 /// # Errors
-/// 503 `not_ready` when the position is not reached in time, naming both positions.
+/// 404 for an unknown ledger, 400 for a position beyond the head, 503 `not_ready` when the
+/// position is not reached in time.
 pub(crate) async fn wait_for(
     state: &AppState,
     ledger_id: Uuid,
     min_position: Option<u64>,
 ) -> Result<(), ApiError> {
+    // The store, not the read model, says whether the ledger exists and how far it goes.
+    let head = state.store.head(ledger_id).await?;
     let Some(min_position) = min_position else {
         return Ok(());
     };
+    if min_position > head.position {
+        return Err(ApiError::invalid(format!(
+            "min_position {min_position} is beyond the head of ledger {ledger_id} (position {}); \
+             pass a position returned by a command",
+            head.position
+        )));
+    }
     let timeout = std::time::Duration::from_millis(state.config.server.min_position_wait_ms);
     let reached = state
         .models
@@ -82,4 +93,21 @@ pub(crate) async fn wait_for(
 pub fn ledger_id(text: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(text)
         .map_err(|_| ApiError::invalid(format!("ledger id {text:?} is not a UUID")))
+}
+
+/// Largest JSON request body accepted, in bytes; ABA files have their own limit.
+pub const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// Parses a JSON request body, naming the limit or the decoding problem.
+///
+/// # Errors
+/// 413 `body_too_large` over [`MAX_JSON_BODY`], 400 `invalid_request` for invalid JSON.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
+    if body.len() > MAX_JSON_BODY {
+        return Err(ApiError::too_large(format!(
+            "the {what} request body is {} bytes; the limit for JSON requests is {MAX_JSON_BODY}",
+            body.len()
+        )));
+    }
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
 }

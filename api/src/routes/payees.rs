@@ -49,8 +49,7 @@ pub(crate) async fn add(
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PayeesWrite, ledger_id)?;
-    let input: AddPayee = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("invalid payee: {e}")))?;
+    let input: AddPayee = super::parse_json(&body, "payee")?;
     let account = parse_account(&input)?;
     let correlation_id = Uuid::now_v7();
 
@@ -93,8 +92,7 @@ pub(crate) async fn remove(
     caller.require_on(Scope::PayeesWrite, ledger_id)?;
     let payee_id = Uuid::parse_str(&path.1)
         .map_err(|_| ApiError::invalid(format!("payee id {:?} is not a UUID", path.1)))?;
-    let input: RemovePayee = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("invalid removal: {e}")))?;
+    let input: RemovePayee = super::parse_json(&body, "removal")?;
     let correlation_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
@@ -166,7 +164,8 @@ fn parse_account(input: &AddPayee) -> Result<PayeeAccount, ApiError> {
             })
         }
         _ => Err(ApiError::invalid(
-            "give either `bsb` and `account` (Australian account) or `iban`, not both",
+            "give `bsb` and `account` for an Australian account, or `iban` alone; \
+             this request has neither, half of one, or both",
         )),
     }
 }

@@ -48,8 +48,7 @@ pub(crate) async fn submit(
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PaymentsSubmit, ledger_id)?;
-    let input: SubmitPayment = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::invalid(format!("invalid payment: {e}")))?;
+    let input: SubmitPayment = super::parse_json(&body, "payment")?;
     let policy = state.payment_policy();
     let amount = AmountMinor::from_json(&input.amount_minor, policy.max_amount_minor)
         .map_err(|e| ApiError::rejected(e.code(), e.to_string()))?;
@@ -155,6 +154,8 @@ pub(crate) async fn submit_batch(
     let actor = caller.actor();
 
     commands::run(&state, ledger_id, &request, &body, || async {
+        let file_hash = *blake3::hash(&body).as_bytes();
+        crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
         let (allow_list, _) = state.allow_list(ledger_id).await?;
         crate::aba_import::decide(
             &state.payment_policy(),

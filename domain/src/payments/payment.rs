@@ -51,13 +51,13 @@ pub struct PaymentRequest {
 #[non_exhaustive]
 pub enum PaymentRejection {
     /// The payee is not on the allow-list (never added, or removed).
-    #[error("payee {payee_id} is not on the allow-list; add and approve the payee first")]
+    #[error("payee {payee_id} is not on the allow-list; add the payee first")]
     PayeeNotAllowListed {
         /// The payee id.
         payee_id: Uuid,
     },
     /// No active payee has the account of an ABA detail record.
-    #[error("account {account} is not on the allow-list; add and approve its payee first")]
+    #[error("account {account} is not on the allow-list; add its payee first")]
     AccountNotAllowListed {
         /// The account, as `BSB account` with the BSB written `nnn-nnn`.
         account: String,
