@@ -266,7 +266,10 @@ mod tests {
         let id = derived_event_id(GENESIS_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]);
         assert_eq!(id.get_version_num(), 7);
         assert_eq!(id.get_timestamp(), ledger_id.get_timestamp());
-        assert_eq!(id, derived_event_id(GENESIS_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]));
+        assert_eq!(
+            id,
+            derived_event_id(GENESIS_EVENT_ID_PREFIX, &[ledger_id.as_bytes()])
+        );
         let other = derived_event_id(ROTATION_EVENT_ID_PREFIX, &[ledger_id.as_bytes()]);
         assert_ne!(id, other, "the prefix separates genesis and rotation ids");
     }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use curve25519_dalek::constants::EIGHT_TORSION;
+use curve25519_dalek::edwards::CompressedEdwardsY;
 use curve25519_dalek::scalar::Scalar;
 use domain::clock::SteppingClock;
 use domain::crypto::{self, KeyId, LedgerKey, SignatureError};
@@ -46,7 +48,7 @@ fn draft(n: u128) -> EventDraft {
             credential: "tok-1".into(),
         },
         correlation_id: Uuid::from_u128(0x2000 + n),
-        causation_id: (n % 2 == 0).then(|| Uuid::from_u128(0x3000 + n)),
+        causation_id: n.is_multiple_of(2).then(|| Uuid::from_u128(0x3000 + n)),
         payload: payload.encode(),
     }
 }
@@ -445,6 +447,37 @@ fn batch_finds_first_bad_signature() {
     bad[130].message.push(0);
     bad[100].signature[40] ^= 1;
     assert_eq!(crypto::first_invalid_signature(&bad), Some(100));
+}
+
+#[test]
+fn batch_checks_each_key_of_a_mixed_batch() {
+    let (a, b) = (key_a(), key_b());
+    let checks: Vec<crypto::SignatureCheck> = (0..200u32)
+        .map(|n| {
+            let key = if n.is_multiple_of(3) { &b } else { &a };
+            let message = n.to_be_bytes().to_vec();
+            crypto::SignatureCheck {
+                public_key: key.public_key(),
+                signature: key.sign(&message),
+                message,
+            }
+        })
+        .collect();
+    assert_eq!(crypto::first_invalid_signature(&checks), None);
+
+    // A key with a torsion component, and the weak identity key, later in the batch.
+    let point = CompressedEdwardsY(a.public_key()).decompress().unwrap();
+    let torsion_key = (point + EIGHT_TORSION[1]).compress().to_bytes();
+    assert_eq!(
+        crypto::check_public_key(&torsion_key),
+        Err(SignatureError::KeyNotTorsionFree)
+    );
+    let mut bad = checks.clone();
+    bad[150].public_key = IDENTITY;
+    bad[77].public_key = torsion_key;
+    assert_eq!(crypto::first_invalid_signature(&bad), Some(77));
+    bad[77].public_key = a.public_key();
+    assert_eq!(crypto::first_invalid_signature(&bad), Some(150));
 }
 
 #[test]

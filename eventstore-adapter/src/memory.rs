@@ -221,6 +221,39 @@ impl Backend for MemoryBackend {
             .and_then(|l| l.idempotency.get(key).cloned()))
     }
 
+    async fn stream_versions(
+        &self,
+        ledger_id: Uuid,
+        stream_ids: &[&str],
+    ) -> Result<HashMap<String, u64>, BackendError> {
+        let state = self.lock();
+        let Some(ledger) = state.ledgers.get(&ledger_id) else {
+            return Ok(HashMap::new());
+        };
+        let last_version = |&stream_id: &&str| {
+            let versions = ledger.streams.get(stream_id)?;
+            let last = (versions.len() as u64).checked_sub(1)?;
+            Some((stream_id.to_owned(), last))
+        };
+        Ok(stream_ids.iter().filter_map(last_version).collect())
+    }
+
+    async fn idempotency_records(
+        &self,
+        ledger_id: Uuid,
+        keys: &[&str],
+    ) -> Result<HashMap<String, IdempotencyRecord>, BackendError> {
+        let state = self.lock();
+        let Some(ledger) = state.ledgers.get(&ledger_id) else {
+            return Ok(HashMap::new());
+        };
+        let stored = |&key: &&str| {
+            let record = ledger.idempotency.get(key)?;
+            Some((key.to_owned(), record.clone()))
+        };
+        Ok(keys.iter().filter_map(stored).collect())
+    }
+
     async fn read_ledger(
         &self,
         ledger_id: Uuid,

@@ -11,6 +11,7 @@
 //! Writes go through a pool of one connection, so commits of different ledgers queue in the
 //! process instead of contending for SQLite's write lock. Reads use a separate pool.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -44,6 +45,9 @@ const EVENT_ROWS_PER_INSERT: usize = 64;
 
 /// Rows per multi-row `INSERT` into `idempotency_keys` (8 values each).
 const KEY_ROWS_PER_INSERT: usize = 64;
+
+/// Values per batched lookup query, far below SQLite's limit of 32,766 bound variables.
+const LOOKUPS_PER_QUERY: usize = 256;
 
 /// Schema, created on open. Ids are 16-byte blobs; positions and versions are stored as
 /// INTEGER (i64), so the store refuses to go past `i64::MAX`.
@@ -524,6 +528,68 @@ impl crate::Backend for SqliteBackend {
         .await?;
         row.map(|row| decode_idempotency(ledger_id, &row))
             .transpose()
+    }
+
+    async fn stream_versions(
+        &self,
+        ledger_id: Uuid,
+        stream_ids: &[&str],
+    ) -> Result<HashMap<String, u64>, BackendError> {
+        let mut versions = HashMap::with_capacity(stream_ids.len());
+        for chunk in stream_ids.chunks(LOOKUPS_PER_QUERY) {
+            // A correlated subquery per stream reads the last entry of the unique
+            // (ledger_id, stream_id, stream_version) index, so a long stream costs one seek
+            // where `MAX ... GROUP BY` would scan all its versions.
+            let mut query = QueryBuilder::<Sqlite>::new("WITH wanted (stream_id) AS (");
+            query.push_values(chunk, |mut row, stream_id| {
+                row.push_bind(*stream_id);
+            });
+            query.push(
+                ") SELECT wanted.stream_id, (SELECT stream_version FROM events \
+                 WHERE ledger_id = ",
+            );
+            query.push_bind(ledger_id.as_bytes().as_slice());
+            query.push(
+                " AND events.stream_id = wanted.stream_id \
+                 ORDER BY stream_version DESC LIMIT 1) FROM wanted",
+            );
+            let rows = query.build().fetch_all(&self.reader).await?;
+            for row in rows {
+                let version: Option<i64> = row.try_get(1)?;
+                if let Some(version) = version {
+                    let version = to_u64(ledger_id, 0, version, "stream_version")?;
+                    versions.insert(row.try_get(0)?, version);
+                }
+            }
+        }
+        Ok(versions)
+    }
+
+    async fn idempotency_records(
+        &self,
+        ledger_id: Uuid,
+        keys: &[&str],
+    ) -> Result<HashMap<String, IdempotencyRecord>, BackendError> {
+        let mut records = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(LOOKUPS_PER_QUERY) {
+            let mut query = QueryBuilder::<Sqlite>::new(
+                "SELECT key, request_hash, request, response_status, response_body, \
+                 first_position, last_position FROM idempotency_keys WHERE ledger_id = ",
+            );
+            query.push_bind(ledger_id.as_bytes().as_slice());
+            query.push(" AND key IN (");
+            let mut list = query.separated(", ");
+            for key in chunk {
+                list.push_bind(*key);
+            }
+            query.push(")");
+            let rows = query.build().fetch_all(&self.reader).await?;
+            for row in rows {
+                let record = decode_idempotency(ledger_id, &row)?;
+                records.insert(record.claim.key.clone(), record);
+            }
+        }
+        Ok(records)
     }
 
     async fn read_ledger(

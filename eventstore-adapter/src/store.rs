@@ -50,6 +50,44 @@ pub trait Backend: Send + Sync + 'static {
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, BackendError>;
 
+    /// Returns the last version of every stream in `stream_ids` that has events. Streams
+    /// without events are absent from the map.
+    ///
+    /// The sequencer calls this once per group. The default makes one
+    /// [`Backend::stream_version`] call per stream, so wrappers need not implement it, but a
+    /// backend that stores on disk should read them with one query.
+    async fn stream_versions(
+        &self,
+        ledger_id: Uuid,
+        stream_ids: &[&str],
+    ) -> Result<HashMap<String, u64>, BackendError> {
+        let mut versions = HashMap::with_capacity(stream_ids.len());
+        for &stream_id in stream_ids {
+            if let Some(version) = self.stream_version(ledger_id, stream_id).await? {
+                versions.insert(stream_id.to_owned(), version);
+            }
+        }
+        Ok(versions)
+    }
+
+    /// Looks up every key in `keys`. Keys that are not stored are absent from the map.
+    ///
+    /// The sequencer calls this once per group. The default makes one
+    /// [`Backend::idempotency`] call per key.
+    async fn idempotency_records(
+        &self,
+        ledger_id: Uuid,
+        keys: &[&str],
+    ) -> Result<HashMap<String, IdempotencyRecord>, BackendError> {
+        let mut records = HashMap::with_capacity(keys.len());
+        for &key in keys {
+            if let Some(record) = self.idempotency(ledger_id, key).await? {
+                records.insert(key.to_owned(), record);
+            }
+        }
+        Ok(records)
+    }
+
     /// Reads up to `limit` events of a ledger from `from_position`, in order.
     async fn read_ledger(
         &self,
@@ -104,6 +142,10 @@ struct Inner {
     /// this process has committed to or loaded the ledger.
     heads: std::sync::Mutex<HashMap<Uuid, watch::Sender<Option<u64>>>>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Runtime the store was opened on. Sequencers are spawned here even when the first
+    /// append comes from another runtime (such as an HTTP worker's, which stops with its
+    /// worker), so they live as long as the store.
+    runtime: tokio::runtime::Handle,
 }
 
 struct SequencerHandle {
@@ -114,6 +156,8 @@ struct SequencerHandle {
 impl EventStore {
     /// Opens a store over `backend` that signs new ledgers and existing ledgers whose chain
     /// names `key` as current.
+    ///
+    /// Must be called inside a Tokio runtime; sequencers run on that runtime.
     pub fn open(backend: Arc<dyn Backend>, key: Arc<LedgerKey>, clock: Arc<dyn Clock>) -> Self {
         Self::open_with_ring(backend, key, Vec::new(), clock)
     }
@@ -139,6 +183,7 @@ impl EventStore {
             sequencers: tokio::sync::Mutex::new(HashMap::new()),
             heads: std::sync::Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::current(),
         };
         EventStore {
             inner: Arc::new(inner),
@@ -421,7 +466,7 @@ impl EventStore {
             tip,
             committed,
         );
-        let task = tokio::spawn(sequencer.run(queue));
+        let task = self.inner.runtime.spawn(sequencer.run(queue));
         SequencerHandle { commands, task }
     }
 

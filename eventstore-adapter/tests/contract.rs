@@ -50,6 +50,20 @@ impl Backend for FaultyBackend {
     ) -> Result<Option<IdempotencyRecord>, BackendError> {
         self.inner.idempotency(id, key).await
     }
+    async fn stream_versions(
+        &self,
+        id: Uuid,
+        streams: &[&str],
+    ) -> Result<HashMap<String, u64>, BackendError> {
+        self.inner.stream_versions(id, streams).await
+    }
+    async fn idempotency_records(
+        &self,
+        id: Uuid,
+        keys: &[&str],
+    ) -> Result<HashMap<String, IdempotencyRecord>, BackendError> {
+        self.inner.idempotency_records(id, keys).await
+    }
     async fn read_ledger(
         &self,
         id: Uuid,
@@ -709,6 +723,109 @@ async fn shutdown_drains_queue(h: Harness) {
     assert_eq!(h.all_events().await.len(), 21);
 }
 
+async fn batched_lookups_match_single_lookups(h: Harness) {
+    let backend = Arc::clone(&h.faults.inner);
+    let mut keyed = request(vec![write("a", ExpectedVersion::NoStream, 3)]);
+    keyed.idempotency = Some(claim("k1", "body-1"));
+    h.append(keyed).await.unwrap();
+    let mut keyed = request(vec![write("b", ExpectedVersion::NoStream, 1)]);
+    keyed.idempotency = Some(claim("k2", "body-2"));
+    h.append(keyed).await.unwrap();
+    // A stream longer than one page of any index scan, built in several appends.
+    for _ in 0..3 {
+        h.append(request(vec![write("long", ExpectedVersion::Any, 100)]))
+            .await
+            .unwrap();
+    }
+
+    // More names than one lookup query takes, with the known ones at both ends and repeated.
+    let fillers: Vec<String> = (0..600).map(|i| format!("missing-{i}")).collect();
+    let mut streams = vec!["a", "ledger", "a"];
+    streams.extend(fillers.iter().map(String::as_str));
+    streams.extend(["long", "b"]);
+    let versions = backend.stream_versions(h.ledger, &streams).await.unwrap();
+    let expected: HashMap<String, u64> = [("a", 2), ("b", 0), ("ledger", 0), ("long", 299)]
+        .into_iter()
+        .map(|(stream, version)| (stream.to_string(), version))
+        .collect();
+    assert_eq!(versions, expected);
+    for stream in ["a", "b", "ledger", "long", "missing-0"] {
+        let single = backend.stream_version(h.ledger, stream).await.unwrap();
+        assert_eq!(versions.get(stream).copied(), single, "stream {stream}");
+    }
+
+    let mut keys = vec!["k2"];
+    keys.extend(fillers.iter().map(String::as_str));
+    keys.push("k1");
+    let records = backend.idempotency_records(h.ledger, &keys).await.unwrap();
+    assert_eq!(records.len(), 2);
+    for key in ["k1", "k2"] {
+        let single = backend.idempotency(h.ledger, key).await.unwrap();
+        assert_eq!(records.get(key), single.as_ref(), "key {key}");
+    }
+
+    let other = Uuid::now_v7();
+    assert!(backend
+        .stream_versions(other, &["a"])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(backend
+        .idempotency_records(other, &["k1"])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(backend
+        .stream_versions(h.ledger, &[])
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn concurrent_retries_of_stored_keys(h: Harness) {
+    for i in 0..10 {
+        let mut first = request(vec![write(
+            &format!("old-{i}"),
+            ExpectedVersion::NoStream,
+            1,
+        )]);
+        first.idempotency = Some(claim(&format!("old-{i}"), "body"));
+        h.append(first).await.unwrap();
+    }
+    let head = h.store.head(h.ledger).await.unwrap().position;
+
+    // Retries of stored keys and new keys arrive together, so groups mix both.
+    let h = Arc::new(h);
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let h = Arc::clone(&h);
+        let name = if i % 2 == 0 {
+            format!("old-{}", i / 2)
+        } else {
+            format!("new-{i}")
+        };
+        let mut req = request(vec![write(&name, ExpectedVersion::NoStream, 1)]);
+        req.idempotency = Some(claim(&name, "body"));
+        tasks.push(tokio::spawn(async move { (i, h.append(req).await) }));
+    }
+    for task in tasks {
+        let (i, outcome) = task.await.unwrap();
+        match outcome.unwrap() {
+            AppendOutcome::Duplicate(record) => {
+                assert_eq!(i % 2, 0, "request {i} is a retry");
+                assert!(record.last_position <= head);
+            }
+            AppendOutcome::Committed(result) => {
+                assert_eq!(i % 2, 1, "request {i} is new");
+                assert!(result.first_position > head);
+            }
+        }
+    }
+    let events = h.all_events().await;
+    assert_eq!(events.len() as u64, head + 1 + 10);
+    assert_streams_gapless(&events);
+}
+
 macro_rules! contract_tests {
     ($($name:ident),* $(,)?) => {
         mod memory {
@@ -743,4 +860,6 @@ contract_tests!(
     key_rotation_switches_signer,
     invalid_requests_rejected,
     shutdown_drains_queue,
+    batched_lookups_match_single_lookups,
+    concurrent_retries_of_stored_keys,
 );

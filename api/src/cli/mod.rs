@@ -95,8 +95,17 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (else `default_level`), JSON
 /// lines when `FOLIO_LOG_FORMAT=json`, to standard error.
 pub fn init_logging(default_level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FOLIO_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let filter = match std::env::var("FOLIO_LOG") {
+        Err(_) => tracing_subscriber::EnvFilter::new(default_level),
+        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text).unwrap_or_else(|error| {
+            // Logging is not set up yet, so this one message goes to standard error directly.
+            eprintln!(
+                "warning: FOLIO_LOG={text:?} is not a valid filter ({error}); using \
+                 {default_level:?}. Use a level such as info or a list such as folio=debug,info"
+            );
+            tracing_subscriber::EnvFilter::new(default_level)
+        }),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
