@@ -216,8 +216,17 @@ impl Config {
     }
 }
 
-/// Variables read by the process itself rather than as configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["FOLIO_CONFIG", "FOLIO_LOG", "FOLIO_LOG_FORMAT"];
+/// `FOLIO_` variables that are not configuration keys: read by the process itself, by
+/// client commands (`import-aba`) or by the test suite.
+const NON_CONFIG_VARS: &[&str] = &[
+    "FOLIO_CONFIG",
+    "FOLIO_LOG",
+    "FOLIO_LOG_FORMAT",
+    "FOLIO_TOKEN",
+    "FOLIO_SERVER_URL",
+    "FOLIO_PYTHON",
+    "FOLIO_REGENERATE_GOLDEN",
+];
 
 fn overlay_env(root: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
     let Some(rest) = name.strip_prefix("FOLIO_") else {
@@ -279,6 +288,15 @@ mod tests {
         assert_eq!(config.server.listen_addr, "0.0.0.0:9000");
         assert_eq!(config.bank.max_attempts, 3);
         assert_eq!(config.data_dir, PathBuf::from("/var/lib/folio"));
+    }
+
+    #[test]
+    fn client_and_test_variables_are_not_config() {
+        let vars = env(&[
+            ("FOLIO_TOKEN", "folio_x_y"),
+            ("FOLIO_PYTHON", "/usr/bin/python3"),
+        ]);
+        assert!(Config::load(None, vars).is_ok());
     }
 
     #[test]
