@@ -372,23 +372,32 @@ impl PaymentRecorder {
 
     async fn record<P: EventPayload>(&self, payload: &P) -> anyhow::Result<()> {
         let mut version = self.version.lock().await;
+        let expected = ExpectedVersion::Exact(*version);
+        self.append(self.stream_id.clone(), expected, payload)
+            .await?;
+        *version += 1;
+        Ok(())
+    }
+
+    /// Appends one event caused by the payment's submission.
+    async fn append<P: EventPayload>(
+        &self,
+        stream_id: String,
+        expected: ExpectedVersion,
+        payload: &P,
+    ) -> anyhow::Result<()> {
         let mut event = draft(payload, &self.actor, self.correlation_id);
         event.causation_id = Some(self.causation_id);
         let write = StreamWrite {
-            stream_id: self.stream_id.clone(),
-            expected: ExpectedVersion::Exact(*version),
+            stream_id,
+            expected,
             events: vec![event],
         };
-        self.store
-            .append(
-                self.ledger_id,
-                AppendRequest {
-                    writes: vec![write],
-                    idempotency: None,
-                },
-            )
-            .await?;
-        *version += 1;
+        let request = AppendRequest {
+            writes: vec![write],
+            idempotency: None,
+        };
+        self.store.append(self.ledger_id, request).await?;
         Ok(())
     }
 }
@@ -464,22 +473,7 @@ impl DispatchRecorder for PaymentRecorder {
             to: to.to_owned(),
             reason: reason.to_owned(),
         };
-        let mut event = draft(&payload, &self.actor, self.correlation_id);
-        event.causation_id = Some(self.causation_id);
-        let write = StreamWrite {
-            stream_id: BANK_STREAM.to_owned(),
-            expected: ExpectedVersion::Any,
-            events: vec![event],
-        };
-        self.store
-            .append(
-                self.ledger_id,
-                AppendRequest {
-                    writes: vec![write],
-                    idempotency: None,
-                },
-            )
-            .await?;
-        Ok(())
+        self.append(BANK_STREAM.to_owned(), ExpectedVersion::Any, &payload)
+            .await
     }
 }

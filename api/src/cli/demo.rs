@@ -31,7 +31,7 @@ pub struct Args {
     /// expected to be rejected).
     #[arg(long, default_value = "fixtures/aba")]
     fixtures: PathBuf,
-    /// Longest wait for dispatch to settle, in seconds.
+    /// Maximum wait for dispatch to settle, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout_secs: u64,
 }
@@ -57,7 +57,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// What the demo observed.
+/// Observations of one demo run.
 #[derive(Debug, Default)]
 pub struct DemoReport {
     /// Data directory of the run.
