@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
 use curve25519_dalek::scalar::Scalar;
+use curve25519_dalek::traits::IsIdentity;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use rayon::prelude::*;
 
@@ -170,6 +171,20 @@ fn decompress_canonical(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
     (point.compress().to_bytes() == *bytes).then_some(point)
 }
 
+/// Returns whether `point` has no torsion component, in variable time (`R` is public).
+///
+/// `[L]P = [L - 1]P + P`. The scalar `L - 1` is `-1` reduced, and scalar multiplication
+/// multiplies by that integer on the full curve group, so a torsion component `T` of order
+/// dividing 8 survives as `[L]T`, which is not the identity because `L` is odd. This costs
+/// one variable-time scalar multiplication instead of the constant-time one of
+/// `EdwardsPoint::is_torsion_free`.
+fn is_torsion_free_vartime(point: &EdwardsPoint) -> bool {
+    let minus_one = -Scalar::ONE;
+    let product =
+        EdwardsPoint::vartime_double_scalar_mul_basepoint(&minus_one, point, &Scalar::ZERO);
+    (product + point).is_identity()
+}
+
 /// Checks that a public key is canonical, not weak and torsion-free.
 ///
 /// # Errors
@@ -199,7 +214,7 @@ pub fn check_signature_encoding(signature: &[u8; SIGNATURE_LEN]) -> Result<(), S
     if point.is_small_order() {
         return Err(SignatureError::SmallOrderR);
     }
-    if !point.is_torsion_free() {
+    if !is_torsion_free_vartime(&point) {
         return Err(SignatureError::RNotTorsionFree);
     }
     if !bool::from(Scalar::from_canonical_bytes(s).is_some()) {
@@ -304,4 +319,26 @@ fn batch_verifies(
     }
     let messages: Vec<&[u8]> = chunk.iter().map(|check| check.message.as_slice()).collect();
     ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok()
+}
+
+#[cfg(test)]
+mod torsion_tests {
+    use super::*;
+    use curve25519_dalek::constants::{ED25519_BASEPOINT_POINT, EIGHT_TORSION};
+
+    #[test]
+    fn vartime_torsion_check_matches_constant_time() {
+        let mut point = ED25519_BASEPOINT_POINT;
+        for step in 0..64u64 {
+            point = point + ED25519_BASEPOINT_POINT * Scalar::from(step + 3);
+            for torsion in EIGHT_TORSION.iter() {
+                let candidate = point + torsion;
+                assert_eq!(
+                    is_torsion_free_vartime(&candidate),
+                    candidate.is_torsion_free(),
+                    "step {step}"
+                );
+            }
+        }
+    }
 }
