@@ -830,6 +830,10 @@ fn assign(group: &mut Group, request: AppendRequest, currents: Vec<Option<u64>>)
     let first = group.next_position;
     let mut stream_versions = Vec::with_capacity(request.writes.len());
     for (write, current) in request.writes.into_iter().zip(currents) {
+        if write.events.is_empty() {
+            // A check-only write: `validate` has checked its version, and nothing changes.
+            continue;
+        }
         let mut version = current;
         for draft in write.events {
             let next = version.map_or(0, |v| v + 1);
@@ -840,7 +844,7 @@ fn assign(group: &mut Group, request: AppendRequest, currents: Vec<Option<u64>>)
             });
             version = Some(next);
         }
-        // The store rejects writes without events before they reach the sequencer.
+        // The write has events (checked above), so a version was assigned.
         let last = version.expect("a stream write has events");
         group.versions.insert(write.stream_id.clone(), Some(last));
         stream_versions.push((write.stream_id, last));

@@ -545,7 +545,7 @@ async fn current_public_key(
     Ok(current.ok_or_else(missing)?)
 }
 
-/// Checks what the sequencer must never see: empty or oversized requests, repeated streams,
+/// Checks what the sequencer must never see: requests without events or oversized, repeated streams,
 /// writes to the store's own `ledger` stream, and drafts over the record limits.
 fn check_request(request: &AppendRequest) -> Result<(), StoreError> {
     let invalid = |reason: String| Err(StoreError::InvalidAppend(reason));
@@ -560,9 +560,7 @@ fn check_request(request: &AppendRequest) -> Result<(), StoreError> {
         if !streams.insert(write.stream_id.as_str()) {
             return invalid(format!("stream {} appears twice", write.stream_id));
         }
-        if write.events.is_empty() {
-            return invalid(format!("write to stream {} has no events", write.stream_id));
-        }
+
         for draft in &write.events {
             draft
                 .check_limits()
@@ -576,6 +574,11 @@ fn check_request(request: &AppendRequest) -> Result<(), StoreError> {
             bytes += draft.payload.len() + draft.event_type.len() + draft.actor.id.len();
         }
         events += write.events.len();
+    }
+    if events == 0 {
+        // A write without events only checks its stream's version; an append must add
+        // something, or it would have no position to report.
+        return invalid("an append needs at least one event".into());
     }
     if events > MAX_EVENTS_PER_APPEND {
         return invalid(format!(

@@ -21,7 +21,8 @@ pub struct StreamWrite {
     pub stream_id: String,
     /// Version the stream must be at.
     pub expected: ExpectedVersion,
-    /// Events to append, in order; at least one.
+    /// Events to append, in order. An empty list only checks `expected`, so a decision can
+    /// rest on a stream it does not change (at least one write of an append has events).
     pub events: Vec<EventDraft>,
 }
 
@@ -69,7 +70,7 @@ pub struct AppendResult {
     pub last_position: u64,
     /// Hash of the last event appended.
     pub last_hash: [u8; HASH_LEN],
-    /// New last version of each stream written, in request order.
+    /// New last version of each stream that received events, in request order.
     pub stream_versions: Vec<(String, u64)>,
 }
 

@@ -399,6 +399,62 @@ async fn multi_stream_append_is_atomic(h: Harness) {
     assert_eq!(h.store.head(h.ledger).await.unwrap().position, 3);
 }
 
+async fn check_only_write_guards_append(h: Harness) {
+    committed(
+        h.append(request(vec![write(
+            "allowlist",
+            ExpectedVersion::NoStream,
+            1,
+        )]))
+        .await
+        .unwrap(),
+    );
+
+    // The allow-list is at version 0: a payment that relied on it commits, and the
+    // allow-list stream does not change.
+    let pinned = request(vec![
+        write("payment-1", ExpectedVersion::NoStream, 1),
+        write("allowlist", ExpectedVersion::Exact(0), 0),
+    ]);
+    let result = committed(h.append(pinned).await.unwrap());
+    assert_eq!(result.stream_versions, vec![("payment-1".to_string(), 0)]);
+    assert_eq!(
+        h.store
+            .read_stream(h.ledger, "allowlist", 0, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // The allow-list moved on: a payment decided on version 0 is rejected whole.
+    committed(
+        h.append(request(vec![write(
+            "allowlist",
+            ExpectedVersion::Exact(0),
+            1,
+        )]))
+        .await
+        .unwrap(),
+    );
+    let stale = request(vec![
+        write("payment-2", ExpectedVersion::NoStream, 1),
+        write("allowlist", ExpectedVersion::Exact(0), 0),
+    ]);
+    let conflict = h.append(stale).await;
+    assert!(
+        matches!(&conflict, Err(StoreError::WrongExpectedVersion { stream_id, actual: Some(1), .. }) if stream_id == "allowlist"),
+        "{conflict:?}"
+    );
+    assert!(h
+        .store
+        .read_stream(h.ledger, "payment-2", 0, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(h.store.head(h.ledger).await.unwrap().position, 3);
+}
+
 async fn idempotency_duplicate_and_reuse(h: Harness) {
     let mut first = request(vec![write("p", ExpectedVersion::NoStream, 2)]);
     first.idempotency = Some(claim("key-1", "body-a"));
@@ -668,6 +724,14 @@ async fn invalid_requests_rejected(h: Harness) {
         h.append(no_events).await,
         Err(StoreError::InvalidAppend(_))
     ));
+    let only_checks = request(vec![
+        write("x", ExpectedVersion::NoStream, 0),
+        write("y", ExpectedVersion::NoStream, 0),
+    ]);
+    assert!(matches!(
+        h.append(only_checks).await,
+        Err(StoreError::InvalidAppend(_))
+    ));
     let too_many = request(vec![write("x", ExpectedVersion::Any, 10_001)]);
     assert!(matches!(
         h.append(too_many).await,
@@ -851,6 +915,7 @@ contract_tests!(
     expected_version_rules,
     concurrent_same_version_one_wins,
     multi_stream_append_is_atomic,
+    check_only_write_guards_append,
     idempotency_duplicate_and_reuse,
     concurrent_same_key_commits_once,
     many_concurrent_callers_gapless,

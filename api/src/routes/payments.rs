@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::auth::{Caller, Scope};
 use crate::commands::{self, draft, Decision};
 use crate::problem::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, ALLOW_LIST_STREAM};
 
 /// Most detail records accepted in one ABA file.
 pub const MAX_ABA_RECORDS: usize = 5_000;
@@ -56,10 +56,7 @@ pub(crate) async fn submit(
     let actor = caller.actor();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        // NOTE: the append does not pin the allow-list's stream version, so a removal
-        // committed between this read and the append does not stop the payment.
-        // TODO: pin it once the store accepts a version check without new events.
-        let (allow_list, _) = state.allow_list(ledger_id).await?;
+        let (allow_list, version) = state.allow_list(ledger_id).await?;
         let payment_id = Uuid::now_v7();
         let payment = PaymentRequest {
             payment_id,
@@ -70,7 +67,7 @@ pub(crate) async fn submit(
             source: PaymentSource::Api,
         };
         let decision = decide_submission(&policy, &allow_list, payment, ledger_id);
-        Ok(match decision {
+        let mut decision = match decision {
             Ok(submitted) => accepted(&submitted, &actor, correlation_id),
             Err(rejection) => rejected(
                 payment_id,
@@ -79,9 +76,26 @@ pub(crate) async fn submit(
                 &actor,
                 correlation_id,
             ),
-        })
+        };
+        decision.writes.push(pin_allow_list(version));
+        Ok(decision)
     })
     .await
+}
+
+/// A check-only write: the append commits only if the allow-list is still at the version
+/// the decision read, so a payee removed meanwhile is never paid (the command is decided
+/// again on a conflict).
+fn pin_allow_list(version: Option<u64>) -> StreamWrite {
+    let expected = match version {
+        Some(version) => ExpectedVersion::Exact(version),
+        None => ExpectedVersion::NoStream,
+    };
+    StreamWrite {
+        stream_id: ALLOW_LIST_STREAM.to_owned(),
+        expected,
+        events: Vec::new(),
+    }
 }
 
 fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -> Decision {
@@ -156,15 +170,17 @@ pub(crate) async fn submit_batch(
     commands::run(&state, ledger_id, &request, &body, || async {
         let file_hash = *blake3::hash(&body).as_bytes();
         crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
-        let (allow_list, _) = state.allow_list(ledger_id).await?;
-        crate::aba_import::decide(
+        let (allow_list, version) = state.allow_list(ledger_id).await?;
+        let batch = crate::aba_import::decide(
             &state.payment_policy(),
             &allow_list,
             &file,
             &body,
             ledger_id,
-        )
-        .map(|batch| batch.into_decision(&actor, correlation_id))
+        )?;
+        let mut decision = batch.into_decision(&actor, correlation_id);
+        decision.writes.push(pin_allow_list(version));
+        Ok(decision)
     })
     .await
 }
