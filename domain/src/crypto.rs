@@ -330,7 +330,7 @@ mod torsion_tests {
     fn vartime_torsion_check_matches_constant_time() {
         let mut point = ED25519_BASEPOINT_POINT;
         for step in 0..64u64 {
-            point = point + ED25519_BASEPOINT_POINT * Scalar::from(step + 3);
+            point += ED25519_BASEPOINT_POINT * Scalar::from(step + 3);
             for torsion in EIGHT_TORSION.iter() {
                 let candidate = point + torsion;
                 assert_eq!(
