@@ -115,6 +115,17 @@ impl AllowListError {
     }
 }
 
+/// Returns a BSB account with the leading zeros of its number dropped; `None` for an IBAN.
+fn account_lookalike_key(account: &PayeeAccount) -> Option<(String, String)> {
+    match account {
+        PayeeAccount::Bsb { bsb, account } => {
+            let digits = account.trim_start_matches('0');
+            Some((bsb.clone(), digits.to_owned()))
+        }
+        PayeeAccount::Iban { .. } => None,
+    }
+}
+
 /// A stored payee event contradicts the allow-list rebuilt so far.
 ///
 /// The rules above never produce such an event, so this means the history was
@@ -233,11 +244,17 @@ impl AllowList {
             });
         }
 
+        // Look-alikes: names with the same skeleton, and BSB accounts that differ only in
+        // leading zeros (000123 and 123 at one BSB), which some banks treat as one account.
         let key = lookalike_key(name);
+        let account_key = account_lookalike_key(&account);
         let lookalike_of = self
             .payees
             .values()
-            .filter(|p| p.lookalike_key == key)
+            .filter(|p| {
+                p.lookalike_key == key
+                    || (account_key.is_some() && account_lookalike_key(&p.account) == account_key)
+            })
             .map(|p| p.payee_id)
             .collect();
         Ok(PayeeAdded {
@@ -481,6 +498,23 @@ mod tests {
         assert!(list.find_by_account(&bsb("123-456", "42")).is_none());
         add(&mut list, 2, "Acme", bsb("123-456", "42"));
         assert_eq!(list.len(), 1);
+    }
+
+    #[test]
+    fn leading_zero_accounts_flagged() {
+        let mut list = AllowList::new();
+        add(&mut list, 1, "Jane Citizen", bsb("012003", "000123"));
+        let other = list
+            .propose_add(id(2), "Acme Pty Ltd", &bsb("012-003", "123"))
+            .unwrap();
+        assert_eq!(other.lookalike_of, vec![id(1)]);
+        let elsewhere = list
+            .propose_add(id(3), "Acme Pty Ltd", &bsb("012-004", "123"))
+            .unwrap();
+        assert!(
+            elsewhere.lookalike_of.is_empty(),
+            "another BSB is another account"
+        );
     }
 
     #[test]
