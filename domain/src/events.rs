@@ -186,6 +186,12 @@ payload!(PaymentSubmitted, "payment.submitted", 1);
 pub struct PaymentRejected {
     /// Payment id that was allocated to the request.
     pub payment_id: Uuid,
+    /// Payee the request named (not necessarily on the allow-list).
+    pub payee_id: Uuid,
+    /// Amount requested, in minor units (already checked to be a positive integer).
+    pub amount_minor: u64,
+    /// Currency code as requested.
+    pub currency: String,
     /// Stable rejection code, as returned by the API.
     pub code: String,
     /// Human-readable reason.

@@ -282,10 +282,13 @@ async fn insert_rejected(
     context: &EventContext<'_>,
     e: &PaymentRejected,
 ) -> Result<(), ProjectionError> {
+    let amount = i64::try_from(e.amount_minor)
+        .map_err(|_| context.inconsistent(format!("amount {} exceeds i64", e.amount_minor)))?;
     sqlx::query(
         "INSERT INTO payments (ledger_id, payment_id, first_position, status, attempts,
-            last_error_kind, last_error, updated_at_micros, updated_position)
-         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $3)",
+            last_error_kind, last_error, updated_at_micros, updated_position,
+            payee_id, amount_minor, currency)
+         VALUES ($1, $2, $3, $4, 0, $5, $6, $7, $3, $8, $9, $10)",
     )
     .bind(&context.ledger)
     .bind(e.payment_id.to_string())
@@ -294,6 +297,9 @@ async fn insert_rejected(
     .bind(&e.code)
     .bind(&e.detail)
     .bind(context.at_micros)
+    .bind(e.payee_id.to_string())
+    .bind(amount)
+    .bind(&e.currency)
     .execute(&mut *conn)
     .await?;
     Ok(())

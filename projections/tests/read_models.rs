@@ -222,7 +222,12 @@ async fn payments_track_status_and_history() {
         .item
         .payment;
     assert_eq!(rejected.status, Rejected);
-    assert_eq!(rejected.amount_minor, None);
+    assert_eq!(
+        rejected.amount_minor,
+        Some(700),
+        "the rejection keeps the requested amount"
+    );
+    assert_eq!(rejected.currency.as_deref(), Some("AUD"));
     assert_eq!(
         rejected.last_error_kind.as_deref(),
         Some("payee_not_allowed")

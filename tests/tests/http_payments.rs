@@ -215,6 +215,20 @@ async fn payee_not_allow_listed_is_recorded() {
         .unwrap();
     assert_eq!(audit["items"].as_array().unwrap().len(), 1);
     assert_eq!(stack.sim.ledger_stats().calls, 0);
+
+    let payment = body["payment_id"].as_str().unwrap();
+    let (_, view) = stack
+        .get(&format!(
+            "/v1/ledgers/{ledger}/payments/{payment}?min_position={position}"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "rejected", "{view}");
+    assert_eq!(
+        view["amount_minor"], 100,
+        "the rejection keeps what was requested"
+    );
+    assert_eq!(view["payee_id"], stranger.to_string());
     stack.stop().await.unwrap();
 }
 

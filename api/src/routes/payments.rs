@@ -66,11 +66,12 @@ pub(crate) async fn submit(
             reference: input.reference.clone(),
             source: PaymentSource::Api,
         };
+        let requested = payment.clone();
         let decision = decide_submission(&policy, &allow_list, payment, ledger_id);
         let mut decision = match decision {
             Ok(submitted) => accepted(&submitted, &actor, correlation_id),
             Err(rejection) => rejected(
-                payment_id,
+                &requested,
                 rejection.code(),
                 rejection.to_string(),
                 &actor,
@@ -120,16 +121,20 @@ fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -
 }
 
 fn rejected(
-    payment_id: Uuid,
+    requested: &PaymentRequest,
     code: &'static str,
     detail: String,
     actor: &Actor,
     correlation_id: Uuid,
 ) -> Decision {
+    let payment_id = requested.payment_id;
     let problem = ApiError::rejected(code, detail.clone()).with("payment_id", json!(payment_id));
     let body: Value = serde_json::from_slice(&problem.body()).unwrap_or(Value::Null);
     let event = PaymentRejected {
         payment_id,
+        payee_id: requested.payee_id,
+        amount_minor: requested.amount_minor,
+        currency: requested.currency.clone(),
         code: code.to_owned(),
         detail,
     };

@@ -327,6 +327,9 @@ pub async fn write_story(store: &EventStore) -> Story {
     let rejected = Uuid::now_v7();
     let rejection = PaymentRejected {
         payment_id: rejected,
+        payee_id: Uuid::nil(),
+        amount_minor: 700,
+        currency: "AUD".into(),
         code: "payee_not_allowed".into(),
         detail: "payee is not on the allow-list".into(),
     };
