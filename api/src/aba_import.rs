@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::commands::{draft, Decision};
 use crate::problem::ApiError;
-use crate::routes::payments::stream_id;
+use crate::state::payment_stream;
 
 /// Stream of the `aba.batch_imported` event, named by the file's hash, so the store itself
 /// rejects a second import of the same bytes (the append expects no such stream).
@@ -109,7 +109,7 @@ pub fn decide(
 }
 
 impl AbaBatch {
-    /// The response and the atomic append: the batch stream and one stream per payment.
+    /// Builds the response and the atomic append: the batch stream and one stream per payment.
     pub fn into_decision(self, actor: &Actor, correlation_id: Uuid) -> Decision {
         let batch_id = self.imported.batch_id;
         let mut writes = vec![StreamWrite {
@@ -126,7 +126,7 @@ impl AbaBatch {
                 "payee_id": payment.payee_id,
             }));
             writes.push(StreamWrite {
-                stream_id: stream_id(payment.payment_id),
+                stream_id: payment_stream(payment.payment_id),
                 expected: ExpectedVersion::NoStream,
                 events: vec![draft(payment, actor, correlation_id)],
             });

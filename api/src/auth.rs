@@ -317,7 +317,7 @@ impl Caller {
         }
     }
 
-    /// The actor recorded in events caused by this caller.
+    /// Returns the actor recorded in events caused by this caller.
     pub fn actor(&self) -> Actor {
         Actor {
             kind: ActorKind::ApiClient,
@@ -355,12 +355,18 @@ impl FromRequest for Caller {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn issued_token_authenticates() {
+    /// Opens a token store in a new temporary directory, kept alive by the returned guard.
+    async fn token_store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
         let store = TokenStore::open(&dir.path().join("auth.sqlite"))
             .await
             .unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn issued_token_authenticates() {
+        let (_dir, store) = token_store().await;
         let scopes = parse_scopes("payments:submit,payments:read").unwrap();
         let token = store.issue("payroll-co", &scopes, None, 0).await.unwrap();
 
@@ -372,10 +378,7 @@ mod tests {
 
     #[tokio::test]
     async fn revoked_token_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
-            .await
-            .unwrap();
+        let (_dir, store) = token_store().await;
         let token = store
             .issue("c", &parse_scopes("all").unwrap(), None, 0)
             .await
@@ -393,10 +396,7 @@ mod tests {
 
     #[tokio::test]
     async fn wrong_secret_is_rejected() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
-            .await
-            .unwrap();
+        let (_dir, store) = token_store().await;
         let token = store
             .issue("c", &parse_scopes("all").unwrap(), None, 0)
             .await

@@ -42,7 +42,7 @@ impl Default for Config {
 pub struct ServerConfig {
     /// Address to listen on, such as `127.0.0.1:8080`.
     pub listen_addr: String,
-    /// Longest wait, in milliseconds, for a read model to reach a query's `min_position`.
+    /// Maximum wait, in milliseconds, for a read model to reach a query's `min_position`.
     pub min_position_wait_ms: u64,
     /// Maximum request body size in bytes (ABA files included).
     pub max_body_bytes: usize,

@@ -361,7 +361,7 @@ impl PaymentRecorder {
             store: store.clone(),
             ledger_id,
             payment_id,
-            stream_id: crate::routes::payments::stream_id(payment_id),
+            stream_id: crate::state::payment_stream(payment_id),
             version: tokio::sync::Mutex::new(pending.stream_version),
             correlation_id: pending.correlation_id,
             causation_id: pending.submitted_event,

@@ -23,6 +23,12 @@ use crate::problem::ApiError;
 /// Stream holding a ledger's allow-list changes.
 pub const ALLOW_LIST_STREAM: &str = "allowlist";
 
+/// Returns the stream id of a payment, shared by the commands that write it and the
+/// dispatcher that follows it.
+pub fn payment_stream(payment_id: Uuid) -> String {
+    format!("payment-{payment_id}")
+}
+
 /// Events read from the allow-list stream per store call.
 const ALLOW_LIST_PAGE: u32 = 1_000;
 

@@ -95,7 +95,7 @@ pub struct LedgerKeyRotated {
     pub key_algorithm: u8,
     /// The new signing public key.
     pub new_public_key: [u8; 32],
-    /// Why the key rotates (scheduled, suspected compromise, ...).
+    /// Reason for the rotation (scheduled, suspected compromise, ...).
     pub reason: String,
 }
 payload!(LedgerKeyRotated, "ledger.key_rotated", 1);
@@ -143,7 +143,7 @@ pub struct PayeeRemoved {
 }
 payload!(PayeeRemoved, "payee.removed", 1);
 
-/// Where a payment came from.
+/// Origin of a payment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PaymentSource {
     /// A single `POST .../payments`.

@@ -35,7 +35,7 @@ pub enum SigAlg {
     Ed25519 = 1,
 }
 
-/// Who performed an action.
+/// Kind of actor that performed an action.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ActorKind {
@@ -59,7 +59,7 @@ pub struct Actor {
 }
 
 impl Actor {
-    /// The system actor, named after the component that acts (for example `dispatcher`).
+    /// Returns the system actor, named after the component that acts (for example `dispatcher`).
     pub fn system(component: &str) -> Self {
         Actor {
             kind: ActorKind::System,

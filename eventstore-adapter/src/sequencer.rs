@@ -970,7 +970,6 @@ mod tests {
     #[tokio::test]
     async fn group_resolves_conflicts_in_queue_order() {
         let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
-        let (commands, queue) = mpsc::channel(16);
         let requests = [
             request("a", ExpectedVersion::NoStream, Some(("k", 1))),
             // Same key and hash as the first: a duplicate of it, inside the same group.
@@ -982,22 +981,7 @@ mod tests {
             // Follows the version the first request assigned to stream `a`.
             request("a", ExpectedVersion::Exact(1), None),
         ];
-        let mut answers = Vec::new();
-        for request in requests {
-            let (reply, answer) = oneshot::channel();
-            commands
-                .try_send(Command::Append { request, reply })
-                .unwrap();
-            answers.push(answer);
-        }
-        // Every request is queued before the task starts, so they form one group.
-        drop(commands);
-        sequencer.run(queue).await;
-
-        let mut results = Vec::new();
-        for answer in answers {
-            results.push(answer.await.unwrap());
-        }
+        let results = run_queued(sequencer, requests).await;
         let Ok(AppendOutcome::Committed(first)) = &results[0] else {
             panic!("{:?}", results[0])
         };
@@ -1071,28 +1055,13 @@ mod tests {
         };
         backend.commit(batch).await.unwrap();
 
-        let (commands, queue) = mpsc::channel(16);
         let requests = [
             request("a", ExpectedVersion::NoStream, Some(("k", 1))),
             request("b", ExpectedVersion::NoStream, Some(("k", 1))),
             request("a", ExpectedVersion::NoStream, None),
             request("other", ExpectedVersion::NoStream, None),
         ];
-        let mut answers = Vec::new();
-        for request in requests {
-            let (reply, answer) = oneshot::channel();
-            commands
-                .try_send(Command::Append { request, reply })
-                .unwrap();
-            answers.push(answer);
-        }
-        drop(commands);
-        sequencer.run(queue).await;
-
-        let mut results = Vec::new();
-        for answer in answers {
-            results.push(answer.await.unwrap());
-        }
+        let results = run_queued(sequencer, requests).await;
         for result in &results[..3] {
             let Err(StoreError::CommitFailed(error)) = result else {
                 panic!("{result:?}")
@@ -1202,21 +1171,10 @@ mod tests {
     async fn failed_lookup_rejects_whole_group() {
         let (mut sequencer, backend, ledger_id) = sequencer_over_memory().await;
         sequencer.backend = Arc::new(Faults::new(Arc::clone(&backend), true, false));
-        let (commands, queue) = mpsc::channel(16);
-        let mut answers = Vec::new();
-        for stream in ["a", "b", "c"] {
-            let (reply, answer) = oneshot::channel();
-            let request = request(stream, ExpectedVersion::NoStream, Some((stream, 1)));
-            commands
-                .try_send(Command::Append { request, reply })
-                .unwrap();
-            answers.push(answer);
-        }
-        drop(commands);
-        sequencer.run(queue).await;
+        let requests = ["a", "b", "c"]
+            .map(|stream| request(stream, ExpectedVersion::NoStream, Some((stream, 1))));
 
-        for answer in answers {
-            let result = answer.await.unwrap();
+        for result in run_queued(sequencer, requests).await {
             assert!(
                 matches!(
                     result,
@@ -1254,6 +1212,15 @@ mod tests {
             // Conflicts with the first group's versions of stream `a`.
             request("a", ExpectedVersion::NoStream, None),
         ];
+        run_queued(sequencer, requests).await
+    }
+
+    /// Queues every request before the sequencer starts, so grouping does not depend on
+    /// timing, runs it until the queue is empty, and returns the answers in queue order.
+    async fn run_queued<const N: usize>(
+        sequencer: Sequencer,
+        requests: [AppendRequest; N],
+    ) -> Vec<Result<AppendOutcome, StoreError>> {
         let (commands, queue) = mpsc::channel(16);
         let mut answers = Vec::new();
         for request in requests {
@@ -1265,6 +1232,7 @@ mod tests {
         }
         drop(commands);
         sequencer.run(queue).await;
+
         let mut results = Vec::new();
         for answer in answers {
             results.push(answer.await.unwrap());

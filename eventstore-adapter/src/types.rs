@@ -61,7 +61,7 @@ pub struct AppendRequest {
     pub idempotency: Option<IdempotencyClaim>,
 }
 
-/// Where a committed append landed.
+/// Positions and versions of a committed append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendResult {
     /// Position of the first event appended.
@@ -114,7 +114,7 @@ pub struct LedgerInfo {
     pub head: ChainHead,
 }
 
-/// What a backend commits in one transaction.
+/// Events, idempotency claims and signed head that a backend commits in one transaction.
 #[derive(Debug, Clone)]
 pub struct CommitBatch {
     /// Ledger written.

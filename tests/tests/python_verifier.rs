@@ -13,7 +13,7 @@ use folio_e2e::golden::VERDICTS_FILE;
 const INSTALL_HINT: &str = "run .ci/test, or pip install -r tests/verifier/requirements.txt \
                             and set FOLIO_PYTHON to that interpreter";
 
-/// The Python interpreter to run the verifier with.
+/// Returns a command for the Python interpreter that runs the verifier.
 fn python() -> Command {
     Command::new(std::env::var_os("FOLIO_PYTHON").unwrap_or_else(|| "python3".into()))
 }

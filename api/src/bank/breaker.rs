@@ -397,7 +397,7 @@ impl Drop for BreakerPermit<'_> {
 mod tests {
     use super::*;
 
-    /// A clock that moves only when told to.
+    /// A clock that moves only when the test advances it.
     struct ManualClock(Mutex<Instant>);
 
     impl ManualClock {

@@ -24,7 +24,7 @@ use super::{
 /// payment.
 #[async_trait]
 pub trait DispatchRecorder: Send + Sync {
-    /// The bank is about to be called for attempt `attempt` (a `DispatchAttempted` event).
+    /// Records that the bank is about to be called for attempt `attempt` (a `DispatchAttempted` event).
     ///
     /// Not called for attempts the open breaker rejects, because those never reach the bank.
     async fn attempted(&self, payment_id: Uuid, attempt: u32) -> anyhow::Result<()>;
@@ -40,7 +40,7 @@ pub trait DispatchRecorder: Send + Sync {
         retry_in: Option<Duration>,
     ) -> anyhow::Result<()>;
 
-    /// The bank accepted the payment on attempt `attempt` (a `ReceiptRecorded` event).
+    /// Records that the bank accepted the payment on attempt `attempt` (a `ReceiptRecorded` event).
     async fn receipted(
         &self,
         payment_id: Uuid,
@@ -48,7 +48,7 @@ pub trait DispatchRecorder: Send + Sync {
         receipt: &BankReceipt,
     ) -> anyhow::Result<()>;
 
-    /// The payment is given up and goes to the dead-letter queue (a `PaymentDeadLettered`
+    /// Records that the payment is given up and goes to the dead-letter queue (a `PaymentDeadLettered`
     /// event). `attempts` is the number of the last attempt, which counts attempts made in
     /// earlier dispatches of this payment too.
     async fn dead_lettered(
@@ -58,7 +58,7 @@ pub trait DispatchRecorder: Send + Sync {
         last_error: &BankError,
     ) -> anyhow::Result<()>;
 
-    /// The circuit breaker changed state (a `BreakerStateChanged` event). States are spelt
+    /// Records that the circuit breaker changed state (a `BreakerStateChanged` event). States are spelt
     /// as [`BreakerState::as_str`] returns them: `closed`, `open` or `half_open`. Reported
     /// by the one dispatch whose call caused the change.
     async fn breaker_changed(&self, from: &str, to: &str, reason: &str) -> anyhow::Result<()>;
@@ -150,7 +150,7 @@ fn next_delay(
     let jittered = policy.jittered_delay(attempt_in_dispatch, &mut rand::thread_rng());
     match error {
         // Waiting out the cool-down keeps a short outage from using up every attempt
-        // while no call can reach the bank; the jitter spreads the waiting payments so
+        // while no call can reach the bank. The jitter spreads the waiting payments, so
         // they do not all meet the single half-open probe at once.
         BankError::BreakerOpen { retry_after_ms } => {
             Some(Duration::from_millis(*retry_after_ms).saturating_add(jittered))

@@ -21,7 +21,7 @@ pub struct Args {
     /// Delay of `slow` mode, in milliseconds.
     #[arg(long, default_value_t = 2_000)]
     delay_ms: u64,
-    /// Apply the fault mode to this many calls only, then answer normally.
+    /// Apply the fault mode to this many calls only, then respond normally.
     #[arg(long)]
     count: Option<u64>,
 }

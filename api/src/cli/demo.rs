@@ -1,9 +1,9 @@
 //! `folio demo`: the main job end to end on the embedded store.
 //!
-//! Starts a bank simulator over mutual TLS and a Folio server on loopback,
-//! allow-lists the payees of the ABA fixtures, submits the files and some
-//! single payments over HTTP, makes the bank fail and time out, waits for
-//! dispatch to settle, then verifies the ledger and prints a summary. The exit
+//! It starts a bank simulator over mutual TLS and a Folio server on loopback,
+//! and allow-lists the payees of the ABA fixtures. It submits the files and some
+//! single payments over HTTP, makes the bank fail and time out, and waits for
+//! dispatch to settle. Then it verifies the ledger and prints a summary. The exit
 //! code is 0 only if every expectation held and the ledger verifies.
 
 use std::path::{Path, PathBuf};
@@ -89,7 +89,7 @@ pub struct DemoReport {
 }
 
 impl DemoReport {
-    /// Whether every check passed and the ledger verified.
+    /// Returns whether every check passed and the ledger verified.
     pub fn ok(&self) -> bool {
         self.verified && self.checks.iter().all(|(_, passed)| *passed)
     }
@@ -146,7 +146,7 @@ impl DemoReport {
 /// Runs the whole demo in `data_dir`.
 ///
 /// # Errors
-/// Fails when a component cannot start or the server answers unexpectedly.
+/// Fails when a component cannot start or the server returns an unexpected response.
 pub async fn run_demo(
     data_dir: &Path,
     fixtures: &Path,
@@ -256,7 +256,7 @@ async fn drive(
     wait_settled(client, ledger_id, timeout).await?;
     sim.set_fault(FaultMode::Ok, None);
 
-    // The bank answers once too slowly: the retry carries the same key and pays once.
+    // The bank responds once too slowly: the retry carries the same key and pays once.
     sim.set_fault(FaultMode::Slow { delay_ms: 1_500 }, Some(1));
     client
         .submit_payment(ledger_id, first_payee, 1_003, &Uuid::now_v7().to_string())

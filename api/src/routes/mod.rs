@@ -57,7 +57,7 @@ pub(crate) async fn wait_for(
     ledger_id: Uuid,
     min_position: Option<u64>,
 ) -> Result<(), ApiError> {
-    // The store, not the read model, says whether the ledger exists and how far it goes.
+    // The store, not the read model, decides whether the ledger exists and how far it goes.
     let head = state.store.head(ledger_id).await?;
     let Some(min_position) = min_position else {
         return Ok(());

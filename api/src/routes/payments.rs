@@ -14,15 +14,10 @@ use uuid::Uuid;
 use crate::auth::{Caller, Scope};
 use crate::commands::{self, draft, Decision};
 use crate::problem::ApiError;
-use crate::state::{AppState, ALLOW_LIST_STREAM};
+use crate::state::{payment_stream, AppState, ALLOW_LIST_STREAM};
 
 /// Most detail records accepted in one ABA file.
 pub const MAX_ABA_RECORDS: usize = 5_000;
-
-/// Stream id of a payment.
-pub fn stream_id(payment_id: Uuid) -> String {
-    format!("payment-{payment_id}")
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,7 +104,7 @@ fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -
         "bank_idempotency_key": submitted.bank_idempotency_key,
     });
     let write = StreamWrite {
-        stream_id: stream_id(submitted.payment_id),
+        stream_id: payment_stream(submitted.payment_id),
         expected: ExpectedVersion::NoStream,
         events: vec![draft(submitted, actor, correlation_id)],
     };
@@ -139,7 +134,7 @@ fn rejected(
         detail,
     };
     let write = StreamWrite {
-        stream_id: stream_id(payment_id),
+        stream_id: payment_stream(payment_id),
         expected: ExpectedVersion::NoStream,
         events: vec![draft(&event, actor, correlation_id)],
     };
