@@ -46,6 +46,11 @@ pub struct ServerConfig {
     pub min_position_wait_ms: u64,
     /// Maximum request body size in bytes (ABA files included).
     pub max_body_bytes: usize,
+    /// PEM file of the server certificate chain. When set, the listener speaks TLS 1.3
+    /// only; when empty, plain HTTP is allowed on a loopback address and nowhere else.
+    pub tls_cert: PathBuf,
+    /// PEM file of the server's private key; set together with `tls_cert`.
+    pub tls_key: PathBuf,
 }
 
 impl Default for ServerConfig {
@@ -54,7 +59,42 @@ impl Default for ServerConfig {
             listen_addr: "127.0.0.1:8080".to_owned(),
             min_position_wait_ms: 2_000,
             max_body_bytes: 8 * 1024 * 1024,
+            tls_cert: PathBuf::new(),
+            tls_key: PathBuf::new(),
         }
+    }
+}
+
+impl ServerConfig {
+    /// Returns true when the listener serves TLS (`tls_cert` and `tls_key` are set).
+    pub fn uses_tls(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
+
+    /// Checks that the certificate and key come as a pair, and that plain HTTP is used only
+    /// on a loopback address, so a token never crosses a network in the clear.
+    fn validate_tls(&self) -> anyhow::Result<()> {
+        let has_cert = !self.tls_cert.as_os_str().is_empty();
+        let has_key = !self.tls_key.as_os_str().is_empty();
+        if has_cert != has_key {
+            bail!("server.tls_cert and server.tls_key must be set together; set both PEM paths");
+        }
+        if !has_cert && !is_loopback_addr(&self.listen_addr) {
+            bail!(
+                "server.listen_addr {} is not a loopback address and server.tls_cert is empty; \
+                 set server.tls_cert and server.tls_key (TLS 1.3), or listen on 127.0.0.1",
+                self.listen_addr
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Returns true for `127.x.x.x:port`, `[::1]:port` and `localhost:port`.
+fn is_loopback_addr(listen_addr: &str) -> bool {
+    match listen_addr.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen_addr.starts_with("localhost:"),
     }
 }
 
@@ -208,6 +248,7 @@ impl Config {
         if self.server.max_body_bytes == 0 {
             bail!("server.max_body_bytes is 0; set the largest request body in bytes");
         }
+        self.server.validate_tls()?;
         self.bank.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
@@ -274,11 +315,38 @@ mod tests {
     }
 
     #[test]
+    fn plaintext_listener_off_loopback_is_rejected() {
+        let error = Config::load(None, env(&[("FOLIO_SERVER__LISTEN_ADDR", "0.0.0.0:8080")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("0.0.0.0:8080"), "{error}");
+        assert!(error.contains("server.tls_cert"), "{error}");
+    }
+
+    #[test]
+    fn plaintext_listener_on_loopback_is_accepted() {
+        for addr in ["127.0.0.1:8080", "[::1]:8080", "localhost:8080"] {
+            let config = Config::load(None, env(&[("FOLIO_SERVER__LISTEN_ADDR", addr)]));
+            assert!(config.is_ok(), "{addr}: {config:?}");
+        }
+    }
+
+    #[test]
+    fn tls_cert_without_key_is_rejected() {
+        let error = Config::load(None, env(&[("FOLIO_SERVER__TLS_CERT", "/etc/folio/a.crt")]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("server.tls_key"), "{error}");
+    }
+
+    #[test]
     fn env_overrides_nested_keys() {
         let config = Config::load(
             None,
             env(&[
                 ("FOLIO_SERVER__LISTEN_ADDR", "0.0.0.0:9000"),
+                ("FOLIO_SERVER__TLS_CERT", "/etc/folio/tls/server.crt"),
+                ("FOLIO_SERVER__TLS_KEY", "/etc/folio/tls/server.key"),
                 ("FOLIO_BANK__MAX_ATTEMPTS", "3"),
                 ("FOLIO_DATA_DIR", "/var/lib/folio"),
                 ("HOME", "/root"),

@@ -45,6 +45,15 @@ pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<R
     let data = web::Data::from(Arc::clone(&state));
     let tokens = web::Data::new(state.tokens.clone());
     let max_body = state.config.server.max_body_bytes;
+    let tls = if state.config.server.uses_tls() {
+        let server = &state.config.server;
+        Some(crate::tls::api_server_config(
+            &server.tls_cert,
+            &server.tls_key,
+        )?)
+    } else {
+        None
+    };
     let server = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
@@ -60,17 +69,19 @@ pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<R
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 move |response| body_too_large(response, max_body),
             ))
-            .wrap(middleware::Logger::new("%r %s %Dms").log_target("folio::http"))
+            .wrap(middleware::from_fn(crate::request_id::assign))
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(ApiError::not_found(
                     "no such route; see /openapi.json for the API",
                 ))
             }))
-    })
-    .listen(listener)?
-    .shutdown_timeout(10)
-    .run();
+    });
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    };
+    let server = server.shutdown_timeout(10).run();
     let handle = server.handle();
     Ok(RunningServer {
         addr,

@@ -102,6 +102,30 @@ pub enum PemError {
     },
 }
 
+/// Builds the API listener's TLS configuration: TLS 1.3 only, on the ring provider, with
+/// the certificate chain and key read from PEM files. Client certificates are not requested,
+/// because API clients authenticate with bearer tokens and operator sessions.
+///
+/// # Errors
+/// Names the file that cannot be read or the pair that does not match.
+pub fn api_server_config(cert: &Path, key: &Path) -> anyhow::Result<rustls::ServerConfig> {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let certs = load_certs(cert)?;
+    let key_der = load_private_key(key)?;
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .context("the ring provider does not offer TLS 1.3")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .with_context(|| {
+            format!(
+                "server.tls_cert {} and server.tls_key {} do not form a valid pair",
+                cert.display(),
+                key.display()
+            )
+        })
+}
+
 /// Generates a development PKI for `localhost` and `127.0.0.1` into `dir`.
 ///
 /// Writes a CA certificate, a server certificate and a client certificate, each signed by

@@ -13,6 +13,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 /// Folio: a tamper-evident, event-sourced payments ledger.
 #[derive(Debug, Parser)]
@@ -93,7 +96,9 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 /// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (else `default_level`), JSON
-/// lines when `FOLIO_LOG_FORMAT=json`, to standard error.
+/// lines when `FOLIO_LOG_FORMAT=json`, to standard error, every line masked by
+/// [`crate::logging::redact`] and repeated warnings limited by
+/// [`crate::logging::RepeatLimit`].
 pub fn init_logging(default_level: &str) {
     let filter = match std::env::var("FOLIO_LOG") {
         Err(_) => tracing_subscriber::EnvFilter::new(default_level),
@@ -106,14 +111,17 @@ pub fn init_logging(default_level: &str) {
             tracing_subscriber::EnvFilter::new(default_level)
         }),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
     let json = std::env::var("FOLIO_LOG_FORMAT").is_ok_and(|format| format == "json");
+    let repeat_limit = crate::logging::RepeatLimit::default();
+    let layer = tracing_subscriber::fmt::layer().with_writer(crate::logging::RedactingStderr);
+    let registry = tracing_subscriber::registry();
     let _ = if json {
-        builder.json().try_init()
+        let layer = layer.json().with_filter(filter).with_filter(repeat_limit);
+        registry.with(layer).try_init()
     } else {
-        builder.try_init()
+        registry
+            .with(layer.with_filter(filter).with_filter(repeat_limit))
+            .try_init()
     };
 }
 

@@ -47,7 +47,12 @@ pub(crate) async fn create(
     let ledger_id = Uuid::now_v7();
     let head = state
         .store
-        .create_ledger(ledger_id, &tenant, caller.actor(), Uuid::now_v7())
+        .create_ledger(
+            ledger_id,
+            &tenant,
+            caller.actor(),
+            crate::request_id::correlation_id(&request),
+        )
         .await?;
     state.notify_appended(ledger_id);
     tracing::info!(ledger = %ledger_id, tenant = %tenant, "ledger created");

@@ -51,7 +51,7 @@ pub(crate) async fn add(
     caller.require_on(Scope::PayeesWrite, ledger_id)?;
     let input: AddPayee = super::parse_json(&body, "payee")?;
     let account = parse_account(&input)?;
-    let correlation_id = Uuid::now_v7();
+    let correlation_id = crate::request_id::correlation_id(&request);
 
     commands::run(&state, ledger_id, &request, &body, || async {
         let (allow_list, version) = state.allow_list(ledger_id).await?;
@@ -93,7 +93,7 @@ pub(crate) async fn remove(
     let payee_id = Uuid::parse_str(&path.1)
         .map_err(|_| ApiError::invalid(format!("payee id {:?} is not a UUID", path.1)))?;
     let input: RemovePayee = super::parse_json(&body, "removal")?;
-    let correlation_id = Uuid::now_v7();
+    let correlation_id = crate::request_id::correlation_id(&request);
 
     commands::run(&state, ledger_id, &request, &body, || async {
         let (allow_list, version) = state.allow_list(ledger_id).await?;

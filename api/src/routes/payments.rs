@@ -47,7 +47,7 @@ pub(crate) async fn submit(
     let policy = state.payment_policy();
     let amount = AmountMinor::from_json(&input.amount_minor, policy.max_amount_minor)
         .map_err(|e| ApiError::rejected(e.code(), e.to_string()))?;
-    let correlation_id = Uuid::now_v7();
+    let correlation_id = crate::request_id::correlation_id(&request);
     let actor = caller.actor();
 
     commands::run(&state, ledger_id, &request, &body, || async {
@@ -164,7 +164,7 @@ pub(crate) async fn submit_batch(
             file.details.len()
         )));
     }
-    let correlation_id = Uuid::now_v7();
+    let correlation_id = crate::request_id::correlation_id(&request);
     let actor = caller.actor();
 
     commands::run(&state, ledger_id, &request, &body, || async {
