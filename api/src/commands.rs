@@ -55,12 +55,15 @@ where
         attempt += 1;
         let decision = decide().await?;
         let claim = idempotent.claim(decision.status, &decision.body);
+        let events: usize = decision.writes.iter().map(|write| write.events.len()).sum();
         let append = AppendRequest {
             writes: decision.writes,
             idempotency: Some(claim),
         };
+        let started = std::time::Instant::now();
         match state.store.append(ledger_id, append).await {
             Ok(AppendOutcome::Committed(result)) => {
+                crate::metrics::API.record_append(events, started.elapsed());
                 state.notify_appended(ledger_id);
                 return Ok(respond(
                     decision.status,

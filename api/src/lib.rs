@@ -17,6 +17,7 @@ pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod logging;
+pub mod metrics;
 pub mod problem;
 pub mod request_id;
 pub mod routes;

@@ -48,17 +48,37 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     state.bank_metrics.render_prometheus(&mut out);
-    if let Ok(ledgers) = state.store.ledgers().await {
-        out.push_str("# HELP folio_chain_head_position Position of the last sealed event.\n");
-        out.push_str("# TYPE folio_chain_head_position gauge\n");
-        for info in &ledgers {
-            out.push_str(&format!(
-                "folio_chain_head_position{{ledger=\"{}\"}} {}\n",
-                info.ledger_id, info.head.position
-            ));
-        }
-    }
+    crate::metrics::API.render(&mut out);
+    crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)
+}
+
+/// Reads each ledger's head, projection progress and dead-letter queue. A ledger whose
+/// read side cannot be read still reports its head, so one failure does not hide the rest.
+async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
+    let Ok(ledgers) = state.store.ledgers().await else {
+        return Vec::new();
+    };
+    let now = state.clock.now_micros();
+    let mut all = Vec::with_capacity(ledgers.len());
+    for info in &ledgers {
+        let mut gauges = crate::metrics::LedgerGauges {
+            ledger: info.ledger_id.to_string(),
+            head_position: info.head.position,
+            ..Default::default()
+        };
+        if let Ok(status) = state.runner.status(info.ledger_id).await {
+            gauges.projection_position = status.position;
+            gauges.projection_lag = status.lag;
+            gauges.projection_stopped = status.error.is_some();
+        }
+        if let Ok(stats) = state.models.dead_letter_stats(info.ledger_id, now).await {
+            gauges.dlq_depth = Some(stats.count);
+            gauges.dlq_oldest_age_seconds = stats.oldest_age_seconds;
+        }
+        all.push(gauges);
+    }
+    all
 }
