@@ -14,6 +14,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair,
     KeyUsagePurpose,
 };
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::RootCertStore;
 
@@ -69,7 +70,7 @@ pub enum PemError {
         /// File that failed.
         path: PathBuf,
         /// Parser error.
-        source: std::io::Error,
+        source: rustls::pki_types::pem::Error,
     },
     /// The file contains no `CERTIFICATE` block.
     #[error(
@@ -292,8 +293,8 @@ fn write_new_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()
 /// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no
 /// certificate.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let mut reader = open_pem(path)?;
-    let certs = rustls_pemfile::certs(&mut reader)
+    let reader = open_pem(path)?;
+    let certs = CertificateDer::pem_reader_iter(reader)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| PemError::Parse {
             path: path.to_owned(),
@@ -312,15 +313,17 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 /// # Errors
 /// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no key.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    let mut reader = open_pem(path)?;
-    rustls_pemfile::private_key(&mut reader)
-        .map_err(|source| PemError::Parse {
+    let reader = open_pem(path)?;
+    match PrivateKeyDer::from_pem_reader(reader) {
+        Ok(key) => Ok(key),
+        Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(PemError::NoPrivateKey {
+            path: path.to_owned(),
+        }),
+        Err(source) => Err(PemError::Parse {
             path: path.to_owned(),
             source,
-        })?
-        .ok_or_else(|| PemError::NoPrivateKey {
-            path: path.to_owned(),
-        })
+        }),
+    }
 }
 
 /// Builds a root store holding only the certificates in `path`.

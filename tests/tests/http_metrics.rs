@@ -80,7 +80,10 @@ async fn promtool_accepts_metrics_text() {
 
     let report = String::from_utf8_lossy(&output.stderr).into_owned()
         + &String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "promtool rejected /metrics:\n{report}\n{text}");
+    assert!(
+        output.status.success(),
+        "promtool rejected /metrics:\n{report}\n{text}"
+    );
     stack.stop().await.unwrap();
 }
 
