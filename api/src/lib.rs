@@ -23,4 +23,5 @@ pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod telemetry;
 pub mod tls;

@@ -6,6 +6,6 @@ use clap::Parser;
 
 fn main() -> std::process::ExitCode {
     let cli = api::cli::Cli::parse();
-    api::cli::init_logging(cli.command.default_log_level());
+    let _telemetry = api::cli::init_logging(cli.command.default_log_level());
     api::cli::run(cli)
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
-use tracing_subscriber::Layer;
+use tracing_subscriber::{EnvFilter, Layer};
 
 /// Folio: a tamper-evident, event-sourced payments ledger.
 #[derive(Debug, Parser)]
@@ -98,31 +98,55 @@ pub fn run(cli: Cli) -> ExitCode {
 /// Installs the `tracing` subscriber: filter from `FOLIO_LOG` (else `default_level`), JSON
 /// lines when `FOLIO_LOG_FORMAT=json`, to standard error, every line masked by
 /// [`crate::logging::redact`] and repeated warnings limited by
-/// [`crate::logging::RepeatLimit`].
-pub fn init_logging(default_level: &str) {
-    let filter = match std::env::var("FOLIO_LOG") {
-        Err(_) => tracing_subscriber::EnvFilter::new(default_level),
-        Ok(text) => tracing_subscriber::EnvFilter::try_new(&text).unwrap_or_else(|error| {
-            // Logging is not set up yet, so this one message goes to standard error directly.
-            eprintln!(
-                "warning: FOLIO_LOG={text:?} is not a valid filter ({error}); using \
-                 {default_level:?}. Use a level such as info or a list such as folio=debug,info"
-            );
-            tracing_subscriber::EnvFilter::new(default_level)
-        }),
-    };
+/// [`crate::logging::RepeatLimit`]; spans also go to an OpenTelemetry collector when the
+/// `OTEL_` variables name one (see [`crate::telemetry`]). Hold the returned guard until the
+/// process ends, so the last spans are flushed.
+pub fn init_logging(default_level: &str) -> crate::telemetry::TelemetryGuard {
+    let directives = log_directives(default_level);
     let json = std::env::var("FOLIO_LOG_FORMAT").is_ok_and(|format| format == "json");
     let repeat_limit = crate::logging::RepeatLimit::default();
     let layer = tracing_subscriber::fmt::layer().with_writer(crate::logging::RedactingStderr);
-    let registry = tracing_subscriber::registry();
-    let _ = if json {
-        let layer = layer.json().with_filter(filter).with_filter(repeat_limit);
-        registry.with(layer).try_init()
+    let layer = if json {
+        layer
+            .json()
+            .with_filter(EnvFilter::new(&directives))
+            .boxed()
     } else {
-        registry
-            .with(layer.with_filter(filter).with_filter(repeat_limit))
-            .try_init()
+        layer.with_filter(EnvFilter::new(&directives)).boxed()
     };
+    let (otel, guard) = match crate::telemetry::layer() {
+        Ok((otel, guard)) => (
+            otel.map(|otel| otel.with_filter(EnvFilter::new(&directives))),
+            guard,
+        ),
+        Err(error) => {
+            eprintln!("warning: {error:#}; traces are not exported");
+            (None, crate::telemetry::TelemetryGuard::default())
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(layer.with_filter(repeat_limit))
+        .with(otel)
+        .try_init();
+    guard
+}
+
+/// Returns the filter directives: `FOLIO_LOG` when it is valid, else `default_level`.
+fn log_directives(default_level: &str) -> String {
+    match std::env::var("FOLIO_LOG") {
+        Err(_) => default_level.to_owned(),
+        Ok(text) => match EnvFilter::try_new(&text) {
+            Ok(_) => text,
+            Err(error) => {
+                // Logging is not set up yet, so this one message goes to standard error directly.
+                eprintln!(
+                    "warning: FOLIO_LOG={text:?} is not a valid filter ({error}); using \
+                 {default_level:?}. Use a level such as info or a list such as folio=debug,info"
+                );
+                default_level.to_owned()
+            }
+        },
+    }
 }
 
 /// Reads the configuration: `--config` or `FOLIO_CONFIG`, then `FOLIO_` variables.
