@@ -23,6 +23,8 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Bank connection and dispatch settings.
     pub bank: BankConfig,
+    /// Continuous chain verification inside `folio serve`.
+    pub verification: VerificationConfig,
 }
 
 impl Default for Config {
@@ -32,6 +34,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             payments: PaymentsConfig::default(),
             bank: BankConfig::default(),
+            verification: VerificationConfig::default(),
         }
     }
 }
@@ -95,6 +98,25 @@ fn is_loopback_addr(listen_addr: &str) -> bool {
     match listen_addr.parse::<std::net::SocketAddr>() {
         Ok(addr) => addr.ip().is_loopback(),
         Err(_) => listen_addr.starts_with("localhost:"),
+    }
+}
+
+/// Continuous chain verification settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerificationConfig {
+    /// Seconds between passes over the events committed since the previous pass.
+    pub interval_seconds: u64,
+    /// Every this many passes, each ledger is verified again from its genesis event.
+    pub full_every: u32,
+}
+
+impl Default for VerificationConfig {
+    fn default() -> Self {
+        VerificationConfig {
+            interval_seconds: 60,
+            full_every: 60,
+        }
     }
 }
 
@@ -249,6 +271,12 @@ impl Config {
             bail!("server.max_body_bytes is 0; set the largest request body in bytes");
         }
         self.server.validate_tls()?;
+        if self.verification.interval_seconds == 0 || self.verification.full_every == 0 {
+            bail!(
+                "verification.interval_seconds and verification.full_every must be above 0; \
+                 the defaults are 60 and 60"
+            );
+        }
         self.bank.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");

@@ -25,3 +25,4 @@ pub mod server;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod verification;

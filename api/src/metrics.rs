@@ -137,6 +137,10 @@ pub struct LedgerGauges {
     pub dlq_depth: Option<u64>,
     /// Age of the oldest parked payment, in seconds.
     pub dlq_oldest_age_seconds: Option<i64>,
+    /// Last position the in-server verifier checked, once it has run on the ledger.
+    pub verified_position: Option<u64>,
+    /// Whether the in-server verifier found the chain broken; `None` before its first pass.
+    pub verification_failed: Option<bool>,
 }
 
 /// Renders one gauge family with a line per ledger that has a value.
@@ -198,6 +202,20 @@ pub fn render_ledgers(out: &mut String, ledgers: &[LedgerGauges]) {
         "folio_dlq_oldest_age_seconds",
         "Age of the oldest payment in the dead-letter queue.",
         |g| g.dlq_oldest_age_seconds,
+    );
+    render_gauge(
+        out,
+        ledgers,
+        "folio_chain_verified_position",
+        "Last position whose hash, link and signature the server re-checked.",
+        |g| g.verified_position,
+    );
+    render_gauge(
+        out,
+        ledgers,
+        "folio_chain_verification_failed",
+        "1 when the server's continuous verification found the chain broken.",
+        |g| g.verification_failed.map(u8::from),
     );
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 
@@ -22,9 +23,18 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let state = AppState::open(config).await?;
     ensure_bootstrap_token(&state).await?;
     let running = crate::server::start_on(std::sync::Arc::clone(&state), listener)?;
+    let (stop_verification, stopped) = tokio::sync::watch::channel(false);
+    let verification = tokio::spawn(crate::verification::run(
+        state.store.clone(),
+        Duration::from_secs(state.config.verification.interval_seconds),
+        state.config.verification.full_every,
+        stopped,
+    ));
     tracing::info!(addr = %running.addr, data_dir = %state.config.data_dir.display(), "folio serving");
     running.server.await.context("HTTP server failed")?;
     tracing::info!("HTTP server stopped; draining workers");
+    let _ = stop_verification.send(true);
+    let _ = verification.await;
     state.shutdown().await;
     tracing::info!("folio stopped");
     Ok(ExitCode::SUCCESS)

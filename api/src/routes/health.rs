@@ -62,6 +62,7 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         return Vec::new();
     };
     let now = state.clock.now_micros();
+    let verification = crate::verification::snapshot();
     let mut all = Vec::with_capacity(ledgers.len());
     for info in &ledgers {
         let mut gauges = crate::metrics::LedgerGauges {
@@ -77,6 +78,10 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         if let Ok(stats) = state.models.dead_letter_stats(info.ledger_id, now).await {
             gauges.dlq_depth = Some(stats.count);
             gauges.dlq_oldest_age_seconds = stats.oldest_age_seconds;
+        }
+        if let Some(result) = verification.get(&info.ledger_id) {
+            gauges.verified_position = result.verified_position;
+            gauges.verification_failed = Some(result.failure.is_some());
         }
         all.push(gauges);
     }

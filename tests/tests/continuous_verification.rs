@@ -1,0 +1,85 @@
+//! The server's continuous verification finds a row changed behind its back.
+
+use api::verification::{snapshot, Verification};
+use folio_e2e::harness::Stack;
+use serde_json::json;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{ConnectOptions, Connection, Row};
+
+/// Flips one payload byte of the event at `position`, after dropping the append-only
+/// triggers, as an attacker with write access to the database file could.
+async fn tamper(stack: &Stack, position: i64) {
+    let path = stack.data_dir().join("events.sqlite");
+    let mut connection = SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    for trigger in ["events_no_update", "events_no_delete"] {
+        sqlx::query(&format!("DROP TRIGGER \"{trigger}\""))
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    }
+    let row = sqlx::query("SELECT record FROM events WHERE position = ?")
+        .bind(position)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    let mut record: Vec<u8> = row.get(0);
+    // The payload ends before the prev hash, key id, hash and signature.
+    let index = record.len() - (32 + 16 + 32 + 64) - 1;
+    record[index] ^= 0x01;
+    sqlx::query("UPDATE events SET record = ? WHERE position = ?")
+        .bind(record)
+        .bind(position)
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changed_row_is_found_by_full_pass() {
+    let stack = Stack::start().await.unwrap();
+    let ledger = stack.create_ledger("continuous").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Ann Lee", "062-000", "12345678")
+        .await
+        .unwrap();
+    stack.pay(ledger, payee, json!(100), "cv-1").await.unwrap();
+    let mut job = Verification::new(3);
+
+    job.pass(&stack.state.store).await.unwrap();
+    let head = stack.state.store.ledgers().await.unwrap()[0].head.position;
+    let first = snapshot()[&ledger].clone();
+    assert_eq!(first.verified_position, Some(head));
+    assert_eq!(first.failure, None);
+
+    // An incremental pass checks only new events, so the changed old row goes unseen...
+    tamper(&stack, 1).await;
+    stack.pay(ledger, payee, json!(200), "cv-2").await.unwrap();
+    job.pass(&stack.state.store).await.unwrap();
+    assert_eq!(snapshot()[&ledger].failure, None);
+
+    // ...until the full pass, which starts again from genesis.
+    job.pass(&stack.state.store).await.unwrap();
+    job.pass(&stack.state.store).await.unwrap();
+    let result = snapshot()[&ledger].clone();
+    let (code, _) = result.failure.expect("the full pass finds the changed row");
+    assert_eq!(code, "changed_bytes");
+    assert_eq!(result.verified_position, Some(0));
+
+    let metrics = stack
+        .http
+        .get(format!("{}/metrics", stack.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let line = format!("folio_chain_verification_failed{{ledger=\"{ledger}\"}} 1");
+    assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+    stack.stop().await.unwrap();
+}
