@@ -1,13 +1,12 @@
 //! Continuous verification: `folio serve` re-checks every ledger's chain as it grows.
 //!
 //! The offline verifier (`folio verify`) is what an auditor runs. This job runs the same
-//! [`ChainVerifier`] inside the server, keeping one verifier per ledger and feeding it the
-//! events committed since its last pass, so a row changed in the database behind Folio's
-//! back is reported within one interval instead of at the next audit. Because a row could
-//! also be changed after it was checked, every `full_every` passes start again from the
-//! genesis event. Each ledger's result
-//! is kept in [`STATUS`] and exported on `/metrics` as `folio_chain_verified_position` and
-//! `folio_chain_verification_failed`.
+//! [`ChainVerifier`] inside the server, with one verifier per ledger that is fed the events
+//! committed since its last pass. A new event changed in the database behind Folio's back
+//! is therefore reported within one interval instead of at the next audit. Because a row
+//! could also be changed after it was checked, every `full_every` passes start again from
+//! the genesis event. Each ledger's result is kept in [`STATUS`] and exported on `/metrics`
+//! as `folio_chain_verified_position` and `folio_chain_verification_failed`.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
