@@ -25,6 +25,8 @@ pub struct Config {
     pub bank: BankConfig,
     /// Continuous chain verification inside `folio serve`.
     pub verification: VerificationConfig,
+    /// Continuous control monitoring inside `folio serve`.
+    pub controls: ControlsConfig,
 }
 
 impl Default for Config {
@@ -35,6 +37,7 @@ impl Default for Config {
             payments: PaymentsConfig::default(),
             bank: BankConfig::default(),
             verification: VerificationConfig::default(),
+            controls: ControlsConfig::default(),
         }
     }
 }
@@ -116,6 +119,40 @@ impl Default for VerificationConfig {
         VerificationConfig {
             interval_seconds: 60,
             full_every: 60,
+        }
+    }
+}
+
+/// Continuous control monitoring settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlsConfig {
+    /// Hours between recorded control runs on each ledger.
+    pub interval_hours: u64,
+    /// Days a signing key may stay in use before the key age control fails.
+    pub max_signing_key_age_days: u64,
+}
+
+impl Default for ControlsConfig {
+    fn default() -> Self {
+        ControlsConfig {
+            interval_hours: 24,
+            max_signing_key_age_days: 365,
+        }
+    }
+}
+
+impl ControlsConfig {
+    /// Time between recorded runs on each ledger.
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(self.interval_hours.saturating_mul(3_600))
+    }
+
+    /// Limits the controls check against.
+    pub fn policy(&self) -> domain::controls::ControlPolicy {
+        let days = i64::try_from(self.max_signing_key_age_days).unwrap_or(i64::MAX);
+        domain::controls::ControlPolicy {
+            max_signing_key_age_micros: days.saturating_mul(86_400_000_000),
         }
     }
 }
@@ -271,6 +308,12 @@ impl Config {
             bail!("server.max_body_bytes is 0; set the largest request body in bytes");
         }
         self.server.validate_tls()?;
+        if self.controls.interval_hours == 0 || self.controls.max_signing_key_age_days == 0 {
+            bail!(
+                "controls.interval_hours and controls.max_signing_key_age_days must be above 0; \
+                 the defaults are 24 and 365"
+            );
+        }
         if self.verification.interval_seconds == 0 || self.verification.full_every == 0 {
             bail!(
                 "verification.interval_seconds and verification.full_every must be above 0; \

@@ -12,6 +12,7 @@ pub mod bank;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod controls;
 pub mod dispatcher;
 pub mod files;
 pub mod idempotency;

@@ -219,6 +219,41 @@ pub fn render_ledgers(out: &mut String, ledgers: &[LedgerGauges]) {
     );
 }
 
+/// Renders the latest recorded control run of each ledger: one gauge per control that is
+/// 1 while the control fails, and the position each run covered.
+pub fn render_controls(
+    out: &mut String,
+    runs: &std::collections::BTreeMap<uuid::Uuid, domain::controls::ControlsRunRecorded>,
+) {
+    let name = "folio_control_failed";
+    header(
+        out,
+        name,
+        "gauge",
+        "1 when the control failed in the ledger's latest recorded run.",
+    );
+    for (ledger, run) in runs {
+        for result in &run.results {
+            let failed = u8::from(result.status == domain::controls::ControlStatus::Fail);
+            let control = &result.control;
+            let _ = writeln!(
+                out,
+                "{name}{{ledger=\"{ledger}\",control=\"{control}\"}} {failed}"
+            );
+        }
+    }
+    let name = "folio_controls_last_position";
+    header(
+        out,
+        name,
+        "gauge",
+        "Last ledger position covered by the latest recorded control run.",
+    );
+    for (ledger, run) in runs {
+        let _ = writeln!(out, "{name}{{ledger=\"{ledger}\"}} {}", run.last_position);
+    }
+}
+
 fn scaled(value: u64, scale: u64) -> String {
     if scale == 1 {
         return value.to_string();

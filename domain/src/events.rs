@@ -5,6 +5,7 @@
 //! are hashed and signed. Changing a type's fields is a breaking change that
 //! needs a new `SCHEMA_VERSION`.
 
+use crate::controls::ControlsRunRecorded;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -308,6 +309,7 @@ pub enum DomainEvent {
     ReceiptRecorded(ReceiptRecorded),
     PaymentDeadLettered(PaymentDeadLettered),
     BreakerStateChanged(BreakerStateChanged),
+    ControlsRunRecorded(ControlsRunRecorded),
 }
 
 impl DomainEvent {
@@ -340,7 +342,8 @@ impl DomainEvent {
             DispatchFailed,
             ReceiptRecorded,
             PaymentDeadLettered,
-            BreakerStateChanged
+            BreakerStateChanged,
+            ControlsRunRecorded
         );
         Err(PayloadError::Unknown {
             event_type: event_type.to_owned(),

@@ -10,6 +10,7 @@
 
 pub mod aba;
 pub mod clock;
+pub mod controls;
 pub mod crypto;
 pub mod events;
 pub mod export;

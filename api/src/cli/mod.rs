@@ -2,6 +2,7 @@
 
 mod bank_sim;
 mod bench;
+mod controls;
 pub mod demo;
 mod export;
 mod import_aba;
@@ -46,6 +47,9 @@ pub enum Command {
     Demo(demo::Args),
     /// Measure sealed durable appends and verification against the bare signing rates.
     Bench(bench::Args),
+    /// Continuous control monitoring.
+    #[command(subcommand)]
+    Controls(controls::Command),
 }
 
 impl Command {
@@ -84,6 +88,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Token(command) => token::run(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Controls(command) => controls::run(command).await,
         }
     });
     match result {

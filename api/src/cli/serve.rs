@@ -30,11 +30,19 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         state.config.verification.full_every,
         stopped,
     ));
+    let controls = tokio::spawn(crate::controls::schedule(
+        state.store.clone(),
+        state.config.controls.policy(),
+        std::sync::Arc::clone(&state.clock),
+        state.config.controls.interval(),
+        stop_verification.subscribe(),
+    ));
     tracing::info!(addr = %running.addr, data_dir = %state.config.data_dir.display(), "folio serving");
     running.server.await.context("HTTP server failed")?;
     tracing::info!("HTTP server stopped; draining workers");
     let _ = stop_verification.send(true);
     let _ = verification.await;
+    let _ = controls.await;
     state.shutdown().await;
     tracing::info!("folio stopped");
     Ok(ExitCode::SUCCESS)

@@ -50,6 +50,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.bank_metrics.render_prometheus(&mut out);
     crate::metrics::API.render(&mut out);
     crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
+    crate::metrics::render_controls(&mut out, &crate::controls::latest());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(out)

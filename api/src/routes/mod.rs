@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource, all under `/v1`.
 
 pub mod audit;
+pub mod controls;
 pub mod dlq;
 pub mod health;
 pub mod ledgers;
@@ -35,7 +36,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payments::list)
                 .service(payments::get)
                 .service(dlq::list)
-                .service(audit::query),
+                .service(audit::query)
+                .service(controls::start_run)
+                .service(controls::latest),
         );
 }
 

@@ -29,6 +29,8 @@ mod tests {
             "/v1/ledgers/{ledger_id}/payments/{payment_id}",
             "/v1/ledgers/{ledger_id}/dlq",
             "/v1/ledgers/{ledger_id}/audit",
+            "/v1/ledgers/{ledger_id}/controls/runs",
+            "/v1/ledgers/{ledger_id}/controls/runs/latest",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }
