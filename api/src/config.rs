@@ -23,6 +23,10 @@ pub struct Config {
     pub payments: PaymentsConfig,
     /// Bank connection and dispatch settings.
     pub bank: BankConfig,
+    /// Operator sign-in, second factors and step-up.
+    pub mfa: crate::operators::MfaConfig,
+    /// Allow-list proposals and the cooling-off period of new payees.
+    pub allow_list: crate::operators::AllowListConfig,
 }
 
 impl Default for Config {
@@ -32,6 +36,8 @@ impl Default for Config {
             server: ServerConfig::default(),
             payments: PaymentsConfig::default(),
             bank: BankConfig::default(),
+            mfa: crate::operators::MfaConfig::default(),
+            allow_list: crate::operators::AllowListConfig::default(),
         }
     }
 }
@@ -209,6 +215,8 @@ impl Config {
             bail!("server.max_body_bytes is 0; set the largest request body in bytes");
         }
         self.bank.validate()?;
+        self.mfa.validate()?;
+        self.allow_list.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }

@@ -16,6 +16,7 @@ pub mod dispatcher;
 pub mod files;
 pub mod idempotency;
 pub mod keys;
+pub mod operators;
 pub mod problem;
 pub mod routes;
 pub mod server;
