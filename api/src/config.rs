@@ -27,6 +27,10 @@ pub struct Config {
     pub verification: VerificationConfig,
     /// Continuous control monitoring inside `folio serve`.
     pub controls: ControlsConfig,
+    /// Operator sign-in, second factors and step-up.
+    pub mfa: crate::operators::MfaConfig,
+    /// Allow-list proposals and the cooling-off period of new payees.
+    pub allow_list: crate::operators::AllowListConfig,
 }
 
 impl Default for Config {
@@ -38,6 +42,8 @@ impl Default for Config {
             bank: BankConfig::default(),
             verification: VerificationConfig::default(),
             controls: ControlsConfig::default(),
+            mfa: crate::operators::MfaConfig::default(),
+            allow_list: crate::operators::AllowListConfig::default(),
         }
     }
 }
@@ -321,6 +327,8 @@ impl Config {
             );
         }
         self.bank.validate()?;
+        self.mfa.validate()?;
+        self.allow_list.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }

@@ -19,6 +19,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod logging;
 pub mod metrics;
+pub mod operators;
 pub mod problem;
 pub mod request_id;
 pub mod routes;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use domain::clock::{Clock, SystemClock};
 use domain::events::DomainEvent;
+use domain::operators::ProposalBook;
 use domain::payments::{AllowList, Currency, PaymentPolicy};
 use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::EventStore;
@@ -32,10 +33,12 @@ pub fn payment_stream(payment_id: Uuid) -> String {
 /// Events read from the allow-list stream per store call.
 const ALLOW_LIST_PAGE: u32 = 1_000;
 
-/// A cached allow-list and the stream version it reflects.
+/// A cached allow-list, its proposals, and the stream version they reflect.
 pub struct CachedAllowList {
     /// The list.
     pub list: AllowList,
+    /// Proposals to change it.
+    pub proposals: ProposalBook,
     /// Last version of the `allowlist` stream applied, `None` before the first event.
     pub version: Option<u64>,
 }
@@ -52,6 +55,8 @@ pub struct AppState {
     pub runner: RunnerHandle,
     /// API tokens.
     pub tokens: TokenStore,
+    /// Operators, sessions and second factors.
+    pub mfa: crate::operators::Mfa,
     /// Time source for everything but sealing.
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
@@ -73,11 +78,22 @@ impl AppState {
     /// # Errors
     /// Fails when a file cannot be opened or created, naming it.
     pub async fn open(config: Config) -> anyhow::Result<Arc<AppState>> {
+        Self::open_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// Opens the state like [`AppState::open`] with another time source, which must
+    /// never go backwards (tests move it forward to reach time limits).
+    ///
+    /// # Errors
+    /// As [`AppState::open`].
+    pub async fn open_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Arc<AppState>> {
         let data_dir = config.data_dir.clone();
         crate::files::create_private_dir(&data_dir)?;
         let lock = crate::files::lock_data_dir(&data_dir)?;
         let keys = KeyRing::load_or_create(&data_dir)?;
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
 
         let events_path = data_dir.join("events.sqlite");
         crate::files::create_private_file(&events_path)?;
@@ -101,6 +117,7 @@ impl AppState {
         let auth_path = data_dir.join("auth.sqlite");
         crate::files::create_private_file(&auth_path)?;
         let tokens = TokenStore::open(&auth_path).await?;
+        let mfa = crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list).await?;
         let bank_metrics = Arc::new(BankMetrics::default());
         let dispatcher = if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
@@ -119,6 +136,7 @@ impl AppState {
             models,
             runner,
             tokens,
+            mfa,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
             dispatcher,
@@ -134,9 +152,23 @@ impl AppState {
     /// # Errors
     /// Store failures, or an allow-list event that does not decode.
     pub async fn allow_list(&self, ledger_id: Uuid) -> Result<(AllowList, Option<u64>), ApiError> {
+        let (list, _, version) = self.allow_list_and_proposals(ledger_id).await?;
+        Ok((list, version))
+    }
+
+    /// Returns the allow-list and its proposals as of the store's head, with the stream
+    /// version they reflect.
+    ///
+    /// # Errors
+    /// Store failures, or an allow-list event that does not decode.
+    pub async fn allow_list_and_proposals(
+        &self,
+        ledger_id: Uuid,
+    ) -> Result<(AllowList, ProposalBook, Option<u64>), ApiError> {
         let mut cache = self.allow_lists.lock().await;
         let entry = cache.entry(ledger_id).or_insert_with(|| CachedAllowList {
             list: AllowList::new(),
+            proposals: ProposalBook::default(),
             version: None,
         });
         loop {
@@ -151,10 +183,11 @@ impl AppState {
                         .map_err(ApiError::internal)?;
                 // A replayed event that contradicts the list means damaged history.
                 entry.list.apply(&decoded).map_err(ApiError::internal)?;
+                entry.proposals.apply(&decoded);
                 entry.version = Some(event.stream_version);
             }
             if events.len() < ALLOW_LIST_PAGE as usize {
-                return Ok((entry.list.clone(), entry.version));
+                return Ok((entry.list.clone(), entry.proposals.clone(), entry.version));
             }
         }
     }
@@ -167,6 +200,7 @@ impl AppState {
             allowed_currencies: (self.config.payments.currencies.iter())
                 .filter_map(|code| Currency::parse(code).ok())
                 .collect(),
+            decided_at_micros: self.clock.now_micros(),
         }
     }
 

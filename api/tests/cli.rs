@@ -36,6 +36,8 @@ impl Server {
             .arg("serve")
             .env("FOLIO_DATA_DIR", data_dir)
             .env("FOLIO_SERVER__LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            // Approved payees are payable at once, so the import below can pay them.
+            .env("FOLIO_ALLOW_LIST__COOLING_OFF_SECONDS", "0")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -95,6 +97,62 @@ fn run(command: &mut Command) -> Output {
     command.output().unwrap()
 }
 
+const ADMIN_PASSWORD: &str = "cli harbour lantern 77";
+
+/// Creates the first administrator with `folio operator create --admin`, the password
+/// on standard input.
+fn bootstrap_admin(data_dir: &Path, ledger_id: &str) {
+    use std::io::Write;
+    let mut child = folio()
+        .args(["operator", "create", "--admin", "--ledger", ledger_id])
+        .args(["--username", "cli.admin"])
+        .env("FOLIO_DATA_DIR", data_dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{ADMIN_PASSWORD}").unwrap();
+    drop(stdin);
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let id = String::from_utf8_lossy(&output.stdout);
+    assert!(uuid::Uuid::parse_str(id.trim()).is_ok(), "{id}");
+}
+
+/// Signs in the administrator, enrols them, creates and enrols an approver, and has
+/// every payee proposed by one and approved by the other. Returns the administrator's
+/// TOTP secret and recovery codes.
+async fn approve_payees(
+    base: &str,
+    ledger: uuid::Uuid,
+    payees: &[Value],
+) -> anyhow::Result<(String, Vec<String>)> {
+    use api::operators::client::OperatorClient;
+    let mut admin = OperatorClient::sign_in(base, ledger, "cli.admin", ADMIN_PASSWORD).await?;
+    admin.enrol().await?;
+    let approver_password = "cli approver meadow 58";
+    admin
+        .create_operator(ledger, "cli.approver", approver_password, &["approver"])
+        .await?;
+    let mut approver =
+        OperatorClient::sign_in(base, ledger, "cli.approver", approver_password).await?;
+    approver.enrol().await?;
+    for payee in payees {
+        let proposal = admin
+            .propose(&format!("/v1/ledgers/{ledger}/payees"), payee)
+            .await?;
+        approver.approve(ledger, &proposal).await?;
+    }
+    let secret = admin.secret_base32().unwrap_or_default();
+    Ok((secret, admin.recovery_codes.clone()))
+}
+
 #[test]
 fn serve_import_export_verify() {
     let dir = tempfile::tempdir().unwrap();
@@ -124,19 +182,24 @@ fn serve_import_export_verify() {
     let sidecar: Value =
         serde_json::from_slice(&std::fs::read(fixture("aba/generated-small.json")).unwrap())
             .unwrap();
-    for record in sidecar["records"].as_array().unwrap() {
-        let payee = json!({
-            "name": record["account_title"],
-            "bsb": record["bsb"],
-            "account": record["account_number"],
-        });
-        post(
-            &server.base,
-            &token,
-            &format!("/v1/ledgers/{ledger_id}/payees"),
-            payee,
-        );
-    }
+    let payees: Vec<Value> = sidecar["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|record| {
+            json!({
+                "name": record["account_title"],
+                "bsb": record["bsb"],
+                "account": record["account_number"],
+            })
+        })
+        .collect();
+    let ledger_uuid: uuid::Uuid = ledger_id.parse().unwrap();
+    bootstrap_admin(&data_dir, &ledger_id);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (secret, recovery_codes) = runtime
+        .block_on(approve_payees(&server.base, ledger_uuid, &payees))
+        .unwrap();
 
     let import = |file: &str| {
         run(folio()
@@ -166,8 +229,22 @@ fn serve_import_export_verify() {
 
     let log = server.stop();
     assert!(!log.contains(&token), "the token reached the log");
-    let secret = token.rsplit('_').next().unwrap();
-    assert!(!log.contains(secret), "the token secret reached the log");
+    let token_secret = token.rsplit('_').next().unwrap();
+    assert!(
+        !log.contains(token_secret),
+        "the token secret reached the log"
+    );
+    assert!(
+        !log.contains(ADMIN_PASSWORD),
+        "an operator password reached the log"
+    );
+    assert!(!log.contains(&secret), "a TOTP secret reached the log");
+    for code in &recovery_codes {
+        assert!(
+            !log.contains(code.as_str()),
+            "a recovery code reached the log"
+        );
+    }
 
     let export = dir.path().join("ledger.folio");
     let exported = run(folio()

@@ -9,6 +9,14 @@ use crate::controls::ControlsRunRecorded;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
+// Operator and approval payloads live in their own module; they are decoded here too.
+use crate::operator_events::{
+    ChallengeFailed, ChallengeIssued, ChallengePassed, ChangeApproved, ChangeExpired,
+    ChangeProposed, ChangeRejected, MfaEnrolled, MfaEnrolmentStarted, MfaReset, MfaResetProposed,
+    OperatorCreated, OperatorLocked, OperatorUnlocked, RecoveryCodeUsed, RecoveryCodesAcknowledged,
+    RecoveryCodesIssued, SessionRevoked, SessionStarted, StepUpGranted,
+};
+
 /// A payload type with a fixed event type name and schema version.
 pub trait EventPayload: Serialize + DeserializeOwned {
     /// Dotted event type name, such as `payment.submitted`.
@@ -310,6 +318,26 @@ pub enum DomainEvent {
     PaymentDeadLettered(PaymentDeadLettered),
     BreakerStateChanged(BreakerStateChanged),
     ControlsRunRecorded(ControlsRunRecorded),
+    OperatorCreated(OperatorCreated),
+    SessionStarted(SessionStarted),
+    SessionRevoked(SessionRevoked),
+    MfaEnrolmentStarted(MfaEnrolmentStarted),
+    RecoveryCodesIssued(RecoveryCodesIssued),
+    RecoveryCodesAcknowledged(RecoveryCodesAcknowledged),
+    MfaEnrolled(MfaEnrolled),
+    ChallengeIssued(ChallengeIssued),
+    ChallengePassed(ChallengePassed),
+    ChallengeFailed(ChallengeFailed),
+    OperatorLocked(OperatorLocked),
+    OperatorUnlocked(OperatorUnlocked),
+    RecoveryCodeUsed(RecoveryCodeUsed),
+    StepUpGranted(StepUpGranted),
+    MfaResetProposed(MfaResetProposed),
+    MfaReset(MfaReset),
+    ChangeProposed(ChangeProposed),
+    ChangeApproved(ChangeApproved),
+    ChangeRejected(ChangeRejected),
+    ChangeExpired(ChangeExpired),
 }
 
 impl DomainEvent {
@@ -343,7 +371,27 @@ impl DomainEvent {
             ReceiptRecorded,
             PaymentDeadLettered,
             BreakerStateChanged,
-            ControlsRunRecorded
+            ControlsRunRecorded,
+            OperatorCreated,
+            SessionStarted,
+            SessionRevoked,
+            MfaEnrolmentStarted,
+            RecoveryCodesIssued,
+            RecoveryCodesAcknowledged,
+            MfaEnrolled,
+            ChallengeIssued,
+            ChallengePassed,
+            ChallengeFailed,
+            OperatorLocked,
+            OperatorUnlocked,
+            RecoveryCodeUsed,
+            StepUpGranted,
+            MfaResetProposed,
+            MfaReset,
+            ChangeProposed,
+            ChangeApproved,
+            ChangeRejected,
+            ChangeExpired
         );
         Err(PayloadError::Unknown {
             event_type: event_type.to_owned(),

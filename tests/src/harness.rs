@@ -9,9 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use api::bank::sim::{BankSim, BankSimConfig};
 use api::config::Config;
+use api::operators::client::OperatorClient;
 use api::state::AppState;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// A running stack; dropped at the end of the test.
@@ -29,7 +31,21 @@ pub struct Stack {
     /// HTTP client.
     pub http: reqwest::Client,
     server: actix_web::dev::ServerHandle,
+    /// Proposer and approver of each ledger, enrolled on first use.
+    operators: tokio::sync::Mutex<HashMap<Uuid, Arc<LedgerOperators>>>,
 }
+
+/// Two enrolled operators of a ledger: an administrator who proposes allow-list changes
+/// and an approver the administrator created.
+pub struct LedgerOperators {
+    /// The administrator, bootstrapped as `folio operator create --admin` does.
+    pub proposer: OperatorClient,
+    /// An operator with the approver role.
+    pub approver: OperatorClient,
+}
+
+/// Password of the harness's operators; long enough and not a known pattern.
+pub const OPERATOR_PASSWORD: &str = "harness violet staple 42";
 
 impl Stack {
     /// Starts a stack whose bank retries quickly, so failures settle in about a second.
@@ -39,6 +55,14 @@ impl Stack {
 
     /// Starts a stack after letting `adjust` change the configuration.
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Stack> {
+        Self::start_with_clock(adjust, Arc::new(domain::clock::SystemClock)).await
+    }
+
+    /// Starts a stack over a given time source (which must never go backwards).
+    pub async fn start_with_clock(
+        adjust: impl FnOnce(&mut Config),
+        clock: Arc<dyn domain::clock::Clock>,
+    ) -> anyhow::Result<Stack> {
         let dir = tempfile::tempdir()?;
         let pki = api::tls::generate_dev_pki(&dir.path().join("pki"))?;
         let sim = BankSim::start(BankSimConfig::new("127.0.0.1:0", &pki)).await?;
@@ -58,9 +82,13 @@ impl Stack {
         config.bank.backoff_max_ms = 100;
         config.bank.breaker_failure_threshold = 50;
         config.bank.breaker_open_ms = 200;
+        // Cheap Argon2 keeps sign-ins fast, and approved payees are payable at once unless
+        // a test sets a cooling-off period.
+        config.mfa.test_hash_cost = true;
+        config.allow_list.cooling_off_seconds = 0;
         adjust(&mut config);
 
-        let state = AppState::open(config).await?;
+        let state = AppState::open_with_clock(config, clock).await?;
         let running = api::server::start(Arc::clone(&state), "127.0.0.1:0")?;
         let server = running.handle.clone();
         tokio::spawn(running.server);
@@ -74,6 +102,7 @@ impl Stack {
             token,
             http: reqwest::Client::new(),
             server,
+            operators: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -149,7 +178,84 @@ impl Stack {
         Ok(serde_json::from_value(body["ledger_id"].clone())?)
     }
 
-    /// Adds a BSB payee and returns its id.
+    /// Bootstraps an administrator on `ledger` as `folio operator create --admin` does,
+    /// signs them in and enrols their authenticator app over HTTP.
+    pub async fn bootstrap_admin(
+        &self,
+        ledger: Uuid,
+        username: &str,
+    ) -> anyhow::Result<OperatorClient> {
+        let now = domain::clock::Clock::now_micros(&domain::clock::SystemClock);
+        let mfa = &self.state.mfa;
+        let roles = [domain::operators::Role::Admin];
+        api::operators::create_operator(
+            &mfa.store,
+            &mfa.hasher,
+            &api::operators::OperatorRequest {
+                ledger_id: ledger,
+                username,
+                password: OPERATOR_PASSWORD,
+                roles: &roles,
+                created_recorded: false,
+                now_micros: now,
+            },
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+        let mut admin =
+            OperatorClient::sign_in(&self.base, ledger, username, OPERATOR_PASSWORD).await?;
+        admin.enrol().await?;
+        Ok(admin)
+    }
+
+    /// Creates an operator with `roles` through `admin`, then signs in and enrols them.
+    pub async fn enrolled_operator(
+        &self,
+        admin: &OperatorClient,
+        ledger: Uuid,
+        username: &str,
+        roles: &[&str],
+    ) -> anyhow::Result<OperatorClient> {
+        admin
+            .create_operator(ledger, username, OPERATOR_PASSWORD, roles)
+            .await?;
+        let mut operator =
+            OperatorClient::sign_in(&self.base, ledger, username, OPERATOR_PASSWORD).await?;
+        operator.enrol().await?;
+        Ok(operator)
+    }
+
+    /// Returns the proposer and approver of a ledger, enrolling them on first use.
+    pub async fn operators(&self, ledger: Uuid) -> anyhow::Result<Arc<LedgerOperators>> {
+        let mut operators = self.operators.lock().await;
+        if let Some(pair) = operators.get(&ledger) {
+            return Ok(Arc::clone(pair));
+        }
+        let proposer = self.bootstrap_admin(ledger, "harness.admin").await?;
+        let approver = self
+            .enrolled_operator(&proposer, ledger, "harness.approver", &["approver"])
+            .await?;
+        let pair = Arc::new(LedgerOperators { proposer, approver });
+        operators.insert(ledger, Arc::clone(&pair));
+        Ok(pair)
+    }
+
+    /// Proposes a change at `path` as the ledger's administrator and approves it as the
+    /// approver; returns the proposal.
+    pub async fn propose_and_approve(
+        &self,
+        ledger: Uuid,
+        path: &str,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
+        let operators = self.operators(ledger).await?;
+        let proposal = operators.proposer.propose(path, body).await?;
+        operators.approver.approve(ledger, &proposal).await?;
+        Ok(proposal)
+    }
+
+    /// Adds a BSB payee through a proposal and a second operator's approval, and returns
+    /// its id.
     pub async fn add_payee(
         &self,
         ledger: Uuid,
@@ -158,15 +264,24 @@ impl Stack {
         account: &str,
     ) -> anyhow::Result<Uuid> {
         let body = json!({"name": name, "bsb": bsb, "account": account});
-        let (status, body) = self
-            .post(
-                &format!("/v1/ledgers/{ledger}/payees"),
-                &Uuid::now_v7().to_string(),
-                &body,
-            )
+        let path = format!("/v1/ledgers/{ledger}/payees");
+        let proposal = self.propose_and_approve(ledger, &path, &body).await?;
+        Ok(serde_json::from_value(
+            proposal["change"]["payee_id"].clone(),
+        )?)
+    }
+
+    /// Removes a payee through a proposal and a second operator's approval.
+    pub async fn remove_payee(
+        &self,
+        ledger: Uuid,
+        payee: Uuid,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        let path = format!("/v1/ledgers/{ledger}/payees/{payee}/removal");
+        self.propose_and_approve(ledger, &path, &json!({"reason": reason}))
             .await?;
-        ensure!(status == StatusCode::CREATED, "add payee: {status} {body}");
-        Ok(serde_json::from_value(body["payee_id"].clone())?)
+        Ok(())
     }
 
     /// Submits a payment with a given key.

@@ -236,12 +236,10 @@ async fn payee_not_allow_listed_is_recorded() {
 async fn removed_payee_cannot_be_paid() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
-    let removal = format!("/v1/ledgers/{ledger}/payees/{payee}/removal");
-    let (status, body) = stack
-        .post(&removal, "rm-1", &json!({"reason": "left company"}))
+    stack
+        .remove_payee(ledger, payee, "left company")
         .await
         .unwrap();
-    assert_eq!(status, StatusCode::OK, "{body}");
 
     let (status, body) = stack
         .pay(ledger, payee, json!(100), "after-removal")

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use crate::auth::parse_scopes;
 use crate::bank::sim::{BankSim, BankSimConfig, FaultMode};
 use crate::config::Config;
+use crate::operators::client::OperatorClient;
 use crate::state::AppState;
+use domain::operators::Role;
 
 /// Arguments of `folio demo`.
 #[derive(Debug, clap::Args)]
@@ -184,7 +186,7 @@ pub async fn run_demo(
         .await?;
     let client = DemoClient::new(format!("http://{}", running.addr), token);
 
-    let outcome = drive(&client, &sim, fixtures, timeout, &mut report).await;
+    let outcome = drive(&client, &state, &sim, fixtures, timeout, &mut report).await;
 
     server_handle.stop(true).await;
     let _ = server_task.await;
@@ -221,11 +223,15 @@ fn demo_config(data_dir: &Path, pki: &crate::tls::PkiPaths, bank_port: u16) -> C
     config.bank.backoff_max_ms = 400;
     config.bank.breaker_failure_threshold = 20;
     config.bank.breaker_open_ms = 500;
+    // Payees become payable at approval, so the demo's payments flow at once; the
+    // production default keeps them waiting 24 hours.
+    config.allow_list.cooling_off_seconds = 0;
     config
 }
 
 async fn drive(
     client: &DemoClient,
+    state: &AppState,
     sim: &BankSim,
     fixtures: &Path,
     timeout: Duration,
@@ -234,7 +240,8 @@ async fn drive(
     let ledger_id = client.create_ledger("demo-payroll").await?;
     report.ledger_id = Some(ledger_id);
     let files = aba_files(fixtures)?;
-    let payees = allow_list_fixture_payees(client, ledger_id, &files).await?;
+    let operators = DemoOperators::enrol(client, state, ledger_id, report).await?;
+    let payees = allow_list_fixture_payees(&operators, ledger_id, &files, report).await?;
     println!(
         "allow-listed {} payees from {}",
         payees.len(),
@@ -290,11 +297,100 @@ fn aba_files(dir: &Path) -> anyhow::Result<Vec<(String, Vec<u8>)>> {
     Ok(files)
 }
 
-/// Adds a payee for every distinct account in the files that parse.
+/// The two operators of the demo: an administrator who proposes payees, and an approver
+/// the administrator created, who approves them.
+struct DemoOperators {
+    proposer: OperatorClient,
+    approver: OperatorClient,
+}
+
+impl DemoOperators {
+    /// Bootstraps the administrator as `folio operator create --admin` does, then each
+    /// operator signs in and enrols an authenticator app over HTTP.
+    async fn enrol(
+        client: &DemoClient,
+        state: &AppState,
+        ledger_id: Uuid,
+        report: &mut DemoReport,
+    ) -> anyhow::Result<DemoOperators> {
+        let admin_password = demo_password()?;
+        let now = state.clock.now_micros();
+        let admin = crate::operators::create_operator(
+            &state.mfa.store,
+            &state.mfa.hasher,
+            &crate::operators::OperatorRequest {
+                ledger_id,
+                username: "alice.admin",
+                password: &admin_password,
+                roles: &[Role::Admin],
+                created_recorded: false,
+                now_micros: now,
+            },
+        )
+        .await?
+        .map_err(anyhow::Error::msg)?;
+        let mut proposer =
+            OperatorClient::sign_in(&client.base, ledger_id, "alice.admin", &admin_password)
+                .await?;
+        proposer.enrol().await?;
+        ensure!(
+            proposer.operator_id == admin,
+            "signed in as another operator"
+        );
+
+        let approver_password = demo_password()?;
+        proposer
+            .create_operator(ledger_id, "bob.approver", &approver_password, &["approver"])
+            .await?;
+        let mut approver =
+            OperatorClient::sign_in(&client.base, ledger_id, "bob.approver", &approver_password)
+                .await?;
+        approver.enrol().await?;
+        println!("two operators enrolled TOTP: alice.admin (proposes), bob.approver (approves)");
+        let enrolled = proposer.recovery_codes.len() == 10
+            && approver.recovery_codes.len() == 10
+            && proposer.operator_id != approver.operator_id;
+        report.check(
+            "two operators enrolled an authenticator app and recovery codes",
+            enrolled,
+        );
+        Ok(DemoOperators { proposer, approver })
+    }
+
+    /// Proposes a payee as one operator and approves it as the other.
+    async fn add_payee(
+        &self,
+        ledger_id: Uuid,
+        name: &str,
+        bsb: &str,
+        account: &str,
+    ) -> anyhow::Result<(Uuid, Value)> {
+        let body = json!({"name": name, "bsb": bsb, "account": account});
+        let path = format!("/v1/ledgers/{ledger_id}/payees");
+        let proposal = self.proposer.propose(&path, &body).await?;
+        let approval = self.approver.approve(ledger_id, &proposal).await?;
+        let payee_id = serde_json::from_value(proposal["change"]["payee_id"].clone())?;
+        Ok((payee_id, approval))
+    }
+}
+
+/// Returns a random password for a demo operator (never printed).
+fn demo_password() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(format!(
+        "demo {}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD_NO_PAD, bytes)
+    ))
+}
+
+/// Adds a payee for every distinct account in the files that parse: the administrator
+/// proposes, the approver approves with a fresh second factor.
 async fn allow_list_fixture_payees(
-    client: &DemoClient,
+    operators: &DemoOperators,
     ledger_id: Uuid,
     files: &[(String, Vec<u8>)],
+    report: &mut DemoReport,
 ) -> anyhow::Result<Vec<Uuid>> {
     let mut seen = std::collections::BTreeSet::new();
     let mut payees = Vec::new();
@@ -313,15 +409,46 @@ async fn allow_list_fixture_payees(
                 } else {
                     detail.account_title.trim()
                 };
-                payees.push(
-                    client
-                        .add_payee(ledger_id, name, &account.0, &account.1)
-                        .await?,
-                );
+                let (payee_id, approval) = operators
+                    .add_payee(ledger_id, name, &account.0, &account.1)
+                    .await?;
+                if payees.is_empty() {
+                    check_self_approval_refused(operators, ledger_id, &approval, report).await?;
+                }
+                payees.push(payee_id);
             }
         }
     }
     Ok(payees)
+}
+
+/// Shows that a proposer cannot approve their own proposal, even with a fresh step-up.
+async fn check_self_approval_refused(
+    operators: &DemoOperators,
+    ledger_id: Uuid,
+    approved: &Value,
+    report: &mut DemoReport,
+) -> anyhow::Result<()> {
+    let body = json!({"name": "Self Approved Pty Ltd", "bsb": "062-000", "account": "99887766"});
+    let path = format!("/v1/ledgers/{ledger_id}/payees");
+    let own = operators.proposer.propose(&path, &body).await?;
+    let id = own["proposal_id"].as_str().unwrap_or_default();
+    let approval = format!("/v1/ledgers/{ledger_id}/proposals/{id}/approval");
+    let hash = json!({"content_hash": own["content_hash"]});
+    let (status, refusal) = operators.proposer.post(&approval, &hash).await?;
+    let refused = status == StatusCode::UNPROCESSABLE_ENTITY && refusal["code"] == "self_approval";
+    report.check(
+        "a proposer cannot approve their own payee proposal",
+        refused,
+    );
+    let reason = json!({"reason": "demonstration of the self-approval rule"});
+    let rejection = format!("/v1/ledgers/{ledger_id}/proposals/{id}/rejection");
+    operators.proposer.post(&rejection, &reason).await?;
+    report.check(
+        "the first payee was approved by a second operator",
+        approved["status"] == "approved",
+    );
+    Ok(())
 }
 
 async fn submit_files(
@@ -523,28 +650,6 @@ impl DemoClient {
             "creating the ledger returned {status}: {body}"
         );
         Ok(serde_json::from_value(body["ledger_id"].clone())?)
-    }
-
-    async fn add_payee(
-        &self,
-        ledger_id: Uuid,
-        name: &str,
-        bsb: &str,
-        account: &str,
-    ) -> anyhow::Result<Uuid> {
-        let body = json!({"name": name, "bsb": bsb, "account": account});
-        let (status, body) = self
-            .post(
-                &format!("/v1/ledgers/{ledger_id}/payees"),
-                &Uuid::now_v7().to_string(),
-                body,
-            )
-            .await?;
-        ensure!(
-            status == StatusCode::CREATED,
-            "adding payee {name:?} returned {status}: {body}"
-        );
-        Ok(serde_json::from_value(body["payee_id"].clone())?)
     }
 
     async fn post_aba(&self, ledger_id: Uuid, bytes: &[u8]) -> anyhow::Result<(StatusCode, Value)> {

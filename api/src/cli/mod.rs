@@ -6,6 +6,7 @@ mod controls;
 pub mod demo;
 mod export;
 mod import_aba;
+mod operator;
 mod serve;
 mod token;
 pub mod verify;
@@ -43,6 +44,9 @@ pub enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(token::Command),
+    /// Bootstrap the first administrator of a ledger.
+    #[command(subcommand)]
+    Operator(operator::Command),
     /// Start a server and a bank simulator, drive payments through HTTP, verify, summarise.
     Demo(demo::Args),
     /// Measure sealed durable appends and verification against the bare signing rates.
@@ -86,6 +90,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::BankSim(args) => bank_sim::run(args).await,
             Command::ImportAba(args) => import_aba::run(args).await,
             Command::Token(command) => token::run(command).await,
+            Command::Operator(command) => operator::run(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Controls(command) => controls::run(command).await,

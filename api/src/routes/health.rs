@@ -48,6 +48,13 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let mut out = String::new();
     state.bank_metrics.render_prometheus(&mut out);
+    let used = state
+        .mfa
+        .recovery_codes_used
+        .load(std::sync::atomic::Ordering::Relaxed);
+    out.push_str("# HELP folio_recovery_codes_used_total Recovery codes used to sign in.\n");
+    out.push_str("# TYPE folio_recovery_codes_used_total counter\n");
+    out.push_str(&format!("folio_recovery_codes_used_total {used}\n"));
     crate::metrics::API.render(&mut out);
     crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
     crate::metrics::render_controls(&mut out, &crate::controls::latest());

@@ -6,8 +6,11 @@ pub mod dlq;
 pub mod health;
 pub mod ledgers;
 pub mod openapi;
+pub mod operators;
 pub mod payees;
 pub mod payments;
+pub mod proposals;
+pub mod sessions;
 
 use actix_web::web;
 use serde::Deserialize;
@@ -29,8 +32,25 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(ledgers::list)
                 .service(ledgers::get)
                 .service(payees::add)
+                .service(payees::change)
                 .service(payees::remove)
                 .service(payees::list)
+                .service(proposals::list)
+                .service(proposals::approve)
+                .service(proposals::reject)
+                .service(proposals::revise)
+                .service(sessions::sign_in)
+                .service(sessions::verify)
+                .service(sessions::current)
+                .service(sessions::revoke)
+                .service(operators::enrol_totp)
+                .service(operators::recovery_codes)
+                .service(operators::activate)
+                .service(operators::create)
+                .service(operators::list)
+                .service(operators::unlock)
+                .service(operators::propose_reset)
+                .service(operators::approve_reset)
                 .service(payments::submit_batch)
                 .service(payments::submit)
                 .service(payments::list)

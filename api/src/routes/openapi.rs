@@ -31,6 +31,22 @@ mod tests {
             "/v1/ledgers/{ledger_id}/audit",
             "/v1/ledgers/{ledger_id}/controls/runs",
             "/v1/ledgers/{ledger_id}/controls/runs/latest",
+            "/v1/ledgers/{ledger_id}/payees/{payee_id}/change",
+            "/v1/ledgers/{ledger_id}/proposals",
+            "/v1/ledgers/{ledger_id}/proposals/{proposal_id}/approval",
+            "/v1/ledgers/{ledger_id}/proposals/{proposal_id}/rejection",
+            "/v1/ledgers/{ledger_id}/proposals/{proposal_id}/revision",
+            "/v1/ledgers/{ledger_id}/operators",
+            "/v1/ledgers/{ledger_id}/operators/{operator_id}/unlock",
+            "/v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset",
+            "/v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset/approval",
+            "/v1/sessions",
+            "/v1/sessions/current",
+            "/v1/sessions/current/verification",
+            "/v1/sessions/current/revocation",
+            "/v1/operators/me/totp",
+            "/v1/operators/me/totp/activation",
+            "/v1/operators/me/recovery-codes",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }

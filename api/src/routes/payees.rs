@@ -1,27 +1,29 @@
-//! The payee allow-list of a ledger.
+//! The payee allow-list of a ledger. Changes are proposals that a second operator
+//! approves (see `proposals.rs`); the list itself is read here.
 
-use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use domain::events::PayeeAccount;
+use domain::operators::{AllowListChange, OperatorScope};
 use domain::payments::{AccountNumber, Bsb, Iban};
-use eventstore_adapter::{ExpectedVersion, StreamWrite};
 use projections::PageRequest;
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
+use super::proposals::{self, NewRevision};
 use crate::auth::{Caller, Scope};
-use crate::commands::{self, draft, Decision};
+use crate::commands;
+use crate::operators::StepUp;
 use crate::problem::ApiError;
-use crate::state::{AppState, ALLOW_LIST_STREAM};
+use crate::state::AppState;
 
+/// Name and account of a payee, as sent to propose an addition or a change.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct AddPayee {
-    name: String,
-    bsb: Option<String>,
-    account: Option<String>,
-    iban: Option<String>,
+pub(crate) struct PayeeDetails {
+    pub(crate) name: String,
+    pub(crate) bsb: Option<String>,
+    pub(crate) account: Option<String>,
+    pub(crate) iban: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,81 +40,124 @@ struct RemovePayee {
     reason: String,
 }
 
-/// Adds a payee to the allow-list; look-alike names are flagged in the response.
+/// Proposes adding a payee. Nothing changes until a second operator approves the
+/// proposal; look-alike names are flagged in the response.
 #[post("/ledgers/{ledger_id}/payees")]
 pub(crate) async fn add(
     state: web::Data<AppState>,
-    caller: Caller,
+    session: StepUp,
     path: web::Path<String>,
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
-    caller.require_on(Scope::PayeesWrite, ledger_id)?;
-    let input: AddPayee = super::parse_json(&body, "payee")?;
+    let session = session.0;
+    session.require(OperatorScope::AllowListPropose, ledger_id)?;
+    let input: PayeeDetails = super::parse_json(&body, "payee")?;
     let account = parse_account(&input)?;
-    let correlation_id = crate::request_id::correlation_id(&request);
+    let payee_id = Uuid::now_v7();
+    let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        let (allow_list, version) = state.allow_list(ledger_id).await?;
-        let payee_id = Uuid::now_v7();
-        let added = allow_list
-            .propose_add(payee_id, &input.name, &account)
-            .map_err(|e| ApiError::rejected(e.code(), e.to_string()))?;
-        let body = json!({
-            "payee_id": payee_id,
-            "name": added.name,
-            "normalized_name": added.normalized_name,
-            "lookalike_of": added.lookalike_of,
-        });
-        let write = StreamWrite {
-            stream_id: ALLOW_LIST_STREAM.to_owned(),
-            expected: expected(version),
-            events: vec![draft(&added, &caller.actor(), correlation_id)],
+        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
+        let edit = AllowListChange::Add {
+            payee_id,
+            name: input.name.clone(),
+            account: account.clone(),
         };
-        Ok(Decision {
-            status: StatusCode::CREATED,
-            body,
-            writes: vec![write],
-        })
+        let extra = proposals::check_change(&allow_list, &edit)?;
+        let new = NewRevision {
+            ledger_id,
+            proposal_id,
+            revision: 1,
+            change: edit,
+            version,
+            extra,
+        };
+        Ok(proposals::propose(&state, &session, new))
     })
     .await
 }
 
-/// Removes a payee from the allow-list.
-#[post("/ledgers/{ledger_id}/payees/{payee_id}/removal")]
-pub(crate) async fn remove(
+/// Proposes changing a payee's name or account. On approval the payee is replaced by a
+/// new payee id with the new details, which then waits out the cooling-off period.
+#[post("/ledgers/{ledger_id}/payees/{payee_id}/change")]
+pub(crate) async fn change(
     state: web::Data<AppState>,
-    caller: Caller,
+    session: StepUp,
     path: web::Path<(String, String)>,
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path.0)?;
-    caller.require_on(Scope::PayeesWrite, ledger_id)?;
-    let payee_id = Uuid::parse_str(&path.1)
-        .map_err(|_| ApiError::invalid(format!("payee id {:?} is not a UUID", path.1)))?;
-    let input: RemovePayee = super::parse_json(&body, "removal")?;
-    let correlation_id = crate::request_id::correlation_id(&request);
+    let session = session.0;
+    session.require(OperatorScope::AllowListPropose, ledger_id)?;
+    let payee_id = parse_payee_id(&path.1)?;
+    let input: PayeeDetails = super::parse_json(&body, "payee change")?;
+    let account = parse_account(&input)?;
+    let new_payee_id = Uuid::now_v7();
+    let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        let (allow_list, version) = state.allow_list(ledger_id).await?;
-        let removed = allow_list
-            .remove(payee_id, &input.reason)
-            .map_err(|e| ApiError::rejected(e.code(), e.to_string()))?;
-        let write = StreamWrite {
-            stream_id: ALLOW_LIST_STREAM.to_owned(),
-            expected: expected(version),
-            events: vec![draft(&removed, &caller.actor(), correlation_id)],
+        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
+        let edit = AllowListChange::Change {
+            payee_id,
+            new_payee_id,
+            name: input.name.clone(),
+            account: account.clone(),
         };
-        let body = json!({"payee_id": payee_id, "removed": true});
-        Ok(Decision {
-            status: StatusCode::OK,
-            body,
-            writes: vec![write],
-        })
+        let extra = proposals::check_change(&allow_list, &edit)?;
+        let new = NewRevision {
+            ledger_id,
+            proposal_id,
+            revision: 1,
+            change: edit,
+            version,
+            extra,
+        };
+        Ok(proposals::propose(&state, &session, new))
     })
     .await
+}
+
+/// Proposes removing a payee; it stays payable until a second operator approves.
+#[post("/ledgers/{ledger_id}/payees/{payee_id}/removal")]
+pub(crate) async fn remove(
+    state: web::Data<AppState>,
+    session: StepUp,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path.0)?;
+    let session = session.0;
+    session.require(OperatorScope::AllowListPropose, ledger_id)?;
+    let payee_id = parse_payee_id(&path.1)?;
+    let input: RemovePayee = super::parse_json(&body, "removal")?;
+    let proposal_id = Uuid::now_v7();
+
+    commands::run(&state, ledger_id, &request, &body, || async {
+        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
+        let edit = AllowListChange::Remove {
+            payee_id,
+            reason: input.reason.trim().to_owned(),
+        };
+        let extra = proposals::check_change(&allow_list, &edit)?;
+        let new = NewRevision {
+            ledger_id,
+            proposal_id,
+            revision: 1,
+            change: edit,
+            version,
+            extra,
+        };
+        Ok(proposals::propose(&state, &session, new))
+    })
+    .await
+}
+
+fn parse_payee_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::invalid(format!("payee id {text:?} is not a UUID")))
 }
 
 /// Lists the allow-list from the read model.
@@ -139,14 +184,11 @@ pub(crate) async fn list(
     Ok(HttpResponse::Ok().json(payees))
 }
 
-fn expected(version: Option<u64>) -> ExpectedVersion {
-    match version {
-        Some(version) => ExpectedVersion::Exact(version),
-        None => ExpectedVersion::NoStream,
-    }
-}
-
-fn parse_account(input: &AddPayee) -> Result<PayeeAccount, ApiError> {
+/// Parses the account of a payee: `bsb` and `account`, or `iban` alone.
+///
+/// # Errors
+/// 400 naming the invalid part.
+pub(crate) fn parse_account(input: &PayeeDetails) -> Result<PayeeAccount, ApiError> {
     match (&input.bsb, &input.account, &input.iban) {
         (Some(bsb), Some(account), None) => {
             let bsb = Bsb::parse(bsb).map_err(|e| ApiError::invalid(e.to_string()))?;

@@ -9,6 +9,7 @@ use super::bsb::{AccountNumber, Bsb, BsbError};
 use super::iban::{Iban, IbanError};
 use super::names::{lookalike_key, normalize_name};
 use crate::events::{DomainEvent, PayeeAccount, PayeeAdded, PayeeRemoved};
+use crate::operator_events::ChangeApproved;
 
 /// Maximum length of a payee name in characters, after normalisation.
 ///
@@ -32,6 +33,9 @@ pub struct Payee {
     pub lookalike_key: String,
     /// Bank account in canonical form.
     pub account: PayeeAccount,
+    /// End of the payee's cooling-off period, microseconds since the Unix epoch; `None`
+    /// for a payee added before approvals existed, which is payable at once.
+    pub payable_from_micros: Option<i64>,
 }
 
 /// Allow-list of active payees, rebuilt by applying payee events in order.
@@ -153,6 +157,12 @@ pub enum ReplayError {
         /// The id.
         payee_id: Uuid,
     },
+    /// An `allowlist.change_approved` event names a payee that its append did not add.
+    #[error("allowlist.change_approved names payee {payee_id}, which is not active")]
+    ApprovedNotActive {
+        /// The id.
+        payee_id: Uuid,
+    },
 }
 
 impl AllowList {
@@ -170,6 +180,7 @@ impl AllowList {
         match event {
             DomainEvent::PayeeAdded(added) => self.apply_added(added),
             DomainEvent::PayeeRemoved(removed) => self.apply_removed(removed),
+            DomainEvent::ChangeApproved(approved) => self.apply_approved(approved),
             _ => Ok(()),
         }
     }
@@ -192,10 +203,25 @@ impl AllowList {
             normalized_name: added.normalized_name.clone(),
             lookalike_key: lookalike_key(&added.name),
             account: added.account.clone(),
+            payable_from_micros: None,
         };
         self.by_account.insert(payee.account.clone(), payee_id);
         self.payees.insert(payee_id, payee);
         self.assert_indexes_agree();
+        Ok(())
+    }
+
+    /// Starts the cooling-off period of the payee an approved change added; the
+    /// approval follows the `payee.added` event in the same append.
+    fn apply_approved(&mut self, approved: &ChangeApproved) -> Result<(), ReplayError> {
+        let Some(payee_id) = approved.payee_id else {
+            return Ok(());
+        };
+        let payee = self
+            .payees
+            .get_mut(&payee_id)
+            .ok_or(ReplayError::ApprovedNotActive { payee_id })?;
+        payee.payable_from_micros = Some(approved.payable_from_micros);
         Ok(())
     }
 

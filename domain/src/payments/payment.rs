@@ -22,6 +22,9 @@ pub struct PaymentPolicy {
     pub max_amount_minor: u64,
     /// Currencies the tenant may pay in.
     pub allowed_currencies: Vec<Currency>,
+    /// Time of the decision, microseconds since the Unix epoch; a payee still in its
+    /// cooling-off period at this time is not paid.
+    pub decided_at_micros: i64,
 }
 
 /// A request to pay an allow-listed payee, as received by the API or read from
@@ -55,6 +58,17 @@ pub enum PaymentRejection {
     PayeeNotAllowListed {
         /// The payee id.
         payee_id: Uuid,
+    },
+    /// The payee was approved but its cooling-off period has not ended.
+    #[error(
+        "payee {payee_id} was approved recently and cannot be paid until its cooling-off \
+         period ends at {payable_from_micros} microseconds since the Unix epoch; retry then"
+    )]
+    PayeeCoolingOff {
+        /// The payee id.
+        payee_id: Uuid,
+        /// End of the cooling-off period.
+        payable_from_micros: i64,
     },
     /// No active payee has the account of an ABA detail record.
     #[error("account {account} is not on the allow-list; add its payee first")]
@@ -112,6 +126,7 @@ impl PaymentRejection {
         match self {
             Self::PayeeNotAllowListed { .. } => "payee_not_allow_listed",
             Self::AccountNotAllowListed { .. } => "account_not_allow_listed",
+            Self::PayeeCoolingOff { .. } => "payee_cooling_off",
             Self::AmountNotPositive { .. } => "amount_not_positive",
             Self::AmountOverLimit { .. } => "amount_over_limit",
             Self::CurrencyInvalid(_) => "currency_invalid",
@@ -157,6 +172,14 @@ pub fn decide_submission(
         .ok_or(PaymentRejection::PayeeNotAllowListed {
             payee_id: request.payee_id,
         })?;
+    if let Some(payable_from_micros) = payee.payable_from_micros {
+        if policy.decided_at_micros < payable_from_micros {
+            return Err(PaymentRejection::PayeeCoolingOff {
+                payee_id: payee.payee_id,
+                payable_from_micros,
+            });
+        }
+    }
     if matches!(payee.account, PayeeAccount::Bsb { .. }) && currency != Currency::AUD {
         return Err(PaymentRejection::CurrencyAccountMismatch {
             currency: currency.to_string(),
@@ -269,6 +292,7 @@ mod tests {
         PaymentPolicy {
             max_amount_minor: 500_000,
             allowed_currencies: allowed,
+            decided_at_micros: 1_000,
         }
     }
 
@@ -324,6 +348,33 @@ mod tests {
             bank_idempotency_key(LEDGER, PAYMENT)
         );
         assert_eq!(event.source, PaymentSource::Api);
+    }
+
+    #[test]
+    fn payee_in_cooling_off_rejected_until_it_ends() {
+        let mut list = allow_list();
+        let approved = crate::operator_events::ChangeApproved {
+            proposal_id: Uuid::from_u128(1),
+            revision: 1,
+            content_hash: [0; 32],
+            payee_id: Some(PAYEE),
+            payable_from_micros: 5_000,
+            auth: crate::operator_events::AuthContext {
+                operator_id: Uuid::from_u128(2),
+                session_id: Uuid::from_u128(3),
+                factor: "totp".into(),
+                factor_verified_at_micros: 900,
+            },
+        };
+        list.apply(&DomainEvent::ChangeApproved(approved)).unwrap();
+
+        let early = decide_submission(&policy(), &list, request(), LEDGER).unwrap_err();
+        assert_eq!(early.code(), "payee_cooling_off");
+        let later = PaymentPolicy {
+            decided_at_micros: 5_000,
+            ..policy()
+        };
+        assert!(decide_submission(&later, &list, request(), LEDGER).is_ok());
     }
 
     #[test]

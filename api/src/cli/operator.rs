@@ -1,0 +1,113 @@
+//! `folio operator`: bootstrap the first administrator of a ledger.
+//!
+//! Later operators are created by an administrator over the API, with step-up, so that
+//! each creation is an event with its authentication context. The bootstrap works on the
+//! data directory directly; its `operator.created` event is recorded by the server at the
+//! administrator's first sign-in.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use domain::clock::{Clock, SystemClock};
+use domain::operators::Role;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use crate::operators::{create_operator, OperatorStore, SecretHasher};
+
+/// `folio operator` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create the first administrator of a ledger; the password is read from standard
+    /// input (one line) or from `--password-file`.
+    Create {
+        /// Data directory of the server.
+        #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
+        data_dir: PathBuf,
+        /// Ledger the administrator works on.
+        #[arg(long)]
+        ledger: Uuid,
+        /// User name (3 to 64 letters, digits, '.', '_', '-', '@').
+        #[arg(long)]
+        username: String,
+        /// Create an administrator (the only kind this command creates).
+        #[arg(long)]
+        admin: bool,
+        /// File holding the password on its first line.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+    },
+}
+
+pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    let Command::Create {
+        data_dir,
+        ledger,
+        username,
+        admin,
+        password_file,
+    } = command;
+    if !admin {
+        bail!(
+            "this command only bootstraps administrators: pass --admin; an administrator \
+             creates other operators with POST /v1/ledgers/{{ledger_id}}/operators"
+        );
+    }
+    let password = read_password(password_file.as_ref())?;
+    crate::files::create_private_dir(&data_dir)?;
+    let path = data_dir.join("operators.sqlite");
+    crate::files::create_private_file(&path)?;
+    let store = OperatorStore::open(&path).await?;
+    let hasher = SecretHasher::new(false)?;
+    let now = SystemClock.now_micros();
+    let created = create_operator(
+        &store,
+        &hasher,
+        &crate::operators::OperatorRequest {
+            ledger_id: ledger,
+            username: &username,
+            password: &password,
+            roles: &[Role::Admin],
+            created_recorded: false,
+            now_micros: now,
+        },
+    )
+    .await?;
+    match created {
+        Ok(operator_id) => {
+            println!("{operator_id}");
+            eprintln!(
+                "Administrator {username} created on ledger {ledger}. Sign in with \
+                 POST /v1/sessions and enrol an authenticator app before anything else."
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(problem) => {
+            eprintln!("error: {problem}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn read_password(file: Option<&PathBuf>) -> anyhow::Result<Zeroizing<String>> {
+    let mut line = Zeroizing::new(String::new());
+    match file {
+        Some(path) => {
+            let text = Zeroizing::new(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read password file {}", path.display()))?,
+            );
+            line.push_str(text.lines().next().unwrap_or_default());
+        }
+        None => {
+            std::io::stdin().lock().read_line(&mut line)?;
+        }
+    }
+    let trimmed = Zeroizing::new(line.trim_end_matches(['\r', '\n']).to_owned());
+    if trimmed.is_empty() {
+        bail!("no password given: write it on standard input or pass --password-file");
+    }
+    Ok(trimmed)
+}
