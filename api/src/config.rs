@@ -31,6 +31,10 @@ pub struct Config {
     pub mfa: crate::operators::MfaConfig,
     /// Allow-list proposals and the cooling-off period of new payees.
     pub allow_list: crate::operators::AllowListConfig,
+    /// Location of the read models.
+    pub read_models: crate::read_store::ReadModelsConfig,
+    /// Lease that picks the one node running the dispatcher and shared projections.
+    pub cluster: crate::lease::ClusterConfig,
 }
 
 impl Default for Config {
@@ -44,6 +48,8 @@ impl Default for Config {
             controls: ControlsConfig::default(),
             mfa: crate::operators::MfaConfig::default(),
             allow_list: crate::operators::AllowListConfig::default(),
+            read_models: Default::default(),
+            cluster: Default::default(),
         }
     }
 }
@@ -332,6 +338,8 @@ impl Config {
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }
+        self.read_models.validate()?;
+        self.cluster.validate()?;
         Ok(())
     }
 }
@@ -473,6 +481,28 @@ mod tests {
             error.to_string().contains("bank.backoff_base_ms (9000)"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn cluster_and_read_models_from_env() {
+        let vars = env(&[
+            ("FOLIO_READ_MODELS__BACKEND", "postgres"),
+            ("FOLIO_READ_MODELS__URL", "postgres://folio@db:5432/read"),
+            ("FOLIO_CLUSTER__LEASE_URL", "postgres://folio@db:5432/lease"),
+            ("FOLIO_CLUSTER__LEASE_RETRY_MS", "250"),
+        ]);
+        let config = Config::load(None, vars).unwrap();
+        assert!(config.read_models.is_shared());
+        assert_eq!(config.read_models.url, "postgres://folio@db:5432/read");
+        assert_eq!(config.cluster.lease_url, "postgres://folio@db:5432/lease");
+        assert_eq!(config.cluster.retry_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_read_models_backend_is_rejected() {
+        let vars = env(&[("FOLIO_READ_MODELS__BACKEND", "mysql")]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(format!("{error:#}").contains("mysql"), "{error:#}");
     }
 
     #[test]

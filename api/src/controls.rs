@@ -32,8 +32,8 @@ pub fn latest() -> BTreeMap<Uuid, ControlsRunRecorded> {
     }
 }
 
-/// Evaluates the controls over every event of a ledger, verifying the chain on the way.
-/// Returns `None` for a ledger with no events.
+/// Evaluates the controls over a ledger's events up to its signed head, verifying the chain
+/// on the way. Returns `None` for a ledger that does not exist.
 ///
 /// # Errors
 /// Fails when the store cannot be read.
@@ -44,12 +44,18 @@ pub async fn evaluate(
     now_micros: i64,
     log: Option<ControlResult>,
 ) -> anyhow::Result<Option<ControlsRunRecorded>> {
+    // The signed head is read first and the events up to it after, so events committed
+    // while the run reads are left for the next run instead of failing the head check.
+    let Some(head) = backend.signed_head(ledger_id).await? else {
+        return Ok(None);
+    };
     let mut verifier = ChainVerifier::new();
     let mut evaluator = ControlsEvaluator::new(policy);
     let mut chain = Ok(());
     let mut from = 0;
-    loop {
-        let events = backend.read_ledger(ledger_id, from, PAGE).await?;
+    while from <= head.head.position {
+        let limit = u32::try_from(head.head.position - from + 1).map_or(PAGE, |n| n.min(PAGE));
+        let events = backend.read_ledger(ledger_id, from, limit).await?;
         let Some(last) = events.last() else {
             break;
         };
@@ -63,14 +69,10 @@ pub async fn evaluate(
         for event in &events {
             evaluator.push(event);
         }
-        if events.len() < PAGE as usize {
-            break;
-        }
     }
     if chain.is_ok() {
-        let head = backend.signed_head(ledger_id).await?;
         chain = verifier
-            .finish(head.as_ref().map(|head| head.record.as_slice()))
+            .finish(Some(head.record.as_slice()))
             .map(|_| ())
             .map_err(|failure| failure.to_string());
     }

@@ -47,6 +47,8 @@ struct Inner {
     permits: Arc<Semaphore>,
     tracked: StdMutex<HashSet<Uuid>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
+    /// Payment dispatches in progress, so shutdown can wait for them to end.
+    jobs: StdMutex<JoinSet<()>>,
     stop: watch::Sender<bool>,
     /// Runtime the dispatcher was started on. Workers and bank calls are spawned here
     /// even when `track` is called from an HTTP worker's runtime, so they outlive it.
@@ -94,6 +96,7 @@ impl Dispatcher {
                 permits: Arc::new(Semaphore::new(max_in_flight)),
                 tracked: StdMutex::new(HashSet::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                jobs: StdMutex::new(JoinSet::new()),
                 stop,
                 runtime: tokio::runtime::Handle::current(),
             }),
@@ -132,12 +135,24 @@ impl Dispatcher {
         });
     }
 
-    /// Stops following ledgers and waits for in-flight bank calls to end.
+    /// Stops following ledgers and interrupts every payment dispatch at its next await,
+    /// then waits for them to end.
+    ///
+    /// An interrupted payment resumes from the ledger on the next start, on this node or
+    /// on the next lease holder, with the same bank idempotency key.
     pub async fn shutdown(&self) {
-        let _ = self.inner.stop.send(true);
+        self.inner.stop.send_replace(true);
         let mut tasks = self.inner.tasks.lock().await;
         while tasks.join_next().await.is_some() {}
+        let mut jobs = std::mem::take(&mut *lock_jobs(&self.inner.jobs));
+        while jobs.join_next().await.is_some() {}
     }
+}
+
+fn lock_jobs(jobs: &StdMutex<JoinSet<()>>) -> std::sync::MutexGuard<'_, JoinSet<()>> {
+    // Each critical section is one spawn, reap or take, so a poisoned set is still whole.
+    jobs.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// State of one unfinished payment, rebuilt from the ledger.
@@ -280,7 +295,12 @@ impl LedgerWorker {
                     pending,
                 ),
             };
-            self.inner.runtime.spawn(job.run());
+            let mut jobs = lock_jobs(&self.inner.jobs);
+            while jobs.try_join_next().is_some() {}
+            if *self.inner.stop.borrow() {
+                return;
+            }
+            jobs.spawn_on(job.run(), &self.inner.runtime);
         }
     }
 }
@@ -296,6 +316,18 @@ struct DispatchJob {
 
 impl DispatchJob {
     async fn run(self) {
+        let mut stop = self.inner.stop.subscribe();
+        tokio::select! {
+            () = self.dispatch() => {}
+            _ = stop.wait_for(|stopped| *stopped) => tracing::info!(
+                ledger = %self.ledger_id,
+                payment = %self.payment_id,
+                "payment dispatch interrupted by shutdown; the next start resumes it"
+            ),
+        }
+    }
+
+    async fn dispatch(&self) {
         let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else {
             return;
         };

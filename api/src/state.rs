@@ -10,16 +10,17 @@ use domain::operators::ProposalBook;
 use domain::payments::{AllowList, Currency, PaymentPolicy};
 use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::EventStore;
-use projections::{ProjectionRunner, ReadModels, RunnerHandle};
+use projections::{ProjectionError, ProjectionRunner, ProjectionStatus, ReadModels, RunnerHandle};
 use tokio::sync::Mutex;
 use uuid::Uuid;
 
 use crate::auth::TokenStore;
 use crate::bank::BankMetrics;
-use crate::config::Config;
+use crate::config::{BankConfig, Config};
 use crate::dispatcher::Dispatcher;
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
+use crate::workers::{LeaseTimings, LeasedWorkers, StartWorkers, Workers};
 
 /// Stream holding a ledger's allow-list changes.
 pub const ALLOW_LIST_STREAM: &str = "allowlist";
@@ -51,8 +52,9 @@ pub struct AppState {
     pub store: EventStore,
     /// Read models.
     pub models: ReadModels,
-    /// Projection runner.
-    pub runner: RunnerHandle,
+    /// Projection runner of read models private to this node; `None` when the read models
+    /// are shared, and the lease holder's workers run the projections.
+    pub local_runner: Option<RunnerHandle>,
     /// API tokens.
     pub tokens: TokenStore,
     /// Operators, sessions and second factors.
@@ -61,8 +63,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
     pub allow_lists: Mutex<HashMap<Uuid, CachedAllowList>>,
-    /// Bank dispatcher, when a bank is configured.
-    pub dispatcher: Option<Dispatcher>,
+    /// Dispatcher and shared projections, running while this node holds the lease.
+    pub workers: LeasedWorkers,
     /// Bank call metrics.
     pub bank_metrics: Arc<BankMetrics>,
     /// Serialises ledger creation, so one tenant gets one ledger.
@@ -73,7 +75,8 @@ pub struct AppState {
 
 impl AppState {
     /// Opens the embedded store, read models and tokens under `config.data_dir`, and
-    /// starts the projection runner and (if a bank is configured) the dispatcher.
+    /// starts the projection runner and (if a bank is configured) the dispatcher. Workers
+    /// that only one node may run start once this node holds the cluster lease.
     ///
     /// # Errors
     /// Fails when a file cannot be opened or created, naming it.
@@ -108,38 +111,41 @@ impl AppState {
             Arc::clone(&clock),
         );
 
-        let read_path = data_dir.join("read.sqlite");
-        crate::files::create_private_file(&read_path)?;
-        let models = ReadModels::open(&read_path)
-            .await
-            .with_context(|| format!("cannot open read models {}", read_path.display()))?;
-        let runner = ProjectionRunner::spawn(store.clone(), models.clone());
+        let models = config.read_models.open(&data_dir).await?;
+        let shared_models = config.read_models.is_shared();
+        let local_runner =
+            (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
         let auth_path = data_dir.join("auth.sqlite");
         crate::files::create_private_file(&auth_path)?;
         let tokens = TokenStore::open(&auth_path).await?;
         let mfa = crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list).await?;
         let bank_metrics = Arc::new(BankMetrics::default());
-        let dispatcher = if config.bank.url.is_empty() {
+        if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
-            None
-        } else {
-            Some(Dispatcher::start(
-                &config.bank,
-                store.clone(),
-                Arc::clone(&bank_metrics),
-            )?)
+        }
+        let start_workers = worker_starter(
+            config.bank.clone(),
+            store.clone(),
+            shared_models.then(|| models.clone()),
+            Arc::clone(&bank_metrics),
+        );
+        let timings = LeaseTimings {
+            retry: config.cluster.retry_interval(),
+            check: config.cluster.check_interval(),
         };
+        let lease = config.cluster.lease()?;
+        let workers = LeasedWorkers::start(lease, timings, start_workers).await?;
 
         Ok(Arc::new(AppState {
             config,
             store,
             models,
-            runner,
+            local_runner,
             tokens,
             mfa,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
-            dispatcher,
+            workers,
             bank_metrics,
             ledger_creation: Mutex::new(()),
             _data_dir_lock: lock,
@@ -206,18 +212,78 @@ impl AppState {
 
     /// Tells background workers that a ledger has new events.
     pub fn notify_appended(&self, ledger_id: Uuid) {
-        self.runner.track(ledger_id);
-        if let Some(dispatcher) = &self.dispatcher {
-            dispatcher.track(ledger_id);
+        if let Some(runner) = &self.local_runner {
+            runner.track(ledger_id);
         }
+        if let Some(workers) = self.workers.current() {
+            if let Some(runner) = &workers.runner {
+                runner.track(ledger_id);
+            }
+            if let Some(dispatcher) = &workers.dispatcher {
+                dispatcher.track(ledger_id);
+            }
+        }
+    }
+
+    /// Returns the progress of a ledger's projection, from the runner that writes this
+    /// node's read models, or from the stored checkpoint when another node runs it.
+    ///
+    /// # Errors
+    /// Read-model or store failures.
+    pub async fn projection_status(
+        &self,
+        ledger_id: Uuid,
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        if let Some(runner) = &self.local_runner {
+            return runner.status(ledger_id).await;
+        }
+        let workers = self.workers.current();
+        match workers.as_ref().and_then(|workers| workers.runner.as_ref()) {
+            Some(runner) => runner.status(ledger_id).await,
+            None => ProjectionRunner::idle_status(&self.store, &self.models, ledger_id).await,
+        }
+    }
+
+    /// Returns the bank circuit breaker's state, or `None` when this node does not
+    /// dispatch (no bank configured, or another node holds the lease).
+    pub fn breaker_state(&self) -> Option<&'static str> {
+        let workers = self.workers.current()?;
+        workers
+            .dispatcher
+            .as_ref()
+            .map(|dispatcher| dispatcher.breaker_state())
     }
 
     /// Stops the workers and the sequencers, letting committed work finish.
     pub async fn shutdown(&self) {
-        if let Some(dispatcher) = &self.dispatcher {
-            dispatcher.shutdown().await;
+        self.workers.shutdown().await;
+        if let Some(runner) = &self.local_runner {
+            runner.shutdown().await;
         }
-        self.runner.shutdown().await;
         self.store.shutdown().await;
     }
+}
+
+/// Returns the function that starts the lease holder's workers: the projection runner when
+/// `shared_models` is set, and the dispatcher when a bank is configured.
+fn worker_starter(
+    bank: BankConfig,
+    store: EventStore,
+    shared_models: Option<ReadModels>,
+    metrics: Arc<BankMetrics>,
+) -> StartWorkers {
+    Box::new(move || {
+        let dispatcher = if bank.url.is_empty() {
+            None
+        } else {
+            Some(Dispatcher::start(
+                &bank,
+                store.clone(),
+                Arc::clone(&metrics),
+            )?)
+        };
+        let runner = (shared_models.as_ref())
+            .map(|models| ProjectionRunner::spawn(store.clone(), models.clone()));
+        Ok(Workers { runner, dispatcher })
+    })
 }

@@ -10,6 +10,8 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod error;
+#[cfg(feature = "kurrentdb")]
+pub mod kurrentdb;
 pub mod memory;
 mod sequencer;
 pub mod sqlite;

@@ -1,5 +1,7 @@
-//! Contract tests run against every backend: the memory backend and SQLite in a temporary
-//! directory. Each backend sits behind `FaultyBackend`, which can fail the next commit.
+//! Contract tests run against every backend: the memory backend, SQLite in a temporary
+//! directory, and with the `kurrentdb` feature a KurrentDB server when
+//! `FOLIO_TEST_KURRENTDB_URL` names one. Each backend sits behind `FaultyBackend`, which
+//! can fail the next commit.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +108,26 @@ impl Harness {
             .await
             .expect("open");
         Harness::over(Arc::new(backend), Some(dir)).await
+    }
+
+    /// Opens a harness on the KurrentDB server named by `FOLIO_TEST_KURRENTDB_URL`, or
+    /// returns `None` after printing a skip message when the variable is unset.
+    #[cfg(feature = "kurrentdb")]
+    async fn kurrentdb(test: &str) -> Option<Harness> {
+        use std::io::Write;
+
+        let Ok(url) = std::env::var("FOLIO_TEST_KURRENTDB_URL") else {
+            // Written past the test harness's capture, so a skip shows in every run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "kurrentdb::{test}: skipped, FOLIO_TEST_KURRENTDB_URL is not set \
+                 (set it to kurrentdb://host:port?tls=false to run against a server)"
+            );
+            return None;
+        };
+        let backend = eventstore_adapter::kurrentdb::KurrentBackend::connect(&url)
+            .unwrap_or_else(|error| panic!("FOLIO_TEST_KURRENTDB_URL: {error}"));
+        Some(Harness::over(Arc::new(backend), None).await)
     }
 
     async fn over(inner: Arc<dyn Backend>, dir: Option<TempDir>) -> Harness {
@@ -905,6 +927,18 @@ macro_rules! contract_tests {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name(super::Harness::sqlite().await).await;
+                }
+            )*
+        }
+        #[cfg(feature = "kurrentdb")]
+        mod kurrentdb {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(harness) = super::Harness::kurrentdb(stringify!($name)).await else {
+                        return;
+                    };
+                    super::$name(harness).await;
                 }
             )*
         }

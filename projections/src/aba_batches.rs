@@ -2,7 +2,8 @@
 
 use domain::events::{AbaBatchImported, DomainEvent};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -49,7 +50,7 @@ pub struct AbaBatch {
 
 /// Records an imported batch; other events leave the model unchanged.
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     event: &DomainEvent,
 ) -> Result<(), ProjectionError> {
@@ -60,7 +61,7 @@ pub(crate) async fn apply(
 }
 
 async fn imported(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &AbaBatchImported,
 ) -> Result<(), ProjectionError> {
@@ -143,7 +144,7 @@ impl ReadModels {
     }
 }
 
-fn batch_from_row(row: &SqliteRow) -> Result<AbaBatch, ProjectionError> {
+fn batch_from_row(row: &AnyRow) -> Result<AbaBatch, ProjectionError> {
     let imported_at_micros: i64 = row.try_get("imported_at_micros")?;
     Ok(AbaBatch {
         batch_id: get_uuid(row, TABLE, "batch_id")?,

@@ -6,7 +6,7 @@ use domain::events::{
     PaymentDeadLettered, PaymentRejected, PaymentSubmitted, ReceiptRecorded,
 };
 use domain::record::SealedEvent;
-use sqlx::sqlite::SqliteConnection;
+use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::row::to_db;
@@ -55,7 +55,7 @@ impl EventContext<'_> {
 
 /// Applies one event to every read model inside the caller's transaction.
 pub(crate) async fn apply_event(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ledger_id: Uuid,
     event: &SealedEvent,
 ) -> Result<(), ProjectionError> {

@@ -2,8 +2,9 @@
 
 use domain::record::ActorKind;
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
+use sqlx::Row;
 use uuid::Uuid;
 
 use crate::apply::EventContext;
@@ -86,7 +87,7 @@ fn actor_kind_name(kind: ActorKind) -> &'static str {
 
 /// Records an event in the audit trail.
 pub(crate) async fn record(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     summary: Option<String>,
 ) -> Result<(), ProjectionError> {
@@ -132,23 +133,33 @@ impl ReadModels {
         let mut tx = self.pool.begin().await?;
         let checkpoint = load_checkpoint(&mut tx, ledger_id).await?;
 
-        let mut sql = QueryBuilder::<Sqlite>::new("SELECT * FROM audit_events WHERE ledger_id = ");
-        sql.push_bind(ledger_id.to_string());
-        sql.push(" AND position > ")
-            .push_bind(query.page.after_bound());
+        let mut sql = Filters::default();
+        sql.push("ledger_id =", Bind::Text(ledger_id.to_string()));
+        sql.push("position >", Bind::Int(query.page.after_bound()));
         if let Some(from) = query.from_micros {
-            sql.push(" AND recorded_at_micros >= ").push_bind(from);
+            sql.push("recorded_at_micros >=", Bind::Int(from));
         }
         if let Some(to) = query.to_micros {
-            sql.push(" AND recorded_at_micros < ").push_bind(to);
+            sql.push("recorded_at_micros <", Bind::Int(to));
         }
-        push_text_filter(&mut sql, "actor_id", query.actor_id.as_deref());
-        push_text_filter(&mut sql, "stream_id", query.stream_id.as_deref());
-        push_text_filter(&mut sql, "event_type", query.event_type.as_deref());
-        sql.push(" ORDER BY position LIMIT ")
-            .push_bind(query.page.fetch_limit());
+        sql.push_text("actor_id =", query.actor_id.as_deref());
+        sql.push_text("stream_id =", query.stream_id.as_deref());
+        sql.push_text("event_type =", query.event_type.as_deref());
+        let text = format!(
+            "SELECT * FROM audit_events WHERE {} ORDER BY position LIMIT ${}",
+            sql.conditions.join(" AND "),
+            sql.binds.len() + 1
+        );
 
-        let rows = sql.build().fetch_all(&mut *tx).await?;
+        let mut statement = sqlx::query(&text);
+        for bind in sql.binds {
+            statement = match bind {
+                Bind::Text(value) => statement.bind(value),
+                Bind::Int(value) => statement.bind(value),
+            };
+        }
+        let statement = statement.bind(query.page.fetch_limit());
+        let rows = statement.fetch_all(&mut *tx).await?;
         let entries = rows
             .iter()
             .map(entry_from_row)
@@ -158,14 +169,37 @@ impl ReadModels {
     }
 }
 
-fn push_text_filter(sql: &mut QueryBuilder<'_, Sqlite>, column: &str, value: Option<&str>) {
-    if let Some(value) = value {
-        sql.push(format_args!(" AND {column} = "))
-            .push_bind(value.to_owned());
+/// A bound value of a filter.
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// Filter conditions with numbered placeholders. sqlx's `QueryBuilder` writes `?` for the
+/// `Any` driver, which PostgreSQL rejects, so the `$n` placeholders are numbered here.
+#[derive(Default)]
+struct Filters {
+    conditions: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Filters {
+    /// Adds `column_and_operator $n`, such as `position > $2`.
+    fn push(&mut self, column_and_operator: &str, value: Bind) {
+        self.binds.push(value);
+        let number = self.binds.len();
+        self.conditions
+            .push(format!("{column_and_operator} ${number}"));
+    }
+
+    fn push_text(&mut self, column_and_operator: &str, value: Option<&str>) {
+        if let Some(value) = value {
+            self.push(column_and_operator, Bind::Text(value.to_owned()));
+        }
     }
 }
 
-fn entry_from_row(row: &SqliteRow) -> Result<AuditEntry, ProjectionError> {
+fn entry_from_row(row: &AnyRow) -> Result<AuditEntry, ProjectionError> {
     let recorded_at_micros: i64 = row.try_get("recorded_at_micros")?;
     let schema_version: i32 = row.try_get("schema_version")?;
     let schema_version =

@@ -2,7 +2,8 @@
 
 use domain::events::{DomainEvent, PaymentDeadLettered};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -58,7 +59,7 @@ pub struct DeadLetterStats {
 /// Parks a dead-lettered payment, and unparks a payment when it is dispatched or
 /// receipted again (an operator replay).
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     event: &DomainEvent,
 ) -> Result<(), ProjectionError> {
@@ -71,7 +72,7 @@ pub(crate) async fn apply(
 }
 
 async fn park(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PaymentDeadLettered,
 ) -> Result<(), ProjectionError> {
@@ -101,7 +102,7 @@ async fn park(
 }
 
 async fn unpark(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     payment_id: Uuid,
 ) -> Result<(), ProjectionError> {
@@ -171,7 +172,7 @@ impl ReadModels {
     }
 }
 
-fn dead_letter_from_row(row: &SqliteRow) -> Result<DeadLetter, ProjectionError> {
+fn dead_letter_from_row(row: &AnyRow) -> Result<DeadLetter, ProjectionError> {
     let parked_at_micros: i64 = row.try_get("parked_at_micros")?;
     Ok(DeadLetter {
         payment_id: get_uuid(row, TABLE, "payment_id")?,

@@ -2,13 +2,14 @@
 //!
 //! The [`ProjectionRunner`] follows every ledger of an event store and applies each
 //! sealed event to all read models. It writes the new checkpoint (position and head hash)
-//! in the same SQLite transaction as the rows, so a crash never leaves a model ahead of or
+//! in the same transaction as the rows, so a crash never leaves a model ahead of or
 //! behind its checkpoint. It checks that positions are gapless and hashes link, and stops a
 //! ledger with a visible error instead of skipping an event.
 //!
 //! [`ReadModels`] serves the queries: the audit trail, payments with their history, the
 //! payee allow-list, the dead-letter queue and ABA batches. Results are plain serde
-//! structs that report the checkpoint they reflect.
+//! structs that report the checkpoint they reflect. The models live in SQLite or
+//! PostgreSQL; one code path serves both through sqlx's `Any` driver.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]

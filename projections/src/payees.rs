@@ -2,7 +2,8 @@
 
 use domain::events::{DomainEvent, PayeeAdded, PayeeRemoved};
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -47,7 +48,7 @@ pub struct Payee {
 
 /// Applies a payee event; other events leave the model unchanged.
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     event: &DomainEvent,
 ) -> Result<(), ProjectionError> {
@@ -59,7 +60,7 @@ pub(crate) async fn apply(
 }
 
 async fn added(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PayeeAdded,
 ) -> Result<(), ProjectionError> {
@@ -97,7 +98,7 @@ async fn added(
 }
 
 async fn removed(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PayeeRemoved,
 ) -> Result<(), ProjectionError> {
@@ -178,9 +179,9 @@ impl ReadModels {
 }
 
 async fn payee_from_row(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ledger_id: Uuid,
-    row: &SqliteRow,
+    row: &AnyRow,
 ) -> Result<Payee, ProjectionError> {
     let payee_id = get_uuid(row, TABLE, "payee_id")?;
     let added_at_micros: i64 = row.try_get("added_at_micros")?;
@@ -202,7 +203,7 @@ async fn payee_from_row(
 }
 
 async fn load_lookalikes(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ledger_id: Uuid,
     payee_id: Uuid,
 ) -> Result<Vec<Uuid>, ProjectionError> {

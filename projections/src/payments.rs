@@ -8,7 +8,8 @@ use domain::events::{
     PaymentSubmitted, ReceiptRecorded,
 };
 use serde::{Deserialize, Serialize};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::any::AnyRow;
+use sqlx::AnyConnection;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -178,7 +179,7 @@ struct Transition {
 
 /// Applies a payment event; other events leave the model unchanged.
 pub(crate) async fn apply(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     event: &DomainEvent,
 ) -> Result<(), ProjectionError> {
@@ -204,7 +205,7 @@ pub(crate) async fn apply(
 }
 
 async fn submitted(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PaymentSubmitted,
 ) -> Result<(), ProjectionError> {
@@ -248,7 +249,7 @@ async fn submitted(
 }
 
 async fn rejected(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PaymentRejected,
 ) -> Result<(), ProjectionError> {
@@ -278,7 +279,7 @@ async fn rejected(
 
 /// Inserts a payment that was rejected before it was submitted.
 async fn insert_rejected(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &PaymentRejected,
 ) -> Result<(), ProjectionError> {
@@ -306,7 +307,7 @@ async fn insert_rejected(
 }
 
 async fn dispatch_failed(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     e: &DispatchFailed,
 ) -> Result<(), ProjectionError> {
@@ -365,7 +366,7 @@ fn dead_lettered(e: &PaymentDeadLettered) -> Transition {
 }
 
 async fn current_status(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     payment_id: Uuid,
 ) -> Result<PaymentStatus, ProjectionError> {
@@ -377,7 +378,7 @@ async fn current_status(
 
 /// Updates an existing payment that is not yet final and records the change in its history.
 async fn transition(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     change: Transition,
 ) -> Result<(), ProjectionError> {
@@ -414,7 +415,7 @@ async fn transition(
 
 /// Loads a payment's status and attempt count, or `None` if the payment has no row.
 async fn load_state(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     payment_id: Uuid,
 ) -> Result<Option<(PaymentStatus, u32)>, ProjectionError> {
@@ -433,7 +434,7 @@ async fn load_state(
 }
 
 async fn record_history(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     context: &EventContext<'_>,
     payment_id: Uuid,
     status: PaymentStatus,
@@ -567,7 +568,7 @@ impl ReadModels {
     }
 }
 
-fn view_from_row(row: &SqliteRow) -> Result<PaymentView, ProjectionError> {
+fn view_from_row(row: &AnyRow) -> Result<PaymentView, ProjectionError> {
     let submitted_at_micros: Option<i64> = row.try_get("submitted_at_micros")?;
     let updated_at_micros: i64 = row.try_get("updated_at_micros")?;
     let batch_line = get_opt_u64(row, TABLE, "batch_line")?
@@ -598,7 +599,7 @@ fn view_from_row(row: &SqliteRow) -> Result<PaymentView, ProjectionError> {
     })
 }
 
-fn change_from_row(row: &SqliteRow) -> Result<StatusChange, ProjectionError> {
+fn change_from_row(row: &AnyRow) -> Result<StatusChange, ProjectionError> {
     let at_micros: i64 = row.try_get("at_micros")?;
     Ok(StatusChange {
         position: get_u64(row, "payment_history", "position")?,
@@ -609,13 +610,13 @@ fn change_from_row(row: &SqliteRow) -> Result<StatusChange, ProjectionError> {
     })
 }
 
-fn get_status(row: &SqliteRow, column: &str) -> Result<PaymentStatus, ProjectionError> {
+fn get_status(row: &AnyRow, column: &str) -> Result<PaymentStatus, ProjectionError> {
     let text: String = row.try_get(column)?;
     text.parse()
         .map_err(|_| corrupt(format!("{column} {text:?} is not a payment status")))
 }
 
-fn get_u32(row: &SqliteRow, column: &str) -> Result<u32, ProjectionError> {
+fn get_u32(row: &AnyRow, column: &str) -> Result<u32, ProjectionError> {
     let value = get_u64(row, TABLE, column)?;
     u32::try_from(value).map_err(|_| corrupt(format!("{column} {value} exceeds u32")))
 }

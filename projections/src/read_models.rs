@@ -1,18 +1,19 @@
 //! The read-model database: opening it, applying events with their checkpoint in one
 //! transaction, waiting for a position, and dumping every row.
+//!
+//! Every query goes through sqlx's `Any` driver, so one code path serves an SQLite file
+//! (the default, private to one node) and a PostgreSQL database (shared by every node).
+//! The SQL sticks to what both engines accept: see [`crate::schema`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use domain::record::{SealedEvent, GENESIS_PREV_HASH, HASH_LEN};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
-    SqliteSynchronous,
-};
-use sqlx::{Column, Row, TypeInfo, ValueRef};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AnyConnection, AnyPool, Column, ConnectOptions, Executor, Row, ValueRef};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -28,6 +29,16 @@ const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Connections in the pool of a file database: one writer and a few readers (WAL mode).
 const FILE_POOL_SIZE: u32 = 4;
+
+/// Connections in the pool of a PostgreSQL database: the runner's writer and the queries
+/// of one node's HTTP workers.
+const SERVER_POOL_SIZE: u32 = 8;
+
+/// Settings applied to every connection of an SQLite file. A commit lost to a power cut is
+/// projected again from the event store, so the read models do not need a sync on every
+/// commit (`synchronous = NORMAL`).
+const SQLITE_FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+    PRAGMA busy_timeout = 5000;";
 
 /// The position and head hash that every read model of a ledger reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,13 +61,13 @@ pub type Dump = BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>
 /// Cloning is cheap and clones share the pool.
 #[derive(Debug, Clone)]
 pub struct ReadModels {
-    pub(crate) pool: SqlitePool,
+    pub(crate) pool: AnyPool,
     // Bumped after every committed batch so waiters recheck their ledger's checkpoint.
     applied: Arc<watch::Sender<u64>>,
 }
 
 impl ReadModels {
-    /// Opens or creates the read-model database at `path` in WAL mode, creating its parent
+    /// Opens or creates the SQLite read-model database at `path` in WAL mode, creating its parent
     /// directory and the schema if missing.
     ///
     /// # Errors
@@ -68,16 +79,36 @@ impl ReadModels {
                 .await
                 .map_err(sqlx::Error::Io)?;
         }
-        let options = SqliteConnectOptions::new()
+        // The `Any` driver takes a URL, which carries the file name and mode but no
+        // pragmas, so those are set on each new connection instead.
+        let url = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // A commit lost to a power cut is projected again from the event store,
-            // so the read models do not need a sync on every commit.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT);
-        let pool = SqlitePoolOptions::new()
+            .to_url_lossy();
+        let options = any_options(url.as_str())?;
+        let pool = AnyPoolOptions::new()
             .max_connections(FILE_POOL_SIZE)
+            .after_connect(|connection, _| {
+                Box::pin(async move {
+                    connection.execute(SQLITE_FILE_PRAGMAS).await?;
+                    Ok(())
+                })
+            })
+            .connect_with(options);
+        Self::with_pool(pool.await?).await
+    }
+
+    /// Connects to read models on a database server, such as
+    /// `postgres://folio@db.internal:5432/folio_read`, creating the tables if missing.
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if the URL is invalid, the server cannot be reached or
+    /// the schema not created.
+    pub async fn connect(url: &str) -> Result<Self, ProjectionError> {
+        let options = any_options(url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(SERVER_POOL_SIZE)
+            .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options);
         Self::with_pool(pool.await?).await
     }
@@ -87,10 +118,10 @@ impl ReadModels {
     /// # Errors
     /// [`ProjectionError::Database`] if SQLite fails.
     pub async fn in_memory() -> Result<Self, ProjectionError> {
-        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        let options = any_options("sqlite::memory:")?;
         // Each in-memory connection is a separate database, so the pool keeps exactly
         // one connection open for its whole life.
-        let pool = SqlitePoolOptions::new()
+        let pool = AnyPoolOptions::new()
             .max_connections(1)
             .min_connections(1)
             .idle_timeout(None)
@@ -99,9 +130,13 @@ impl ReadModels {
         Self::with_pool(pool.await?).await
     }
 
-    async fn with_pool(pool: SqlitePool) -> Result<Self, ProjectionError> {
-        for statement in schema::CREATE {
-            sqlx::query(statement).execute(&pool).await?;
+    async fn with_pool(pool: AnyPool) -> Result<Self, ProjectionError> {
+        // Two nodes creating the same PostgreSQL table at once can both pass `IF NOT
+        // EXISTS`, and the later one can fail on a unique index of the catalog. A second pass
+        // then finds the table.
+        if let Err(error) = create_schema(&pool).await {
+            tracing::debug!(%error, "read-model schema creation failed once; retrying");
+            create_schema(&pool).await?;
         }
         let (applied, _) = watch::channel(0);
         Ok(ReadModels {
@@ -131,7 +166,7 @@ impl ReadModels {
     /// [`ProjectionError::WrongLedger`] when an event does not continue the chain;
     /// [`ProjectionError::Payload`] when a known event type does not decode;
     /// [`ProjectionError::Inconsistent`] when an event contradicts the models;
-    /// [`ProjectionError::Database`] when SQLite fails.
+    /// [`ProjectionError::Database`] when the database fails.
     pub async fn apply_batch(
         &self,
         ledger_id: Uuid,
@@ -211,6 +246,13 @@ impl ReadModels {
     }
 }
 
+async fn create_schema(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    for statement in schema::CREATE {
+        sqlx::query(statement).execute(pool).await?;
+    }
+    Ok(())
+}
+
 fn check_continuity(
     ledger_id: Uuid,
     tip: Option<&Checkpoint>,
@@ -246,7 +288,7 @@ fn check_continuity(
 }
 
 pub(crate) async fn load_checkpoint(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     ledger_id: Uuid,
 ) -> Result<Option<Checkpoint>, ProjectionError> {
     let row = sqlx::query("SELECT position, head_hash FROM checkpoints WHERE ledger_id = $1")
@@ -271,7 +313,7 @@ pub(crate) async fn load_checkpoint(
 }
 
 async fn save_checkpoint(
-    conn: &mut SqliteConnection,
+    conn: &mut AnyConnection,
     checkpoint: &Checkpoint,
 ) -> Result<(), ProjectionError> {
     sqlx::query(
@@ -286,8 +328,15 @@ async fn save_checkpoint(
     Ok(())
 }
 
+/// Parses a database URL for the `Any` driver, installing the drivers on first use.
+fn any_options(url: &str) -> Result<AnyConnectOptions, ProjectionError> {
+    sqlx::any::install_default_drivers();
+    let options = url.parse::<AnyConnectOptions>()?;
+    Ok(options.disable_statement_logging())
+}
+
 fn row_to_json(
-    row: &sqlx::sqlite::SqliteRow,
+    row: &AnyRow,
 ) -> Result<serde_json::Map<String, serde_json::Value>, ProjectionError> {
     let mut object = serde_json::Map::new();
     for column in row.columns() {
@@ -295,7 +344,7 @@ fn row_to_json(
         let raw = row.try_get_raw(index)?;
         let value = if raw.is_null() {
             serde_json::Value::Null
-        } else if raw.type_info().name() == "INTEGER" {
+        } else if raw.type_info().kind().is_integer() {
             serde_json::Value::from(row.try_get::<i64, _>(index)?)
         } else {
             serde_json::Value::from(row.try_get::<String, _>(index)?)
@@ -303,4 +352,33 @@ fn row_to_json(
         object.insert(column.name().to_owned(), value);
     }
     Ok(object)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_database_gets_its_pragmas() {
+        let dir = tempfile::tempdir().unwrap();
+        let models = ReadModels::open(dir.path().join("read.sqlite"))
+            .await
+            .unwrap();
+        let mut connection = models.pool.acquire().await.unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let timeout: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(timeout, 5_000);
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(synchronous, 1, "NORMAL is 1");
+    }
 }

@@ -3,7 +3,7 @@
 //! Positions and amounts are `u64` in the domain but `BIGINT` (signed 64-bit) in SQL,
 //! so every conversion is checked instead of cast.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -16,7 +16,7 @@ pub(crate) fn to_db(field: &'static str, value: u64) -> Result<i64, ProjectionEr
 
 /// Reads a non-negative `BIGINT` column as `u64`.
 pub(crate) fn get_u64(
-    row: &SqliteRow,
+    row: &AnyRow,
     table: &'static str,
     column: &str,
 ) -> Result<u64, ProjectionError> {
@@ -29,7 +29,7 @@ pub(crate) fn get_u64(
 
 /// Reads a nullable non-negative `BIGINT` column as `Option<u64>`.
 pub(crate) fn get_opt_u64(
-    row: &SqliteRow,
+    row: &AnyRow,
     table: &'static str,
     column: &str,
 ) -> Result<Option<u64>, ProjectionError> {
@@ -46,7 +46,7 @@ pub(crate) fn get_opt_u64(
 
 /// Reads a `TEXT` column holding a UUID.
 pub(crate) fn get_uuid(
-    row: &SqliteRow,
+    row: &AnyRow,
     table: &'static str,
     column: &str,
 ) -> Result<Uuid, ProjectionError> {
@@ -56,7 +56,7 @@ pub(crate) fn get_uuid(
 
 /// Reads a nullable `TEXT` column holding a UUID.
 pub(crate) fn get_opt_uuid(
-    row: &SqliteRow,
+    row: &AnyRow,
     table: &'static str,
     column: &str,
 ) -> Result<Option<Uuid>, ProjectionError> {

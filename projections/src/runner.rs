@@ -33,7 +33,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProjectionState {
-    /// The runner does not follow this ledger (yet).
+    /// No runner in this process follows this ledger (yet), or another node runs it.
     Untracked,
     /// Applying events or waiting for new ones.
     Running,
@@ -91,6 +91,34 @@ impl ProjectionRunner {
             supervisor: std::sync::Mutex::new(Some(supervisor)),
         }
     }
+
+    /// Returns the status of a ledger that no runner in this process follows, such as on
+    /// a standby node while another node projects into shared read models: the stored
+    /// checkpoint against the store head, in state [`ProjectionState::Untracked`].
+    ///
+    /// # Errors
+    /// [`ProjectionError::Database`] if the checkpoint cannot be read, or
+    /// [`ProjectionError::Store`] if the store head cannot be read.
+    pub async fn idle_status(
+        store: &EventStore,
+        models: &ReadModels,
+        ledger_id: Uuid,
+    ) -> Result<ProjectionStatus, ProjectionError> {
+        let progress = LedgerProgress::untracked(models, ledger_id).await?;
+        let store_position = store_position(store, ledger_id).await?;
+        Ok(progress.into_status(ledger_id, store_position))
+    }
+}
+
+async fn store_position(
+    store: &EventStore,
+    ledger_id: Uuid,
+) -> Result<Option<u64>, ProjectionError> {
+    match store.head(ledger_id).await {
+        Ok(head) => Ok(Some(head.position)),
+        Err(StoreError::LedgerNotFound(_)) => Ok(None),
+        Err(error) => Err(error.into()),
+    }
 }
 
 /// Handle to a running [`ProjectionRunner`].
@@ -120,18 +148,9 @@ impl RunnerHandle {
             .map(LedgerProgress::clone);
         let progress = match known {
             Some(progress) => progress,
-            None => {
-                let checkpoint = self.shared.models.checkpoint(ledger_id).await?;
-                let mut progress = LedgerProgress::new(ProjectionState::Untracked);
-                progress.tip = checkpoint.map(|c| (c.position, c.head_hash));
-                progress
-            }
+            None => LedgerProgress::untracked(&self.shared.models, ledger_id).await?,
         };
-        let store_position = match self.shared.store.head(ledger_id).await {
-            Ok(head) => Some(head.position),
-            Err(StoreError::LedgerNotFound(_)) => None,
-            Err(error) => return Err(error.into()),
-        };
+        let store_position = store_position(&self.shared.store, ledger_id).await?;
         Ok(progress.into_status(ledger_id, store_position))
     }
 
@@ -210,6 +229,13 @@ impl LedgerProgress {
             error: None,
             task: None,
         }
+    }
+
+    async fn untracked(models: &ReadModels, ledger_id: Uuid) -> Result<Self, ProjectionError> {
+        let checkpoint = models.checkpoint(ledger_id).await?;
+        let mut progress = LedgerProgress::new(ProjectionState::Untracked);
+        progress.tip = checkpoint.map(|c| (c.position, c.head_hash));
+        Ok(progress)
     }
 
     fn clone(&self) -> Self {

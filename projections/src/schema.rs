@@ -1,9 +1,9 @@
 //! The read-model tables.
 //!
 //! The SQL uses only types and syntax that SQLite and PostgreSQL share (`BIGINT`,
-//! `TEXT`, `INTEGER`, `ON CONFLICT`, `$n` parameters), so the statements can serve a
-//! PostgreSQL read store later. Hashes and ids are stored as lowercase hex and
-//! hyphenated UUID text, which both databases compare byte for byte.
+//! `TEXT`, `INTEGER`, `ON CONFLICT`, `$n` parameters), so the same statements serve both
+//! through sqlx's `Any` driver. Hashes and ids are stored as lowercase hex and hyphenated
+//! UUID text, which both databases compare byte for byte.
 
 /// Statements that create every table and index; each is idempotent.
 pub(crate) const CREATE: &[&str] = &[

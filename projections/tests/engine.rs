@@ -15,9 +15,18 @@ use projections::{
 };
 use support::{
     api_client, append, append_payments, create_ledger, draft, memory_store, open_store, raw_draft,
-    submitted, write_story, GatedBackend, WAIT,
+    submitted, write_story, Engine, GatedBackend, WAIT,
 };
 use uuid::Uuid;
+
+on_both_engines!(
+    gap_in_batch_names_missing_position,
+    broken_link_is_rejected,
+    failed_batch_leaves_no_trace,
+    undecodable_payload_fails_runner_at_position,
+    gap_in_store_stops_runner,
+    wait_for_position_reports_timeout,
+);
 
 /// Applies a ledger's events to fresh in-memory models in batches of `batch_size`.
 async fn rebuild(store: &EventStore, ledger_id: Uuid, batch_size: u32) -> ReadModels {
@@ -52,12 +61,15 @@ async fn wait_until_stopped(runner: &RunnerHandle, ledger_id: Uuid) -> Projectio
     }
 }
 
-#[tokio::test]
-async fn gap_in_batch_names_missing_position() {
+async fn gap_in_batch_names_missing_position(engine: Engine) {
     let store = memory_store();
     let story = write_story(&store).await;
     let events = store.read_ledger(story.ledger_id, 0, 100).await.unwrap();
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) =
+        support::open_models(engine, "gap_in_batch_names_missing_position").await
+    else {
+        return;
+    };
     models
         .apply_batch(story.ledger_id, &events[..5])
         .await
@@ -106,13 +118,14 @@ async fn gap_in_batch_names_missing_position() {
     );
 }
 
-#[tokio::test]
-async fn broken_link_is_rejected() {
+async fn broken_link_is_rejected(engine: Engine) {
     let store = memory_store();
     let story = write_story(&store).await;
     let mut events = store.read_ledger(story.ledger_id, 0, 100).await.unwrap();
     events[3].prev_hash[0] ^= 1;
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) = support::open_models(engine, "broken_link_is_rejected").await else {
+        return;
+    };
 
     let err = models
         .apply_batch(story.ledger_id, &events)
@@ -135,8 +148,7 @@ async fn broken_link_is_rejected() {
     );
 }
 
-#[tokio::test]
-async fn failed_batch_leaves_no_trace() {
+async fn failed_batch_leaves_no_trace(engine: Engine) {
     let store = memory_store();
     let story = write_story(&store).await;
     // A second submission of a receipted payment contradicts the payments model.
@@ -151,7 +163,10 @@ async fn failed_batch_leaves_no_trace() {
     .await;
     let events = store.read_ledger(story.ledger_id, 0, 100).await.unwrap();
 
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) = support::open_models(engine, "failed_batch_leaves_no_trace").await
+    else {
+        return;
+    };
     models
         .apply_batch(story.ledger_id, &events[..10])
         .await
@@ -180,15 +195,18 @@ async fn failed_batch_leaves_no_trace() {
     );
 }
 
-#[tokio::test]
-async fn undecodable_payload_fails_runner_at_position() {
+async fn undecodable_payload_fails_runner_at_position(engine: Engine) {
     let store = memory_store();
     let story = write_story(&store).await;
     let garbage = raw_draft("payment.submitted", 1, vec![0xff; 3], &api_client());
     let bad = append(&store, story.ledger_id, "payment-garbage", vec![garbage]).await;
     append_payments(&store, story.ledger_id, 3, 3).await;
 
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) =
+        support::open_models(engine, "undecodable_payload_fails_runner_at_position").await
+    else {
+        return;
+    };
     let runner = ProjectionRunner::spawn(store, models.clone());
     runner.track(story.ledger_id);
     let status = wait_until_stopped(&runner, story.ledger_id).await;
@@ -213,14 +231,16 @@ async fn undecodable_payload_fails_runner_at_position() {
     runner.shutdown().await;
 }
 
-#[tokio::test]
-async fn gap_in_store_stops_runner() {
+async fn gap_in_store_stops_runner(engine: Engine) {
     let backend = GatedBackend::open();
     let store = open_store(backend.clone());
     let story = write_story(&store).await;
     backend.hide(7);
 
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) = support::open_models(engine, "gap_in_store_stops_runner").await
+    else {
+        return;
+    };
     let runner = ProjectionRunner::spawn(store, models.clone());
     let status = wait_until_stopped(&runner, story.ledger_id).await;
 
@@ -288,11 +308,38 @@ async fn rebuild_gives_identical_rows() {
     }
 }
 
+/// The same events give the same rows on PostgreSQL as on SQLite.
 #[tokio::test]
-async fn wait_for_position_reports_timeout() {
+async fn postgres_rows_match_sqlite() {
+    let Some((_db, postgres)) =
+        support::open_models(Engine::Postgres, "postgres_rows_match_sqlite").await
+    else {
+        return;
+    };
+    let store = memory_store();
+    let story = write_story(&store).await;
+    let head = append_payments(&store, story.ledger_id, 30, 11).await;
+    let runner = ProjectionRunner::spawn(store.clone(), postgres.clone());
+    assert!(postgres
+        .wait_for_position(story.ledger_id, head, WAIT)
+        .await
+        .unwrap());
+    runner.shutdown().await;
+
+    let sqlite = rebuild(&store, story.ledger_id, 13).await;
+    let expected = sqlite.dump().await.unwrap();
+    assert_eq!(expected["audit_events"].len() as u64, head + 1);
+    assert_eq!(postgres.dump().await.unwrap(), expected);
+}
+
+async fn wait_for_position_reports_timeout(engine: Engine) {
     let store = memory_store();
     let ledger_id = create_ledger(&store).await;
-    let models = ReadModels::in_memory().await.unwrap();
+    let Some((_db, models)) =
+        support::open_models(engine, "wait_for_position_reports_timeout").await
+    else {
+        return;
+    };
     let runner = ProjectionRunner::spawn(store.clone(), models.clone());
     runner.track(ledger_id);
 

@@ -47,7 +47,13 @@ async fn changed_row_is_found_by_full_pass() {
         .add_payee(ledger, "Ann Lee", "062-000", "12345678")
         .await
         .unwrap();
-    stack.pay(ledger, payee, json!(100), "cv-1").await.unwrap();
+    let (_, body) = stack.pay(ledger, payee, json!(100), "cv-1").await.unwrap();
+    let payment = body["payment_id"].as_str().unwrap().to_owned();
+    // Once receipted, the dispatcher appends nothing more, so the head stays put.
+    stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
     let mut job = Verification::new(3);
 
     job.pass(&stack.state.store).await.unwrap();

@@ -22,7 +22,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     };
     for info in &ledgers {
-        let status = state.runner.status(info.ledger_id).await;
+        let status = state.projection_status(info.ledger_id).await;
         if let Some(error) = status.ok().and_then(|status| status.error) {
             return HttpResponse::ServiceUnavailable().json(json!({
                 "status": "not_ready",
@@ -32,14 +32,11 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
     // An open breaker does not make Folio unready (commands are still recorded), but the
     // state is reported so an operator sees why payments wait.
-    let breaker = state
-        .dispatcher
-        .as_ref()
-        .map(|dispatcher| dispatcher.breaker_state());
     HttpResponse::Ok().json(json!({
         "status": "ready",
         "ledgers": ledgers.len(),
-        "bank_breaker": breaker,
+        "bank_breaker": state.breaker_state(),
+        "lease_held": state.workers.is_held(),
     }))
 }
 
@@ -78,7 +75,7 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
             head_position: info.head.position,
             ..Default::default()
         };
-        if let Ok(status) = state.runner.status(info.ledger_id).await {
+        if let Ok(status) = state.projection_status(info.ledger_id).await {
             gauges.projection_position = status.position;
             gauges.projection_lag = status.lag;
             gauges.projection_stopped = status.error.is_some();

@@ -115,7 +115,7 @@ pub(crate) async fn get(
 }
 
 async fn ledger_json(state: &AppState, info: &eventstore_adapter::LedgerInfo) -> serde_json::Value {
-    let projection = state.runner.status(info.ledger_id).await.ok();
+    let projection = state.projection_status(info.ledger_id).await.ok();
     json!({
         "ledger_id": info.ledger_id,
         "tenant": info.tenant,

@@ -19,6 +19,8 @@ use eventstore_adapter::{
 };
 use uuid::Uuid;
 
+pub mod pg;
+
 /// 2025-12-04T00:00:00Z in microseconds; the store clock starts here and steps 1 s per read.
 pub const START_MICROS: i64 = 1_764_806_400_000_000;
 
@@ -493,4 +495,59 @@ pub async fn append_payments(
         .await;
     }
     last
+}
+
+/// Database engine a test keeps its read models on.
+#[derive(Debug, Clone, Copy)]
+pub enum Engine {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// Keeps a test's database alive until the test ends.
+pub enum DbGuard {
+    Sqlite(tempfile::TempDir),
+    Postgres(Box<pg::TestDatabase>),
+}
+
+/// Opens empty read models on `engine`; `None` when PostgreSQL is unreachable outside CI.
+pub async fn open_models(engine: Engine, test: &str) -> Option<(DbGuard, projections::ReadModels)> {
+    match engine {
+        Engine::Sqlite => {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("folio-data/read.sqlite");
+            let models = projections::ReadModels::open(path).await.unwrap();
+            Some((DbGuard::Sqlite(dir), models))
+        }
+        Engine::Postgres => {
+            let db = pg::TestDatabase::create(test).await?;
+            let models = projections::ReadModels::connect(&db.url).await.unwrap();
+            Some((DbGuard::Postgres(Box::new(db)), models))
+        }
+    }
+}
+
+/// Runs each named `async fn(Engine)` as two tests, `sqlite::name` and `postgres::name`.
+#[macro_export]
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name($crate::support::Engine::Postgres).await;
+                }
+            )*
+        }
+    };
 }

@@ -1,0 +1,99 @@
+//! Location of the read models: an SQLite file in the data directory (the default, one per
+//! node) or a PostgreSQL database that every node of a cluster shares.
+
+use std::path::Path;
+
+use anyhow::Context;
+use projections::ReadModels;
+use serde::Deserialize;
+
+/// Database engine of the read models.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadModelsBackend {
+    /// `read.sqlite` in the data directory, private to this node.
+    #[default]
+    Sqlite,
+    /// A PostgreSQL database shared by every node, named by `read_models.url`.
+    Postgres,
+}
+
+/// The `[read_models]` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadModelsConfig {
+    /// `sqlite` (default) or `postgres`.
+    pub backend: ReadModelsBackend,
+    /// PostgreSQL URL when `backend = "postgres"`; must be empty for `sqlite`.
+    pub url: String,
+}
+
+impl ReadModelsConfig {
+    /// Checks that `url` is set exactly when the backend needs one.
+    ///
+    /// # Errors
+    /// Names the key and the fix.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            ReadModelsBackend::Sqlite if !self.url.is_empty() => anyhow::bail!(
+                "read_models.url is set but read_models.backend is \"sqlite\"; \
+                 set backend = \"postgres\" or remove the url"
+            ),
+            ReadModelsBackend::Postgres if !self.url.starts_with("postgres") => anyhow::bail!(
+                "read_models.backend is \"postgres\" but read_models.url is not a PostgreSQL \
+                 URL; set it to postgres://user@host:port/database"
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Returns whether every node writes the same read models, so only the lease holder
+    /// may run the projection runner.
+    pub fn is_shared(&self) -> bool {
+        self.backend == ReadModelsBackend::Postgres
+    }
+
+    /// Opens the configured read models, creating their tables if missing.
+    ///
+    /// # Errors
+    /// Fails when the file or database cannot be opened, naming it without credentials.
+    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<ReadModels> {
+        match self.backend {
+            ReadModelsBackend::Sqlite => {
+                let path = data_dir.join("read.sqlite");
+                crate::files::create_private_file(&path)?;
+                ReadModels::open(&path)
+                    .await
+                    .with_context(|| format!("cannot open read models {}", path.display()))
+            }
+            ReadModelsBackend::Postgres => ReadModels::connect(&self.url)
+                .await
+                .context("cannot open the PostgreSQL read models at read_models.url"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_with_url_is_rejected() {
+        let config = ReadModelsConfig {
+            backend: ReadModelsBackend::Sqlite,
+            url: "postgres://localhost/x".to_owned(),
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("read_models.url is set"), "{error}");
+    }
+
+    #[test]
+    fn postgres_without_url_is_rejected() {
+        let config = ReadModelsConfig {
+            backend: ReadModelsBackend::Postgres,
+            url: String::new(),
+        };
+        let error = config.validate().unwrap_err().to_string();
+        assert!(error.contains("read_models.url"), "{error}");
+    }
+}
