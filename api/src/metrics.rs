@@ -120,6 +120,61 @@ impl ApiMetrics {
     }
 }
 
+/// Outcomes of second-factor challenges, in the order of [`MfaMetrics::challenges`].
+pub const CHALLENGE_OUTCOMES: [&str; 4] = ["passed", "mismatch", "replayed", "malformed"];
+
+/// Counters of operator authentication.
+#[derive(Debug)]
+pub struct MfaMetrics {
+    /// Challenges per outcome.
+    challenges: [AtomicU64; CHALLENGE_OUTCOMES.len()],
+    /// Operators locked after repeated failures.
+    lockouts: AtomicU64,
+}
+
+/// The process's MFA metrics.
+pub static MFA: MfaMetrics = MfaMetrics {
+    challenges: [const { AtomicU64::new(0) }; CHALLENGE_OUTCOMES.len()],
+    lockouts: AtomicU64::new(0),
+};
+
+impl MfaMetrics {
+    /// Counts one challenge with `outcome`, one of [`CHALLENGE_OUTCOMES`].
+    pub fn record_challenge(&self, outcome: &str) {
+        let index = CHALLENGE_OUTCOMES
+            .iter()
+            .position(|known| *known == outcome);
+        // Every caller passes a listed outcome; an unknown one is a bug, counted nowhere.
+        debug_assert!(index.is_some(), "unknown challenge outcome {outcome}");
+        if let Some(index) = index {
+            self.challenges[index].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts one lockout.
+    pub fn record_lockout(&self) {
+        self.lockouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders the counters.
+    pub fn render(&self, out: &mut String) {
+        let name = "folio_mfa_challenges_total";
+        header(out, name, "counter", "Second-factor challenges by outcome.");
+        for (outcome, count) in CHALLENGE_OUTCOMES.iter().zip(&self.challenges) {
+            let count = count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+        }
+        let name = "folio_mfa_lockouts_total";
+        header(
+            out,
+            name,
+            "counter",
+            "Operators locked after repeated failed codes.",
+        );
+        let _ = writeln!(out, "{name} {}", self.lockouts.load(Ordering::Relaxed));
+    }
+}
+
 /// Per-ledger gauges, gathered by the `/metrics` handler.
 #[derive(Debug, Default)]
 pub struct LedgerGauges {
@@ -141,6 +196,8 @@ pub struct LedgerGauges {
     pub verified_position: Option<u64>,
     /// Whether the in-server verifier found the chain broken; `None` before its first pass.
     pub verification_failed: Option<bool>,
+    /// Allow-list proposals waiting for approval and not yet expired.
+    pub approvals_pending: Option<u64>,
 }
 
 /// Renders one gauge family with a line per ledger that has a value.
@@ -202,6 +259,13 @@ pub fn render_ledgers(out: &mut String, ledgers: &[LedgerGauges]) {
         "folio_dlq_oldest_age_seconds",
         "Age of the oldest payment in the dead-letter queue.",
         |g| g.dlq_oldest_age_seconds,
+    );
+    render_gauge(
+        out,
+        ledgers,
+        "folio_approvals_pending",
+        "Allow-list proposals waiting for a second operator's approval.",
+        |g| g.approvals_pending,
     );
     render_gauge(
         out,

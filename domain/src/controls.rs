@@ -8,7 +8,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::{HashMap, HashSet};
+
+use uuid::Uuid;
+
 use crate::events::{DomainEvent, EventPayload};
+use crate::operator_events::AuthContext;
 use crate::record::SealedEvent;
 
 /// Stable identifier of the chain verification control.
@@ -19,6 +24,20 @@ pub const SIGNING_KEY_AGE: &str = "signing_key_age";
 pub const NO_SECRETS_IN_EVENTS: &str = "no_secrets_in_events";
 /// Stable identifier of the control that no secret appears in the log.
 pub const NO_SECRETS_IN_LOGS: &str = "no_secrets_in_logs";
+/// Stable identifier of the control that every sensitive action carried a fresh step-up.
+pub const STEP_UP_FRESH: &str = "step_up_fresh";
+/// Stable identifier of the control that no TOTP time step was accepted twice.
+pub const TOTP_STEP_UNIQUE: &str = "totp_step_unique";
+/// Stable identifier of the control that every allow-list change and MFA reset had two
+/// distinct people, a proposer and an approver.
+pub const DUAL_APPROVAL: &str = "dual_approval";
+
+/// Maximum age of the second factor behind a sensitive action, in microseconds (five
+/// minutes, the largest `mfa.step_up_max_age_seconds` the server accepts).
+pub const MAX_STEP_UP_AGE_MICROS: i64 = 300 * 1_000_000;
+
+/// Second factors that count for a step-up.
+const SECOND_FACTORS: [&str; 2] = ["totp", "recovery_code"];
 
 /// Outcome of one control.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +122,55 @@ pub struct ControlsEvaluator {
     /// Time and position of the genesis or last key rotation.
     key_since: Option<(i64, u64)>,
     secret_findings: Vec<Finding>,
+    step_up: Tally,
+    totp: Tally,
+    dual: Tally,
+    /// Accepted TOTP steps per operator.
+    totp_steps: HashSet<(Uuid, u64)>,
+    /// Proposer and content hash of each proposal revision.
+    proposals: HashMap<(Uuid, u32), (Uuid, [u8; 32])>,
+    /// Payee events waiting for the approval recorded in the same append.
+    unapproved_payee_events: Vec<u64>,
+}
+
+/// Count of events a control examined and the positions where it failed.
+#[derive(Debug, Default)]
+struct Tally {
+    examined: u64,
+    failures: Vec<String>,
+    failure_count: u64,
+}
+
+impl Tally {
+    fn check(&mut self, ok: bool, failure: impl FnOnce() -> String) {
+        self.examined += 1;
+        if ok {
+            return;
+        }
+        self.failure_count += 1;
+        if self.failures.len() < MAX_FINDINGS {
+            self.failures.push(failure());
+        }
+    }
+
+    fn result(&self, control: &str, pass_detail: &str, fix: &str) -> ControlResult {
+        let (status, detail) = if self.failure_count == 0 {
+            (ControlStatus::Pass, pass_detail.to_owned())
+        } else {
+            let detail = format!(
+                "{} failure(s): {}; {fix}",
+                self.failure_count,
+                self.failures.join("; ")
+            );
+            (ControlStatus::Fail, detail)
+        };
+        ControlResult {
+            control: control.to_owned(),
+            status,
+            examined: self.examined,
+            detail,
+        }
+    }
 }
 
 /// Findings kept per run; past this, only the count grows.
@@ -117,6 +185,12 @@ impl ControlsEvaluator {
             last: None,
             key_since: None,
             secret_findings: Vec::new(),
+            step_up: Tally::default(),
+            totp: Tally::default(),
+            dual: Tally::default(),
+            totp_steps: HashSet::new(),
+            proposals: HashMap::new(),
+            unapproved_payee_events: Vec::new(),
         }
     }
 
@@ -132,11 +206,9 @@ impl ControlsEvaluator {
         self.examined += 1;
         self.last = Some((event.position, event.hash));
 
-        match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
-            Ok(DomainEvent::LedgerCreated(_)) | Ok(DomainEvent::LedgerKeyRotated(_)) => {
-                self.key_since = Some((event.recorded_at_micros, event.position));
-            }
-            _ => {}
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+        if let Ok(decoded) = &decoded {
+            self.apply(event, decoded);
         }
         if let Some(pattern) = secret_pattern(&String::from_utf8_lossy(&event.payload)) {
             if self.secret_findings.len() < MAX_FINDINGS {
@@ -148,16 +220,129 @@ impl ControlsEvaluator {
         }
     }
 
+    fn apply(&mut self, event: &SealedEvent, decoded: &DomainEvent) {
+        let position = event.position;
+        let at = event.recorded_at_micros;
+        if !matches!(
+            decoded,
+            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_)
+        ) {
+            self.close_unapproved_payee_events(decoded);
+        }
+        match decoded {
+            DomainEvent::LedgerCreated(_) | DomainEvent::LedgerKeyRotated(_) => {
+                self.key_since = Some((at, position));
+            }
+            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_) => {
+                self.unapproved_payee_events.push(position);
+            }
+            DomainEvent::ChallengePassed(passed) => {
+                if let Some(step) = passed.totp_step {
+                    let first = self.totp_steps.insert((passed.auth.operator_id, step));
+                    self.totp.check(first, || {
+                        format!(
+                            "operator {} had TOTP step {step} accepted again at position \
+                             {position}",
+                            passed.auth.operator_id
+                        )
+                    });
+                }
+            }
+            DomainEvent::ChangeProposed(proposed) => {
+                self.check_step_up(&proposed.auth, at, position, "allow-list proposal");
+                let key = (proposed.proposal_id, proposed.revision);
+                self.proposals
+                    .insert(key, (proposed.auth.operator_id, proposed.content_hash));
+            }
+            DomainEvent::ChangeApproved(approved) => {
+                self.check_step_up(&approved.auth, at, position, "allow-list approval");
+                let key = (approved.proposal_id, approved.revision);
+                let proposal = self.proposals.get(&key).copied();
+                let approver = approved.auth.operator_id;
+                self.dual.check(
+                    proposal.is_some_and(|(proposer, hash)| {
+                        proposer != approver && hash == approved.content_hash
+                    }),
+                    || match proposal {
+                        None => format!("approval at position {position} has no proposal"),
+                        Some((proposer, _)) if proposer == approver => format!(
+                            "operator {approver} approved their own proposal at position \
+                             {position}"
+                        ),
+                        Some(_) => format!(
+                            "approval at position {position} names a different content hash"
+                        ),
+                    },
+                );
+            }
+            DomainEvent::ChangeRejected(rejected) => {
+                self.check_step_up(&rejected.auth, at, position, "allow-list rejection");
+            }
+            DomainEvent::MfaResetProposed(proposed) => {
+                self.check_step_up(&proposed.auth, at, position, "MFA reset proposal");
+            }
+            DomainEvent::MfaReset(reset) => {
+                self.check_step_up(&reset.auth, at, position, "MFA reset");
+                self.dual
+                    .check(reset.proposed_by != reset.auth.operator_id, || {
+                        format!("MFA reset at position {position} was approved by its proposer")
+                    });
+            }
+            DomainEvent::OperatorUnlocked(unlocked) => {
+                self.check_step_up(&unlocked.by, at, position, "operator unlock");
+            }
+            _ => {}
+        }
+    }
+
+    /// Checks that the second factor behind a sensitive action was fresh when it was
+    /// recorded.
+    fn check_step_up(&mut self, auth: &AuthContext, at: i64, position: u64, action: &str) {
+        let age = at.saturating_sub(auth.factor_verified_at_micros);
+        let second_factor = SECOND_FACTORS.contains(&auth.factor.as_str());
+        self.step_up.check(
+            second_factor && (0..=MAX_STEP_UP_AGE_MICROS).contains(&age),
+            || {
+                format!(
+                    "{action} at position {position} rested on factor {:?} verified {} s \
+                     earlier",
+                    auth.factor,
+                    age / 1_000_000
+                )
+            },
+        );
+    }
+
+    /// Payee events are recorded in one append with the approval that allows them, right
+    /// after them; any other event first means a change went in without approval.
+    fn close_unapproved_payee_events(&mut self, next: &DomainEvent) {
+        if self.unapproved_payee_events.is_empty() {
+            return;
+        }
+        let approved = matches!(next, DomainEvent::ChangeApproved(_));
+        for position in std::mem::take(&mut self.unapproved_payee_events) {
+            self.dual.check(approved, || {
+                format!("payee change at position {position} has no approval")
+            });
+        }
+    }
+
     /// Finishes the run at `now_micros` and returns its record, or `None` for an empty
     /// ledger. `chain` is the verifier's verdict on the same events: `Err` carries its
     /// failure message. `log` is the result of [`scan_log`], when a log was given.
     pub fn finish(
-        self,
+        mut self,
         now_micros: i64,
         chain: Result<(), String>,
         log: Option<ControlResult>,
     ) -> Option<ControlsRunRecorded> {
         let (last_position, last_hash) = self.last?;
+        let unapproved = std::mem::take(&mut self.unapproved_payee_events);
+        for position in unapproved {
+            self.dual.check(false, || {
+                format!("payee change at position {position} has no approval")
+            });
+        }
         let results = vec![
             self.chain_result(chain),
             self.key_age_result(now_micros),
@@ -168,6 +353,21 @@ impl ControlsEvaluator {
                 examined: 0,
                 detail: "no log file was given to this run".to_owned(),
             }),
+            self.step_up.result(
+                STEP_UP_FRESH,
+                "every sensitive action rested on a second factor from the last 5 minutes",
+                "review those actions with their operators",
+            ),
+            self.totp.result(
+                TOTP_STEP_UNIQUE,
+                "no TOTP time step was accepted twice for one operator",
+                "treat the operator's TOTP secret as compromised and reset their MFA",
+            ),
+            self.dual.result(
+                DUAL_APPROVAL,
+                "every allow-list change and MFA reset had a proposer and a different approver",
+                "review those changes and reverse any that were not approved",
+            ),
         ];
         Some(ControlsRunRecorded {
             last_position,
@@ -326,6 +526,149 @@ fn contains_api_token(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::KeyId;
+    use crate::operator_events::{ChallengePassed, ChangeApproved, ChangeProposed};
+    use crate::operators::AllowListChange;
+    use crate::record::{Actor, HashAlg, SigAlg};
+
+    const T0: i64 = 1_800_000_000_000_000;
+
+    /// Builds an unsigned event; the evaluator reads only the fields the controls use.
+    fn event<P: EventPayload>(position: u64, at: i64, payload: &P) -> SealedEvent {
+        SealedEvent {
+            format_version: 1,
+            hash_alg: HashAlg::Blake3,
+            sig_alg: SigAlg::Ed25519,
+            ledger_id: Uuid::nil(),
+            position,
+            stream_id: "allowlist".into(),
+            stream_version: position,
+            event_id: Uuid::now_v7(),
+            event_type: P::EVENT_TYPE.into(),
+            schema_version: P::SCHEMA_VERSION,
+            recorded_at_micros: at,
+            actor: Actor::system("test"),
+            correlation_id: Uuid::nil(),
+            causation_id: None,
+            payload: payload.encode(),
+            prev_hash: [0; 32],
+            key_id: KeyId([0; 16]),
+            hash: [position as u8; 32],
+            signature: [0; 64],
+        }
+    }
+
+    fn auth(operator: Uuid, verified_at: i64) -> AuthContext {
+        AuthContext {
+            operator_id: operator,
+            session_id: Uuid::nil(),
+            factor: "totp".into(),
+            factor_verified_at_micros: verified_at,
+        }
+    }
+
+    fn proposed(proposal: Uuid, by: Uuid, at: i64) -> ChangeProposed {
+        ChangeProposed {
+            proposal_id: proposal,
+            revision: 1,
+            change: AllowListChange::Remove {
+                payee_id: Uuid::nil(),
+                reason: "closed".into(),
+            },
+            content_hash: [7; 32],
+            expires_at_micros: at + 1_000_000,
+            auth: auth(by, at),
+        }
+    }
+
+    fn approved(proposal: Uuid, by: Uuid, verified_at: i64) -> ChangeApproved {
+        ChangeApproved {
+            proposal_id: proposal,
+            revision: 1,
+            content_hash: [7; 32],
+            payee_id: None,
+            payable_from_micros: verified_at,
+            auth: auth(by, verified_at),
+        }
+    }
+
+    fn removed() -> crate::events::PayeeRemoved {
+        crate::events::PayeeRemoved {
+            payee_id: Uuid::nil(),
+            reason: "closed".into(),
+        }
+    }
+
+    fn run(events: &[SealedEvent]) -> ControlsRunRecorded {
+        let policy = ControlPolicy {
+            max_signing_key_age_micros: i64::MAX,
+        };
+        let mut evaluator = ControlsEvaluator::new(policy);
+        for event in events {
+            evaluator.push(event);
+        }
+        evaluator.finish(T0, Ok(()), None).unwrap()
+    }
+
+    fn status(run: &ControlsRunRecorded, control: &str) -> ControlStatus {
+        run.results
+            .iter()
+            .find(|result| result.control == control)
+            .map(|result| result.status)
+            .unwrap()
+    }
+
+    #[test]
+    fn approved_change_passes_dual_approval() {
+        let (proposal, ann, bob) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let events = [
+            event(0, T0, &proposed(proposal, ann, T0)),
+            event(1, T0 + 10, &removed()),
+            event(2, T0 + 10, &approved(proposal, bob, T0)),
+        ];
+        let run = run(&events);
+        assert_eq!(status(&run, DUAL_APPROVAL), ControlStatus::Pass);
+        assert_eq!(status(&run, STEP_UP_FRESH), ControlStatus::Pass);
+    }
+
+    #[test]
+    fn self_approval_fails_dual_approval() {
+        let (proposal, ann) = (Uuid::now_v7(), Uuid::now_v7());
+        let events = [
+            event(0, T0, &proposed(proposal, ann, T0)),
+            event(1, T0 + 10, &removed()),
+            event(2, T0 + 10, &approved(proposal, ann, T0)),
+        ];
+        let run = run(&events);
+        assert_eq!(status(&run, DUAL_APPROVAL), ControlStatus::Fail);
+        assert!(!run.passed());
+    }
+
+    #[test]
+    fn payee_change_without_approval_fails() {
+        let run = run(&[event(0, T0, &removed())]);
+        assert_eq!(status(&run, DUAL_APPROVAL), ControlStatus::Fail);
+    }
+
+    #[test]
+    fn stale_step_up_fails() {
+        let (proposal, ann) = (Uuid::now_v7(), Uuid::now_v7());
+        let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
+        let run = run(&[event(0, late, &proposed(proposal, ann, T0))]);
+        assert_eq!(status(&run, STEP_UP_FRESH), ControlStatus::Fail);
+    }
+
+    #[test]
+    fn repeated_totp_step_fails() {
+        let ann = Uuid::now_v7();
+        let passed = ChallengePassed {
+            auth: auth(ann, T0),
+            purpose: "step_up".into(),
+            totp_step: Some(60_000_000),
+        };
+        let run = run(&[event(0, T0, &passed), event(1, T0, &passed)]);
+        assert_eq!(status(&run, TOTP_STEP_UNIQUE), ControlStatus::Fail);
+    }
 
     #[test]
     fn unmasked_token_is_found() {

@@ -131,6 +131,9 @@ pub struct ChallengePassed {
     pub auth: AuthContext,
     /// `sign_in`, `step_up` or `enrolment`.
     pub purpose: String,
+    /// The accepted TOTP time step (30-second steps since the Unix epoch), for a TOTP code;
+    /// the controls check that no operator had one step accepted twice.
+    pub totp_step: Option<u64>,
 }
 operator_payload!(ChallengePassed, "operator.challenge_passed");
 

@@ -49,6 +49,9 @@ async fn run_is_recorded_and_read_back() {
             ("signing_key_age", "pass"),
             ("no_secrets_in_events", "pass"),
             ("no_secrets_in_logs", "not_applicable"),
+            ("step_up_fresh", "pass"),
+            ("totp_step_unique", "pass"),
+            ("dual_approval", "pass"),
         ]
     );
 

@@ -39,6 +39,9 @@ async fn metrics_cover_append_projection_and_dlq() {
         "folio_append_events_count",
         "folio_bank_call_duration_seconds_bucket",
         "folio_log_lines_dropped_total",
+        "folio_mfa_challenges_total{outcome=\"passed\"}",
+        "folio_mfa_lockouts_total",
+        "folio_recovery_codes_used_total",
     ] {
         assert!(text.contains(family), "{family} missing from:\n{text}");
     }
@@ -47,6 +50,7 @@ async fn metrics_cover_append_projection_and_dlq() {
         "folio_projection_lag_events",
         "folio_projection_stopped",
         "folio_dlq_depth",
+        "folio_approvals_pending",
     ] {
         let labelled = format!("{family}{{ledger=\"{ledger}\"}}");
         assert!(text.contains(&labelled), "{labelled} missing from:\n{text}");

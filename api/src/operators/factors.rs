@@ -60,13 +60,14 @@ pub async fn verify(
     let now = state.clock.now_micros();
     check_gate(state, session, now, factor.name()).await?;
 
-    let outcome = match &factor {
+    let totp_step = match &factor {
         SecondFactor::Totp(code) => check_totp(state, session, code, now).await?,
         SecondFactor::Recovery(code) => check_recovery(state, operator.id, code, now).await?,
     };
-    if let Err(failure) = outcome {
-        return Err(fail(state, session, factor.name(), failure, now).await);
-    }
+    let totp_step = match totp_step {
+        Ok(step) => step,
+        Err(failure) => return Err(fail(state, session, factor.name(), failure, now).await),
+    };
 
     let mfa = &state.mfa;
     mfa.store
@@ -79,7 +80,7 @@ pub async fn verify(
         factor: factor.name().to_owned(),
         factor_verified_at_micros: now,
     };
-    record_pass(state, session, &auth, purpose).await?;
+    record_pass(state, session, &auth, purpose, totp_step).await?;
     Ok(auth)
 }
 
@@ -88,12 +89,15 @@ async fn record_pass(
     session: &OperatorSession,
     auth: &AuthContext,
     purpose: &str,
+    totp_step: Option<u64>,
 ) -> Result<(), ApiError> {
+    crate::metrics::MFA.record_challenge("passed");
     let operator = &session.operator;
     let mut events = OperatorEvents::new(operator.ledger_id, operator.id, session.actor()).push(
         &ChallengePassed {
             auth: auth.clone(),
             purpose: purpose.to_owned(),
+            totp_step,
         },
     );
     if auth.factor == "recovery_code" {
@@ -198,7 +202,7 @@ async fn check_totp(
     session: &OperatorSession,
     code: &str,
     now: i64,
-) -> Result<Result<(), Failure>, ApiError> {
+) -> Result<Result<Option<u64>, Failure>, ApiError> {
     let code = match check_code_format(code) {
         Ok(code) => code,
         Err(error) => return Ok(Err(Failure::Malformed(error.to_string()))),
@@ -221,6 +225,7 @@ async fn check_totp(
     let Some(step) = matching_step(&secret, &code, unix_seconds, last) else {
         return Ok(Err(Failure::Mismatch));
     };
+    let accepted = step;
     let step = i64::try_from(step).map_err(ApiError::internal)?;
     // The compare-and-set decides between concurrent requests carrying the same code.
     let won = state
@@ -229,7 +234,11 @@ async fn check_totp(
         .accept_step(operator.id, step)
         .await
         .map_err(ApiError::internal)?;
-    Ok(if won { Ok(()) } else { Err(Failure::Replayed) })
+    Ok(if won {
+        Ok(Some(accepted))
+    } else {
+        Err(Failure::Replayed)
+    })
 }
 
 async fn check_recovery(
@@ -237,7 +246,7 @@ async fn check_recovery(
     operator_id: Uuid,
     text: &str,
     now: i64,
-) -> Result<Result<(), Failure>, ApiError> {
+) -> Result<Result<Option<u64>, Failure>, ApiError> {
     let code = match RecoveryCode::parse(text) {
         Ok(code) => code,
         Err(error) => return Ok(Err(Failure::Malformed(error.to_string()))),
@@ -260,7 +269,11 @@ async fn check_recovery(
         .consume_recovery_code(operator_id, &code.id, now)
         .await
         .map_err(ApiError::internal)?;
-    Ok(if won { Ok(()) } else { Err(Failure::Replayed) })
+    Ok(if won {
+        Ok(None)
+    } else {
+        Err(Failure::Replayed)
+    })
 }
 
 /// Checks a recovery code of the current set without consuming it: the acknowledgement
@@ -328,6 +341,7 @@ async fn record_failure(
         Failure::Mismatch => ("mismatch", true),
         Failure::Replayed => ("replayed", true),
     };
+    crate::metrics::MFA.record_challenge(reason);
     let window_start = now - FAILURE_WINDOW_SECONDS * 1_000_000;
     let store = &state.mfa.store;
     let (failures, _) = if counts {
@@ -355,6 +369,7 @@ async fn record_failure(
             .lock(operator.id, until_micros)
             .await
             .map_err(ApiError::internal)?;
+        crate::metrics::MFA.record_lockout();
         tracing::warn!(operator = %operator.id, failures, "operator locked after failed codes");
         events = events.push(&OperatorLocked {
             operator_id: operator.id,

@@ -53,6 +53,7 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     out.push_str("# TYPE folio_recovery_codes_used_total counter\n");
     out.push_str(&format!("folio_recovery_codes_used_total {used}\n"));
     crate::metrics::API.render(&mut out);
+    crate::metrics::MFA.render(&mut out);
     crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
     crate::metrics::render_controls(&mut out, &crate::controls::latest());
     HttpResponse::Ok()
@@ -83,6 +84,13 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         if let Ok(stats) = state.models.dead_letter_stats(info.ledger_id, now).await {
             gauges.dlq_depth = Some(stats.count);
             gauges.dlq_oldest_age_seconds = stats.oldest_age_seconds;
+        }
+        if let Ok((_, proposals, _)) = state.allow_list_and_proposals(info.ledger_id).await {
+            let pending = proposals.iter().filter(|proposal| {
+                proposal.status == domain::operators::ProposalStatus::Pending
+                    && proposal.expires_at_micros > now
+            });
+            gauges.approvals_pending = Some(pending.count() as u64);
         }
         if let Some(result) = verification.get(&info.ledger_id) {
             gauges.verified_position = result.verified_position;
