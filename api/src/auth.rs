@@ -283,7 +283,7 @@ fn token_info(
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
-pub struct Caller(pub TokenInfo);
+pub struct Caller(pub TokenInfo, Option<Actor>);
 
 impl Caller {
     /// Fails with 403 unless the token has `scope`.
@@ -319,6 +319,9 @@ impl Caller {
 
     /// Returns the actor recorded in events caused by this caller.
     pub fn actor(&self) -> Actor {
+        if let Some(operator) = &self.1 {
+            return operator.clone();
+        }
         Actor {
             kind: ActorKind::ApiClient,
             id: self.0.client.clone(),
@@ -327,11 +330,45 @@ impl Caller {
     }
 }
 
+impl Caller {
+    /// Builds the caller of an operator session that passed a second factor: its operator's
+    /// scopes mapped to the API's, on the operator's ledger only.
+    pub fn from_operator(session: &crate::operators::session::OperatorSession) -> Caller {
+        use domain::operators::OperatorScope;
+        let mut scopes = BTreeSet::new();
+        for scope in session.scopes() {
+            match scope {
+                OperatorScope::View => scopes.extend([
+                    Scope::LedgersRead,
+                    Scope::PayeesRead,
+                    Scope::PaymentsRead,
+                    Scope::AuditRead,
+                ]),
+                OperatorScope::PaymentsSubmit => {
+                    scopes.insert(Scope::PaymentsSubmit);
+                }
+                OperatorScope::DlqRead => {
+                    scopes.insert(Scope::DlqRead);
+                }
+                _ => {}
+            }
+        }
+        let info = TokenInfo {
+            id: format!("of operator {}", session.operator.username),
+            client: session.operator.id.to_string(),
+            scopes,
+            ledgers: Some(BTreeSet::from([session.operator.ledger_id])),
+        };
+        Caller(info, Some(session.actor()))
+    }
+}
+
 impl FromRequest for Caller {
-    type Error = ApiError;
+    type Error = actix_web::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(request: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let request = request.clone();
         let tokens = request.app_data::<web::Data<TokenStore>>().cloned();
         let header = request
             .headers()
@@ -346,7 +383,12 @@ impl FromRequest for Caller {
             let token = header.strip_prefix("Bearer ").ok_or_else(|| {
                 ApiError::unauthenticated("the Authorization header must use the Bearer scheme")
             })?;
-            tokens.authenticate(token.trim()).await.map(Caller)
+            if token.trim().starts_with("fsess_") {
+                let session = crate::operators::session::authenticate_person(&request).await?;
+                return Ok(Caller::from_operator(&session));
+            }
+            let info = tokens.authenticate(token.trim()).await?;
+            Ok(Caller(info, None))
         })
     }
 }

@@ -185,6 +185,17 @@ session_extractor!(PendingSession, Need::Any);
 session_extractor!(FullSession, Need::SecondFactor);
 session_extractor!(StepUp, Need::FreshSecondFactor);
 
+/// Authenticates an operator session that passed a second factor, for routes that API
+/// tokens and operators share.
+///
+/// # Errors
+/// As the [`FullSession`] extractor: 401 without a live session that passed a second factor.
+pub async fn authenticate_person(
+    request: &HttpRequest,
+) -> Result<OperatorSession, actix_web::Error> {
+    authenticate(request, Need::SecondFactor).await
+}
+
 async fn authenticate(
     request: &HttpRequest,
     need: Need,
