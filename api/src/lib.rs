@@ -20,4 +20,5 @@ pub mod problem;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod tls;

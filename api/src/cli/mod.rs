@@ -5,6 +5,7 @@ mod bench;
 pub mod demo;
 mod export;
 mod import_aba;
+pub mod migrate;
 mod serve;
 mod token;
 pub mod verify;
@@ -43,6 +44,8 @@ pub enum Command {
     Demo(demo::Args),
     /// Measure sealed durable appends and verification against the bare signing rates.
     Bench(bench::Args),
+    /// Copy ledgers between stores (SQLite and PostgreSQL), verifying as it goes.
+    Migrate(migrate::Args),
 }
 
 impl Command {
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Token(command) => token::run(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Migrate(args) => migrate::run(args).await,
         }
     });
     match result {
