@@ -35,6 +35,8 @@ pub struct Config {
     pub read_models: crate::read_store::ReadModelsConfig,
     /// Lease that picks the one node running the dispatcher and shared projections.
     pub cluster: crate::lease::ClusterConfig,
+    /// Event store settings.
+    pub store: StoreConfig,
 }
 
 impl Default for Config {
@@ -50,6 +52,63 @@ impl Default for Config {
             allow_list: crate::operators::AllowListConfig::default(),
             read_models: Default::default(),
             cluster: Default::default(),
+            store: StoreConfig::default(),
+        }
+    }
+}
+
+/// Backend that stores the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreBackend {
+    /// `events.sqlite` in the data directory (one node).
+    Sqlite,
+    /// A PostgreSQL database at `store.url`, which several nodes can share.
+    Postgres,
+}
+
+/// Event store settings. `docs/operations/postgres.md` explains the PostgreSQL ones.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (the default) or `postgres`.
+    pub backend: StoreBackend,
+    /// PostgreSQL URL, such as `postgres://folio@db.internal:5432/folio?sslmode=verify-full`;
+    /// only for the `postgres` backend. Also `FOLIO_STORE__URL`.
+    pub url: String,
+    /// Pooled PostgreSQL connections of this node.
+    pub max_connections: u32,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            backend: StoreBackend::Sqlite,
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl StoreConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        match self.backend {
+            StoreBackend::Sqlite if !self.url.is_empty() => bail!(
+                "store.url is set but store.backend is \"sqlite\"; set store.backend = \"postgres\" \
+                 or remove store.url"
+            ),
+            StoreBackend::Postgres if !self.url.starts_with("postgres://")
+                && !self.url.starts_with("postgresql://") =>
+            {
+                bail!(
+                    "store.backend is \"postgres\" but store.url is not a postgres:// URL; set it \
+                     (or FOLIO_STORE__URL) to postgres://user@host:5432/database"
+                )
+            }
+            _ if self.max_connections == 0 => {
+                bail!("store.max_connections is 0; set it to at least 1")
+            }
+            _ => Ok(()),
         }
     }
 }
@@ -335,6 +394,7 @@ impl Config {
         self.bank.validate()?;
         self.mfa.validate()?;
         self.allow_list.validate()?;
+        self.store.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }
@@ -354,6 +414,7 @@ const NON_CONFIG_VARS: &[&str] = &[
     "FOLIO_SERVER_URL",
     "FOLIO_PYTHON",
     "FOLIO_REGENERATE_GOLDEN",
+    "FOLIO_TEST_POSTGRES_URL",
 ];
 
 fn overlay_env(root: &mut toml::Table, name: &str, value: &str) -> anyhow::Result<()> {
@@ -501,6 +562,36 @@ mod tests {
     #[test]
     fn unknown_read_models_backend_is_rejected() {
         let vars = env(&[("FOLIO_READ_MODELS__BACKEND", "mysql")]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(format!("{error:#}").contains("mysql"), "{error:#}");
+    }
+
+    #[test]
+    fn store_backend_and_url_come_from_the_environment() {
+        let url = "postgres://folio@127.0.0.1:5432/folio?sslmode=require";
+        let vars = env(&[
+            ("FOLIO_STORE__BACKEND", "postgres"),
+            ("FOLIO_STORE__URL", url),
+            (
+                "FOLIO_TEST_POSTGRES_URL",
+                "postgres://postgres@127.0.0.1/test",
+            ),
+        ]);
+        let config = Config::load(None, vars).unwrap();
+        assert_eq!(config.store.backend, StoreBackend::Postgres);
+        assert_eq!(config.store.url, url);
+        assert_eq!(Config::default().store.backend, StoreBackend::Sqlite);
+    }
+
+    #[test]
+    fn store_url_must_match_the_backend() {
+        let vars = env(&[("FOLIO_STORE__URL", "postgres://folio@127.0.0.1/folio")]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(error.to_string().contains("store.backend"), "{error}");
+        let vars = env(&[("FOLIO_STORE__BACKEND", "postgres")]);
+        let error = Config::load(None, vars).unwrap_err();
+        assert!(error.to_string().contains("FOLIO_STORE__URL"), "{error}");
+        let vars = env(&[("FOLIO_STORE__BACKEND", "mysql")]);
         let error = Config::load(None, vars).unwrap_err();
         assert!(format!("{error:#}").contains("mysql"), "{error:#}");
     }

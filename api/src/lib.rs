@@ -27,6 +27,7 @@ pub mod request_id;
 pub mod routes;
 pub mod server;
 pub mod state;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod verification;

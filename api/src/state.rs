@@ -3,12 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use anyhow::Context;
 use domain::clock::{Clock, SystemClock};
 use domain::events::DomainEvent;
 use domain::operators::ProposalBook;
 use domain::payments::{AllowList, Currency, PaymentPolicy};
-use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::EventStore;
 use projections::{ProjectionError, ProjectionRunner, ProjectionStatus, ReadModels, RunnerHandle};
 use tokio::sync::Mutex;
@@ -68,13 +66,15 @@ pub struct AppState {
     /// Bank call metrics.
     pub bank_metrics: Arc<BankMetrics>,
     /// Serialises ledger creation, so one tenant gets one ledger.
+    // TODO: the lock covers one process only. Two nodes on one PostgreSQL store can each
+    // create a ledger for the same tenant at the same moment.
     pub ledger_creation: Mutex<()>,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
 
 impl AppState {
-    /// Opens the embedded store, read models and tokens under `config.data_dir`, and
+    /// Opens the event store that `config.store` names, the read models and the tokens, and
     /// starts the projection runner and (if a bank is configured) the dispatcher. Workers
     /// that only one node may run start once this node holds the cluster lease.
     ///
@@ -98,18 +98,13 @@ impl AppState {
         let lock = crate::files::lock_data_dir(&data_dir)?;
         let keys = KeyRing::load_or_create(&data_dir)?;
 
-        let events_path = data_dir.join("events.sqlite");
-        crate::files::create_private_file(&events_path)?;
-        let backend = SqliteBackend::open(&events_path)
-            .await
-            .with_context(|| format!("cannot open event store {}", events_path.display()))?;
+        // `[store]` picks SQLite in the data directory or a PostgreSQL database that several
+        // nodes share; the keys stay in the data directory either way.
+        let location = crate::store::StoreLocation::from_config(&config);
+        let backend = location.open(config.store.max_connections).await?;
+        tracing::info!(store = %location.describe(), "event store opened");
         let others = keys.keys[1..].to_vec();
-        let store = EventStore::open_with_ring(
-            Arc::new(backend),
-            keys.current(),
-            others,
-            Arc::clone(&clock),
-        );
+        let store = EventStore::open_with_ring(backend, keys.current(), others, Arc::clone(&clock));
 
         let models = config.read_models.open(&data_dir).await?;
         let shared_models = config.read_models.is_shared();

@@ -1,6 +1,6 @@
 //! Folio's event store: the storage trait every backend implements, the
 //! per-ledger sequencer that seals and group-commits appends, and the backends
-//! (in-memory for unit tests, SQLite as the embedded default).
+//! (in-memory for unit tests, SQLite as the embedded default, PostgreSQL for several nodes).
 //!
 //! Callers use [`EventStore`]; backends implement [`Backend`]. The sequencer is
 //! the only code that assigns positions, stream versions and hashes, so every
@@ -13,6 +13,7 @@ mod error;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
 pub mod memory;
+pub mod postgres;
 mod sequencer;
 pub mod sqlite;
 mod store;

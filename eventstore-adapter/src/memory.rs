@@ -221,6 +221,21 @@ impl Backend for MemoryBackend {
             .and_then(|l| l.idempotency.get(key).cloned()))
     }
 
+    async fn idempotency_range(
+        &self,
+        ledger_id: Uuid,
+        from_position: u64,
+        to_position: u64,
+    ) -> Result<Vec<IdempotencyRecord>, BackendError> {
+        let state = self.lock();
+        let mut records: Vec<IdempotencyRecord> = (state.ledgers.get(&ledger_id))
+            .map(|l| l.idempotency.values().cloned().collect())
+            .unwrap_or_default();
+        records.retain(|r| (from_position..=to_position).contains(&r.last_position));
+        records.sort_by_key(|r| r.last_position);
+        Ok(records)
+    }
+
     async fn stream_versions(
         &self,
         ledger_id: Uuid,

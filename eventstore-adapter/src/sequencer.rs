@@ -19,6 +19,13 @@
 //! A smaller group waits for the commit instead, and is checked against the tip that follows
 //! it. Commits run one at a time, in ledger order, and the group cap keeps more than one group
 //! queued when callers send large batches.
+//!
+//! When several nodes write one ledger (the PostgreSQL backend), another node's commit moves
+//! the head under a sealed group, and the backend reports [`BackendError::HeadMoved`]. That is
+//! a lost race, not a fault. The tip is reloaded, and the requests that waited for the commit
+//! are checked again against the stored versions and keys, which now include the other node's
+//! writes, and sealed on top of it. After [`MAX_HEAD_MOVED_RETRIES`] lost races in a row
+//! they fail with [`StoreError::CommitFailed`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,8 +56,17 @@ pub(crate) const MAX_GROUP_EVENTS: usize = 1024;
 /// sealing a few events saves less time than the extra commit that a separate group costs.
 pub(crate) const MIN_PIPELINED_EVENTS: usize = 256;
 
+/// Number of commits in a row that may lose the race for the head to another writer before the
+/// requests they carried fail. Two busy nodes each win about half the races, so a bound this
+/// high fails a request only when another writer keeps the ledger to itself.
+pub(crate) const MAX_HEAD_MOVED_RETRIES: u32 = 50;
+
 /// Reply channel of an append.
 pub(crate) type AppendReply = oneshot::Sender<Result<AppendOutcome, StoreError>>;
+
+/// A request whose result waits for a commit: its plan, its reply and the request itself,
+/// kept so that it can be checked and sealed again if another writer moved the head.
+type Waiting = (Plan, AppendReply, AppendRequest);
 
 /// A message to a sequencer.
 pub(crate) enum Command {
@@ -99,14 +115,14 @@ struct Group {
     keys: HashMap<String, IdempotencyRecord>,
     unsealed: Vec<Unsealed>,
     records: Vec<IdempotencyRecord>,
-    deferred: Vec<(Plan, AppendReply)>,
+    deferred: Vec<Waiting>,
 }
 
 /// A validated group: its sealed batch, if it has events, and the replies that wait for it.
 struct Prepared {
     base: u64,
     batch: Option<CommitBatch>,
-    deferred: Vec<(Plan, AppendReply)>,
+    deferred: Vec<Waiting>,
     /// Last version the group assigned to each stream it writes.
     versions: HashMap<String, Option<u64>>,
     /// Idempotency records the group claims.
@@ -125,7 +141,7 @@ struct Committing {
     base: u64,
     hashes: Vec<[u8; HASH_LEN]>,
     new_head: ChainHead,
-    deferred: Vec<(Plan, AppendReply)>,
+    deferred: Vec<Waiting>,
     /// Last version the group assigned to each stream it writes.
     versions: HashMap<String, Option<u64>>,
     /// Idempotency records the group claims.
@@ -151,6 +167,11 @@ pub(crate) struct Sequencer {
     committed: watch::Sender<Option<u64>>,
     /// Set when the tip could not be reloaded after a failed commit, which stops the task.
     broken: bool,
+    /// Requests of commits that lost the head to another writer, in queue order, to be
+    /// checked and sealed again before anything queued after them.
+    retry: Vec<(AppendRequest, AppendReply)>,
+    /// Commits in a row that failed with [`BackendError::HeadMoved`].
+    head_moves: u32,
 }
 
 /// Reads the stored head and the last event, and builds the tip the next event extends.
@@ -281,6 +302,8 @@ impl Sequencer {
             head,
             committed,
             broken: false,
+            retry: Vec::new(),
+            head_moves: 0,
         }
     }
 
@@ -293,11 +316,19 @@ impl Sequencer {
         let mut next: Option<Command> = None;
         let mut in_flight: Option<InFlight> = None;
         while !self.broken {
+            if !self.retry.is_empty() {
+                // Requests whose commit lost the head go first, in their original order.
+                let group = std::mem::take(&mut self.retry);
+                let prepared = self.prepare_group(group, in_flight.as_ref()).await;
+                in_flight = self.advance(in_flight, prepared).await;
+                continue;
+            }
             let command = match next.take() {
                 Some(command) => command,
                 None => match self.next_command(&mut commands, &mut in_flight).await {
                     Some(command) => command,
-                    None => break,
+                    None if self.retry.is_empty() => break,
+                    None => continue,
                 },
             };
             match command {
@@ -320,6 +351,12 @@ impl Sequencer {
                             let _ = reply.send(Err(StoreError::SequencerStopped(self.ledger_id)));
                         }
                         break;
+                    }
+                    if !self.retry.is_empty() {
+                        // The joined commit lost the head, and its requests are older than these.
+                        let mut retried = std::mem::take(&mut self.retry);
+                        retried.append(&mut group);
+                        group = retried;
                     }
                     let prepared = self.prepare_group(group, in_flight.as_ref()).await;
                     in_flight = self.advance(in_flight, prepared).await;
@@ -347,6 +384,9 @@ impl Sequencer {
         }
         if let Some(previous) = in_flight.take() {
             let _ = self.finish(previous).await;
+        }
+        for (_, reply) in self.retry.drain(..) {
+            let _ = reply.send(Err(StoreError::SequencerStopped(self.ledger_id)));
         }
         tracing::debug!(ledger = %self.ledger_id, broken = self.broken, "sequencer stopped");
     }
@@ -381,7 +421,8 @@ impl Sequencer {
                     let _ = self.settle(previous.group, commit_result(joined)).await;
                 }
             }
-            if self.broken {
+            // Requests to retry come before anything still queued.
+            if self.broken || !self.retry.is_empty() {
                 return None;
             }
         }
@@ -432,10 +473,11 @@ impl Sequencer {
             }
         };
         for (request, reply) in requests {
+            let kept = request.clone();
             match validate(&mut group, &stored, request) {
                 Decision::Reject(error) => drop(reply.send(Err(error))),
                 Decision::AnswerNow(outcome) => drop(reply.send(Ok(outcome))),
-                Decision::Defer(plan) => group.deferred.push((plan, reply)),
+                Decision::Defer(plan) => group.deferred.push((plan, reply, kept)),
             }
         }
         if group.unsealed.is_empty() && group.deferred.is_empty() {
@@ -502,7 +544,10 @@ impl Sequencer {
             if let Err(error) = self.finish(previous).await {
                 // The prepared group extends a head that was never stored.
                 if let Some(prepared) = prepared {
-                    fail_deferred(prepared.deferred, &error);
+                    // When the head moved, the commit it rests on was retried, so this group
+                    // is retried after it.
+                    let retry = matches!(*error, BackendError::HeadMoved { .. });
+                    self.retry_or_fail(prepared.deferred, &error, retry);
                 }
                 return None;
             }
@@ -550,12 +595,18 @@ impl Sequencer {
         result: Result<(), BackendError>,
     ) -> Result<(), Arc<BackendError>> {
         if let Err(error) = result {
-            tracing::warn!(ledger = %self.ledger_id, %error, "group commit failed");
             let error = Arc::new(error);
-            fail_deferred(in_flight.deferred, &error);
+            let retry = self.count_head_move(&error);
+            if !retry {
+                // A lost race that is retried is routine with several nodes, so only a failure
+                // that reaches the callers is a warning.
+                tracing::warn!(ledger = %self.ledger_id, %error, "group commit failed");
+            }
+            self.retry_or_fail(in_flight.deferred, &error, retry);
             self.reload_tip().await;
             return Err(error);
         }
+        self.head_moves = 0;
         tracing::debug!(
             ledger = %self.ledger_id,
             events = in_flight.hashes.len(),
@@ -689,6 +740,37 @@ impl Sequencer {
         (events, tip, signed)
     }
 
+    /// Counts a failed commit and returns whether its requests are to be retried: only when
+    /// another writer moved the head, and at most [`MAX_HEAD_MOVED_RETRIES`] times in a row.
+    fn count_head_move(&mut self, error: &BackendError) -> bool {
+        let moved = matches!(error, BackendError::HeadMoved { .. });
+        if !moved || self.head_moves >= MAX_HEAD_MOVED_RETRIES {
+            self.head_moves = 0;
+            return false;
+        }
+        self.head_moves += 1;
+        true
+    }
+
+    /// Queues the waiting requests of a failed commit for another try, or fails them with
+    /// [`StoreError::CommitFailed`].
+    fn retry_or_fail(&mut self, deferred: Vec<Waiting>, error: &Arc<BackendError>, retry: bool) {
+        if !retry {
+            fail_deferred(deferred, error);
+            return;
+        }
+        tracing::debug!(
+            ledger = %self.ledger_id,
+            requests = deferred.len(),
+            attempt = self.head_moves,
+            "another writer moved the head; checking and sealing again"
+        );
+        let requests = deferred
+            .into_iter()
+            .map(|(_, reply, request)| (request, reply));
+        self.retry.extend(requests);
+    }
+
     async fn reload_tip(&mut self) {
         match load_tip(self.backend.as_ref(), self.ledger_id).await {
             Ok((head, tip)) => {
@@ -793,8 +875,8 @@ fn commit_result(
 }
 
 /// Fails every answer that waited for a commit that failed.
-fn fail_deferred(deferred: Vec<(Plan, AppendReply)>, error: &Arc<BackendError>) {
-    for (_, reply) in deferred {
+fn fail_deferred(deferred: Vec<Waiting>, error: &Arc<BackendError>) {
+    for (_, reply, _) in deferred {
         let _ = reply.send(Err(StoreError::CommitFailed(Arc::clone(error))));
     }
 }
@@ -871,8 +953,8 @@ fn assign(group: &mut Group, request: AppendRequest, currents: Vec<Option<u64>>)
 }
 
 /// Sends the outcome to every deferred request of a committed group.
-fn answer_committed(base: u64, hashes: &[[u8; HASH_LEN]], deferred: Vec<(Plan, AppendReply)>) {
-    for (plan, reply) in deferred {
+fn answer_committed(base: u64, hashes: &[[u8; HASH_LEN]], deferred: Vec<Waiting>) {
+    for (plan, reply, _) in deferred {
         let outcome = match plan {
             Plan::Duplicate(record) => Ok(AppendOutcome::Duplicate(record)),
             Plan::Conflict(error) => Err(error),
@@ -1021,28 +1103,23 @@ mod tests {
             .is_empty());
     }
 
-    #[tokio::test]
-    async fn failed_group_commit_fails_every_dependent_request() {
-        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
-
-        // Another writer moves the head, so the sequencer's commit gets `HeadMoved`.
-        let (head, mut tip) = load_tip(backend.as_ref(), ledger_id).await.unwrap();
-        let intruder = Sealer::new(
-            Arc::new(LedgerKey::generate()),
-            Arc::new(SteppingClock::new(1_800_000_000_000_000, 1)),
-        );
+    /// Commits one event to stream `other` on top of the stored head, as another node would,
+    /// sealed by `intruder`. Returns the new head.
+    async fn intrude(backend: &MemoryBackend, ledger_id: Uuid, intruder: &Sealer) -> ChainHead {
+        let (head, mut tip) = load_tip(backend, ledger_id).await.unwrap();
+        let version = backend.stream_version(ledger_id, "other").await.unwrap();
         let item = Unsealed {
             stream_id: "other".into(),
-            stream_version: 0,
+            stream_version: version.map_or(0, |v| v + 1),
             draft: draft(),
         };
         let events = intruder.seal_batch(&mut tip, vec![item]);
         let new_head = ChainHead {
             ledger_id,
-            position: 1,
+            position: events[0].position,
             hash: events[0].hash,
         };
-        let record = intruder.sign_head(ledger_id, 1, events[0].hash);
+        let record = intruder.sign_head(ledger_id, new_head.position, new_head.hash);
         let batch = CommitBatch {
             ledger_id,
             expected_head: Some(head),
@@ -1054,6 +1131,22 @@ mod tests {
             },
         };
         backend.commit(batch).await.unwrap();
+        new_head
+    }
+
+    fn intruder() -> Sealer {
+        Sealer::new(
+            Arc::new(LedgerKey::generate()),
+            Arc::new(SteppingClock::new(1_800_000_000_000_000, 1)),
+        )
+    }
+
+    #[tokio::test]
+    async fn head_moved_group_is_resealed() {
+        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
+        // Another writer moves the head, so the sequencer's first commit gets `HeadMoved`.
+        let moved = intrude(&backend, ledger_id, &intruder()).await;
+        assert_eq!(moved.position, 1);
 
         let requests = [
             request("a", ExpectedVersion::NoStream, Some(("k", 1))),
@@ -1062,16 +1155,23 @@ mod tests {
             request("other", ExpectedVersion::NoStream, None),
         ];
         let results = run_queued(sequencer, requests).await;
-        for result in &results[..3] {
-            let Err(StoreError::CommitFailed(error)) = result else {
-                panic!("{result:?}")
-            };
-            assert!(
-                matches!(**error, BackendError::HeadMoved { .. }),
-                "{error:?}"
-            );
-        }
-        // This conflict is with a stored version, so it is final whatever the group does.
+        // The group is checked again on the moved head and committed after it.
+        let Ok(AppendOutcome::Committed(first)) = &results[0] else {
+            panic!("{:?}", results[0])
+        };
+        assert_eq!((first.first_position, first.last_position), (2, 3));
+        let Ok(AppendOutcome::Duplicate(duplicate)) = &results[1] else {
+            panic!("{:?}", results[1])
+        };
+        assert_eq!((duplicate.first_position, duplicate.last_position), (2, 3));
+        assert!(matches!(
+            results[2],
+            Err(StoreError::WrongExpectedVersion {
+                actual: Some(1),
+                ..
+            })
+        ));
+        // This conflict is with the other writer's stored version.
         assert!(matches!(
             results[3],
             Err(StoreError::WrongExpectedVersion {
@@ -1079,13 +1179,220 @@ mod tests {
                 ..
             })
         ));
+        let head = backend.head(ledger_id).await.unwrap().unwrap();
+        assert_eq!((head.position, head.hash), (3, first.last_hash));
+        let stored = backend.read_ledger(ledger_id, 0, 10).await.unwrap();
+        assert_eq!(stored.len(), 4);
+        assert_eq!(stored[1].hash, moved.hash);
+        assert_eq!(stored[2].prev_hash, moved.hash);
+        let claimed = backend.idempotency(ledger_id, "k").await.unwrap().unwrap();
+        assert_eq!((claimed.first_position, claimed.last_position), (2, 3));
+    }
+
+    #[tokio::test]
+    async fn retry_sees_other_writers_key() {
+        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
+        // The other writer's commit claims key `k` and moves the head.
+        let head = backend.head(ledger_id).await.unwrap().unwrap();
+        let (_, mut tip) = load_tip(backend.as_ref(), ledger_id).await.unwrap();
+        let intruder = intruder();
+        let item = Unsealed {
+            stream_id: "x".into(),
+            stream_version: 0,
+            draft: draft(),
+        };
+        let events = intruder.seal_batch(&mut tip, vec![item]);
+        let new_head = ChainHead {
+            ledger_id,
+            position: 1,
+            hash: events[0].hash,
+        };
+        let claim = request("x", ExpectedVersion::Any, Some(("k", 1)))
+            .idempotency
+            .unwrap();
+        let batch = CommitBatch {
+            ledger_id,
+            expected_head: Some(head),
+            events,
+            idempotency: vec![IdempotencyRecord {
+                claim,
+                first_position: 1,
+                last_position: 1,
+            }],
+            signed_head: SignedHead {
+                head: new_head,
+                record: intruder.sign_head(ledger_id, 1, new_head.hash),
+            },
+        };
+        // The other writer commits between the sequencer's lookup and its commit, so the
+        // stored key shows up only when the group is checked again.
+        let pending = std::sync::Mutex::new(Some(batch));
+        let mut sequencer = sequencer;
+        sequencer.backend = Arc::new(Racing::new(&backend, OtherWriter::Once(pending)));
+        let results = run_queued(
+            sequencer,
+            [request("a", ExpectedVersion::NoStream, Some(("k", 1)))],
+        )
+        .await;
+        let Ok(AppendOutcome::Duplicate(record)) = &results[0] else {
+            panic!("{:?}", results[0])
+        };
+        assert_eq!((record.first_position, record.last_position), (1, 1));
         assert_eq!(backend.head(ledger_id).await.unwrap().unwrap(), new_head);
         assert!(backend
             .read_stream(ledger_id, "a", 0, 10)
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn head_moved_retries_pipelined_group() {
+        let (sequencer, backend, ledger_id) = sequencer_over_memory().await;
+        let moved = intrude(&backend, ledger_id, &intruder()).await;
+        // The first group's commit gets `HeadMoved`, and the second was sealed on top of it.
+        let results = run_two_groups(sequencer, backend.clone(), MIN_PIPELINED_EVENTS).await;
+        let events = MAX_GROUP_EVENTS as u64;
+        let Ok(AppendOutcome::Committed(first)) = &results[0] else {
+            panic!("{:?}", results[0])
+        };
+        assert_eq!((first.first_position, first.last_position), (2, events + 1));
+        let Ok(AppendOutcome::Committed(follow)) = &results[1] else {
+            panic!("{:?}", results[1])
+        };
+        assert_eq!(follow.first_position, events + 2);
+        assert!(matches!(results[2], Ok(AppendOutcome::Committed(_))));
+        let Ok(AppendOutcome::Duplicate(duplicate)) = &results[3] else {
+            panic!("{:?}", results[3])
+        };
+        assert_eq!(duplicate.last_position, events + 1);
+        assert!(matches!(
+            results[4],
+            Err(StoreError::WrongExpectedVersion { .. })
+        ));
+        let stored = backend.read_ledger(ledger_id, 1, 2).await.unwrap();
+        assert_eq!(stored[0].hash, moved.hash);
+        assert_eq!(stored[1].prev_hash, moved.hash);
+    }
+
+    #[tokio::test]
+    async fn head_moved_retries_are_bounded() {
+        let (mut sequencer, backend, ledger_id) = sequencer_over_memory().await;
+        // Another writer wins the race before every commit of this sequencer.
+        let racing = Arc::new(Racing::new(&backend, OtherWriter::Always(intruder())));
+        sequencer.backend = racing.clone();
+        let requests = [
+            request("a", ExpectedVersion::NoStream, Some(("k", 1))),
+            request("b", ExpectedVersion::Any, None),
+        ];
+        for result in run_queued(sequencer, requests).await {
+            let Err(StoreError::CommitFailed(error)) = &result else {
+                panic!("{result:?}")
+            };
+            assert!(
+                matches!(**error, BackendError::HeadMoved { .. }),
+                "{error:?}"
+            );
+        }
+        let attempts = racing.commits.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(attempts, MAX_HEAD_MOVED_RETRIES + 1);
+        // Only the other writer's events are stored.
+        let head = backend.head(ledger_id).await.unwrap().unwrap();
+        assert_eq!(head.position, u64::from(attempts));
         assert!(backend.idempotency(ledger_id, "k").await.unwrap().is_none());
+        assert!(backend
+            .read_stream(ledger_id, "a", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    /// What another writer does just before each commit of the sequencer under test.
+    enum OtherWriter {
+        /// Commits this batch before the first commit only.
+        Once(std::sync::Mutex<Option<CommitBatch>>),
+        /// Commits one event of its own, sealed by this sealer, before every commit.
+        Always(Sealer),
+    }
+
+    /// Forwards to a memory backend, letting another writer commit first.
+    struct Racing {
+        inner: Arc<MemoryBackend>,
+        other: OtherWriter,
+        commits: std::sync::atomic::AtomicU32,
+    }
+
+    impl Racing {
+        fn new(inner: &Arc<MemoryBackend>, other: OtherWriter) -> Self {
+            Racing {
+                inner: Arc::clone(inner),
+                other,
+                commits: std::sync::atomic::AtomicU32::new(0),
+            }
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Racing {
+        async fn commit(&self, batch: CommitBatch) -> Result<(), BackendError> {
+            self.commits
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            match &self.other {
+                OtherWriter::Once(pending) => {
+                    let pending = pending
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .take();
+                    if let Some(other) = pending {
+                        self.inner.commit(other).await?;
+                    }
+                }
+                OtherWriter::Always(sealer) => {
+                    intrude(&self.inner, batch.ledger_id, sealer).await;
+                }
+            }
+            self.inner.commit(batch).await
+        }
+        async fn head(&self, id: Uuid) -> Result<Option<ChainHead>, BackendError> {
+            self.inner.head(id).await
+        }
+        async fn signed_head(&self, id: Uuid) -> Result<Option<SignedHead>, BackendError> {
+            self.inner.signed_head(id).await
+        }
+        async fn stream_version(
+            &self,
+            id: Uuid,
+            stream: &str,
+        ) -> Result<Option<u64>, BackendError> {
+            self.inner.stream_version(id, stream).await
+        }
+        async fn idempotency(
+            &self,
+            id: Uuid,
+            key: &str,
+        ) -> Result<Option<IdempotencyRecord>, BackendError> {
+            self.inner.idempotency(id, key).await
+        }
+        async fn read_ledger(
+            &self,
+            id: Uuid,
+            from: u64,
+            limit: u32,
+        ) -> Result<Vec<SealedEvent>, BackendError> {
+            self.inner.read_ledger(id, from, limit).await
+        }
+        async fn read_stream(
+            &self,
+            id: Uuid,
+            stream: &str,
+            from: u64,
+            limit: u32,
+        ) -> Result<Vec<SealedEvent>, BackendError> {
+            self.inner.read_stream(id, stream, from, limit).await
+        }
+        async fn ledgers(&self) -> Result<Vec<crate::LedgerInfo>, BackendError> {
+            self.inner.ledgers().await
+        }
     }
 
     /// A memory backend that can fail every batched stream-version lookup, or the next commit.

@@ -642,6 +642,30 @@ impl crate::Backend for SqliteBackend {
             .collect()
     }
 
+    async fn idempotency_range(
+        &self,
+        ledger_id: Uuid,
+        from_position: u64,
+        to_position: u64,
+    ) -> Result<Vec<IdempotencyRecord>, BackendError> {
+        let (Ok(from), Ok(to)) = (i64::try_from(from_position), i64::try_from(to_position)) else {
+            return Ok(Vec::new());
+        };
+        let rows = sqlx::query(
+            "SELECT key, request_hash, request, response_status, response_body, first_position, \
+             last_position FROM idempotency_keys WHERE ledger_id = ? \
+             AND last_position BETWEEN ? AND ? ORDER BY last_position",
+        )
+        .bind(ledger_id.as_bytes().as_slice())
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| decode_idempotency(ledger_id, row))
+            .collect()
+    }
+
     async fn ledgers(&self) -> Result<Vec<LedgerInfo>, BackendError> {
         let rows = sqlx::query(
             "SELECT ledger_id, tenant, head_position, head_hash FROM ledgers ORDER BY ledger_id",

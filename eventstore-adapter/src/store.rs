@@ -107,6 +107,21 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Lists every ledger with its tenant and head.
     async fn ledgers(&self) -> Result<Vec<LedgerInfo>, BackendError>;
+
+    /// Returns the idempotency records of a ledger whose last position is in
+    /// `from_position..=to_position`, in position order, so a ledger can be copied to another
+    /// store with its keys. The default reports that the backend cannot list them.
+    async fn idempotency_range(
+        &self,
+        ledger_id: Uuid,
+        from_position: u64,
+        to_position: u64,
+    ) -> Result<Vec<IdempotencyRecord>, BackendError> {
+        let _ = (from_position, to_position);
+        Err(BackendError::Unavailable(format!(
+            "this backend cannot list the idempotency keys of ledger {ledger_id}"
+        )))
+    }
 }
 
 /// Maximum number of events in one append request.

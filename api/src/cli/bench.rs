@@ -4,6 +4,10 @@
 //! Baselines: Ed25519 signing on all cores (bounds sealing), Ed25519 batch
 //! verification on all cores (bounds `folio verify`), and `fdatasync` of a
 //! small write on the data disk (bounds an append of one event).
+//!
+//! With `--backend postgres` the append rows run against a PostgreSQL database instead, from
+//! one node and from two nodes (two stores with their own pools and sequencers in this
+//! process) appending to one ledger.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,7 @@ use anyhow::Context;
 use domain::clock::SystemClock;
 use domain::crypto::{check_signature_encoding, LedgerKey};
 use domain::record::{Actor, EventDraft};
+use eventstore_adapter::postgres::PostgresBackend;
 use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
 use rayon::prelude::*;
@@ -32,7 +37,26 @@ pub struct Args {
     /// Seconds spent on each baseline.
     #[arg(long, default_value_t = 2)]
     baseline_secs: u64,
+    /// Store the append rows write to.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: BenchBackend,
+    /// URL of a scratch PostgreSQL database for `--backend postgres`. The benchmark's ledgers
+    /// stay there, because the store is append-only.
+    #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+    url: Option<String>,
 }
+
+/// Store measured by `folio bench`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BenchBackend {
+    /// A fresh SQLite file per row, under `--dir`.
+    Sqlite,
+    /// The PostgreSQL database at `--url`.
+    Postgres,
+}
+
+/// Connections of each benchmark node's PostgreSQL pool, as in the default configuration.
+const PG_CONNECTIONS: u32 = 8;
 
 /// Bytes of the payload of each benchmark event.
 const PAYLOAD_LEN: usize = 200;
@@ -58,6 +82,13 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     println!("| ed25519 batch verify, all cores (baseline) | {verify_rate:.0} | 1.00 |");
     println!("| ed25519 batch verify + strict R checks, all cores (baseline) | {strict_rate:.0} | 1.00 |");
     println!("| fdatasync of a 4 KiB write (baseline) | {fsync_rate:.0} | 1.00 |");
+    if args.backend == BenchBackend::Postgres {
+        let Some(url) = args.url.as_deref().filter(|url| !url.is_empty()) else {
+            anyhow::bail!("--backend postgres needs --url postgres://user@host:5432/scratch");
+        };
+        postgres_rows(url, args.events, sign_rate).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
 
     for batch in [1u64, 16, 256] {
         // Batch 1 is bounded by fsync, so it gets fewer events to keep the run short.
@@ -180,6 +211,72 @@ fn fsync_rate(dir: &Path, window: Duration) -> anyhow::Result<f64> {
     Ok(done as f64 / started.elapsed().as_secs_f64())
 }
 
+/// Measures appends to PostgreSQL from one node and from two nodes sharing one ledger.
+async fn postgres_rows(url: &str, events: u64, sign_rate: f64) -> anyhow::Result<()> {
+    let runs: [(u64, u64, u64); 8] = [
+        (1, 1, 1),
+        (1, 64, 1),
+        (1, 64, 2),
+        (16, 16, 1),
+        (16, 16, 2),
+        (256, 1, 1),
+        (256, 16, 1),
+        (256, 16, 2),
+    ];
+    for (batch, callers, nodes) in runs {
+        // One event per append is bounded by commit latency, so it gets fewer events.
+        let events = if batch == 1 && callers == 1 {
+            (events / 50).max(200)
+        } else {
+            events
+        };
+        let rate = postgres_append_rate(url, batch, events, callers, nodes).await?;
+        let node_text = if nodes == 1 { "1 node" } else { "2 nodes" };
+        println!(
+            "| PostgreSQL sealed durable append, batch {batch}, {callers} callers, {node_text} \
+             | {rate:.0} | {:.2} of sign |",
+            rate / sign_rate
+        );
+    }
+    Ok(())
+}
+
+/// Appends to one new ledger from `nodes` stores on the database at `url`, each with its own
+/// pool and sequencer, with the callers spread over them. Checks afterwards that the ledger
+/// contains every event.
+async fn postgres_append_rate(
+    url: &str,
+    batch: u64,
+    events: u64,
+    callers: u64,
+    nodes: u64,
+) -> anyhow::Result<f64> {
+    let key = Arc::new(LedgerKey::from_seed([3; 32]));
+    let mut stores = Vec::new();
+    for _ in 0..nodes {
+        let backend = PostgresBackend::connect_with(url, PG_CONNECTIONS).await?;
+        let store = EventStore::open(Arc::new(backend), Arc::clone(&key), Arc::new(SystemClock));
+        stores.push(store);
+    }
+    let ledger_id = Uuid::now_v7();
+    stores[0]
+        .create_ledger(ledger_id, "bench", Actor::system("bench"), Uuid::now_v7())
+        .await?;
+    let appends_per_caller = events / batch / callers;
+    let elapsed = drive(&stores, ledger_id, batch, appends_per_caller, callers).await?;
+    let expected = appends_per_caller * batch * callers;
+    let head = stores[0].head(ledger_id).await?;
+    anyhow::ensure!(
+        head.position == expected,
+        "bench ledger holds {} events after genesis, expected {expected}",
+        head.position
+    );
+    for store in &stores {
+        store.shutdown().await;
+    }
+    Ok(expected as f64 / elapsed)
+}
+
 async fn append_rate(
     dir: &Path,
     batch: u64,
@@ -195,10 +292,28 @@ async fn append_rate(
         .create_ledger(ledger_id, "bench", Actor::system("bench"), Uuid::now_v7())
         .await?;
     let appends_per_caller = events / batch / callers;
+    let stores = [store];
+    let elapsed = drive(&stores, ledger_id, batch, appends_per_caller, callers).await?;
+    stores[0].shutdown().await;
+    Ok((
+        (appends_per_caller * batch * callers) as f64 / elapsed,
+        ledger_id,
+    ))
+}
+
+/// Runs `callers` callers, spread over `stores`, each appending `appends_per_caller` appends
+/// of `batch` events and waiting for each before the next. Returns the seconds taken.
+async fn drive(
+    stores: &[EventStore],
+    ledger_id: Uuid,
+    batch: u64,
+    appends_per_caller: u64,
+    callers: u64,
+) -> anyhow::Result<f64> {
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for caller in 0..callers {
-        let store = store.clone();
+        let store = stores[caller as usize % stores.len()].clone();
         tasks.spawn(async move {
             for append in 0..appends_per_caller {
                 let write = StreamWrite {
@@ -222,12 +337,7 @@ async fn append_rate(
     while let Some(result) = tasks.join_next().await {
         result.context("bench caller panicked")??;
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    store.shutdown().await;
-    Ok((
-        (appends_per_caller * batch * callers) as f64 / elapsed,
-        ledger_id,
-    ))
+    Ok(started.elapsed().as_secs_f64())
 }
 
 fn bench_event() -> EventDraft {

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use domain::export::ExportWriter;
-use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::Backend;
 use uuid::Uuid;
+
+use crate::store::StoreLocation;
 
 const PAGE: u32 = 4_096;
 
@@ -18,6 +19,9 @@ pub struct Args {
     /// Data directory of the embedded store, opened read-only.
     #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
     data_dir: PathBuf,
+    /// PostgreSQL store to export from instead of the data directory's SQLite file.
+    #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+    store_url: Option<String>,
     /// Ledger to export.
     #[arg(long)]
     ledger: Uuid,
@@ -27,7 +31,15 @@ pub struct Args {
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let count = export_ledger(&args.data_dir, args.ledger, &args.out).await?;
+    let location = StoreLocation::from_dir_or_url(&args.data_dir, args.store_url.as_deref());
+    let backend = location.open_read_only().await?;
+    let count = export_from(
+        backend.as_ref(),
+        &location.describe(),
+        args.ledger,
+        &args.out,
+    )
+    .await?;
     println!(
         "wrote {count} events of ledger {} to {}",
         args.ledger,
@@ -45,17 +57,26 @@ pub(crate) async fn export_ledger(
     ledger_id: Uuid,
     out: &std::path::Path,
 ) -> anyhow::Result<u64> {
-    let path = data_dir.join("events.sqlite");
-    let backend = SqliteBackend::open_read_only(&path)
-        .await
-        .with_context(|| format!("cannot open {} read-only", path.display()))?;
+    let location = StoreLocation::from_dir_or_url(data_dir, None);
+    let backend = location.open_read_only().await?;
+    export_from(backend.as_ref(), &location.describe(), ledger_id, out).await
+}
+
+/// Writes one ledger of `backend` (named `subject` in messages) to `out` and returns the
+/// number of events written.
+///
+/// # Errors
+/// As [`export_ledger`].
+pub(crate) async fn export_from(
+    backend: &dyn Backend,
+    subject: &str,
+    ledger_id: Uuid,
+    out: &std::path::Path,
+) -> anyhow::Result<u64> {
     // Read the signed head first: events after it may be appended meanwhile, and the
     // export stops at the head it carries.
     let Some(signed_head) = backend.signed_head(ledger_id).await? else {
-        bail!(
-            "ledger {ledger_id} not found (or has no signed head) in {}",
-            path.display()
-        );
+        bail!("ledger {ledger_id} not found (or has no signed head) in {subject}");
     };
     let file = std::fs::OpenOptions::new()
         .write(true)

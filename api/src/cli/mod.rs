@@ -6,6 +6,7 @@ mod controls;
 pub mod demo;
 mod export;
 mod import_aba;
+pub mod migrate;
 mod operator;
 mod serve;
 mod token;
@@ -54,6 +55,8 @@ pub enum Command {
     /// Continuous control monitoring.
     #[command(subcommand)]
     Controls(controls::Command),
+    /// Copy ledgers between stores (SQLite and PostgreSQL), verifying as it goes.
+    Migrate(migrate::Args),
 }
 
 impl Command {
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Controls(command) => controls::run(command).await,
+            Command::Migrate(args) => migrate::run(args).await,
         }
     });
     match result {

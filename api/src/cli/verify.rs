@@ -5,9 +5,10 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context};
 use domain::verify::{ChainVerifier, Failure, Summary};
-use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::Backend;
 use uuid::Uuid;
+
+use crate::store::StoreLocation;
 
 /// Events read from the store per page while verifying.
 const PAGE: u32 = 4_096;
@@ -20,6 +21,9 @@ pub struct Args {
     /// Data directory of the embedded store, opened read-only.
     #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
     data_dir: PathBuf,
+    /// PostgreSQL store to verify instead of the data directory's SQLite file.
+    #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+    store_url: Option<String>,
     /// Verify only this ledger of the store (default: every ledger).
     #[arg(long)]
     ledger: Option<Uuid>,
@@ -39,7 +43,11 @@ pub struct Verdict {
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let verdicts = match &args.file {
         Some(file) => vec![verify_file(file)?],
-        None => verify_store(&args.data_dir, args.ledger).await?,
+        None => {
+            let location =
+                StoreLocation::from_dir_or_url(&args.data_dir, args.store_url.as_deref());
+            verify_location(&location, args.ledger).await?
+        }
     };
     let mut intact = true;
     for verdict in &verdicts {
@@ -75,16 +83,19 @@ pub fn verify_file(path: &Path) -> anyhow::Result<Verdict> {
 /// # Errors
 /// Fails when the store cannot be opened or read.
 pub async fn verify_store(data_dir: &Path, only: Option<Uuid>) -> anyhow::Result<Vec<Verdict>> {
-    let path = data_dir.join("events.sqlite");
-    if !path.exists() {
-        bail!(
-            "no event store at {}; pass --data-dir or an export file",
-            path.display()
-        );
-    }
-    let backend = SqliteBackend::open_read_only(&path)
-        .await
-        .with_context(|| format!("cannot open {} read-only", path.display()))?;
+    verify_location(&StoreLocation::from_dir_or_url(data_dir, None), only).await
+}
+
+/// Verifies every ledger (or one) of a SQLite or PostgreSQL store, reading it page by page.
+///
+/// # Errors
+/// Fails when the store cannot be opened or read.
+pub async fn verify_location(
+    location: &StoreLocation,
+    only: Option<Uuid>,
+) -> anyhow::Result<Vec<Verdict>> {
+    let backend = location.open_read_only().await?;
+    let backend = backend.as_ref();
     let mut ledgers: Vec<Uuid> = backend
         .ledgers()
         .await?
@@ -93,13 +104,13 @@ pub async fn verify_store(data_dir: &Path, only: Option<Uuid>) -> anyhow::Result
         .collect();
     if let Some(only) = only {
         if !ledgers.contains(&only) {
-            bail!("ledger {only} not found in {}", path.display());
+            bail!("ledger {only} not found in {}", location.describe());
         }
         ledgers = vec![only];
     }
     let mut verdicts = Vec::with_capacity(ledgers.len());
     for ledger_id in ledgers {
-        let result = verify_ledger(&backend, ledger_id).await?;
+        let result = verify_ledger(backend, ledger_id).await?;
         verdicts.push(Verdict {
             subject: format!("ledger {ledger_id}"),
             result,
@@ -189,6 +200,7 @@ mod tests {
     use domain::clock::SystemClock;
     use domain::crypto::LedgerKey;
     use domain::record::{Actor, EventDraft};
+    use eventstore_adapter::sqlite::SqliteBackend;
     use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
 
     use super::*;
