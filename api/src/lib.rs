@@ -9,6 +9,7 @@
 pub mod aba_import;
 pub mod auth;
 pub mod bank;
+pub mod bundle;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -17,7 +18,9 @@ pub mod files;
 pub mod idempotency;
 pub mod keys;
 pub mod problem;
+pub mod proofs;
 pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod witness;

@@ -62,6 +62,8 @@ pub struct AppState {
     pub bank_metrics: Arc<BankMetrics>,
     /// Serialises ledger creation, so one tenant gets one ledger.
     pub ledger_creation: Mutex<()>,
+    /// Publisher of signed checkpoints to the configured witnesses.
+    pub witness: Mutex<Option<crate::witness::Publisher>>,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
@@ -91,6 +93,9 @@ impl AppState {
             others,
             Arc::clone(&clock),
         );
+        store.set_checkpoint_policy(config.checkpoints.policy());
+        let witness =
+            crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
         let read_path = data_dir.join("read.sqlite");
         crate::files::create_private_file(&read_path)?;
@@ -124,6 +129,7 @@ impl AppState {
             dispatcher,
             bank_metrics,
             ledger_creation: Mutex::new(()),
+            witness: Mutex::new(witness),
             _data_dir_lock: lock,
         }))
     }
@@ -184,6 +190,9 @@ impl AppState {
             dispatcher.shutdown().await;
         }
         self.runner.shutdown().await;
+        if let Some(witness) = self.witness.lock().await.take() {
+            witness.shutdown().await;
+        }
         self.store.shutdown().await;
     }
 }

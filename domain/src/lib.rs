@@ -9,10 +9,13 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aba;
+pub mod checkpoint;
 pub mod clock;
 pub mod crypto;
 pub mod events;
+pub mod evidence;
 pub mod export;
+pub mod merkle;
 pub mod payments;
 pub mod record;
 pub mod seal;

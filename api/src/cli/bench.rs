@@ -32,6 +32,10 @@ pub struct Args {
     /// Seconds spent on each baseline.
     #[arg(long, default_value_t = 2)]
     baseline_secs: u64,
+    /// Instead of the append benchmark, export a whole-ledger evidence bundle from ledgers of
+    /// these sizes (comma-separated event counts) and report the rate and peak memory.
+    #[arg(long, value_delimiter = ',')]
+    bundle_sizes: Vec<u64>,
 }
 
 /// Bytes of the payload of each benchmark event.
@@ -40,6 +44,10 @@ const PAYLOAD_LEN: usize = 200;
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)?;
     let scratch = tempfile::tempdir_in(&args.dir)?;
+    if !args.bundle_sizes.is_empty() {
+        super::bench_bundle::run(scratch.path(), &args.bundle_sizes).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let window = Duration::from_secs(args.baseline_secs);
     let cores = rayon::current_num_threads();
     println!(
@@ -230,7 +238,7 @@ async fn append_rate(
     ))
 }
 
-fn bench_event() -> EventDraft {
+pub(super) fn bench_event() -> EventDraft {
     EventDraft {
         event_id: Uuid::now_v7(),
         event_type: "bench.event".to_owned(),

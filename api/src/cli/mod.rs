@@ -2,6 +2,9 @@
 
 mod bank_sim;
 mod bench;
+mod bench_bundle;
+mod bundle;
+pub mod checkpoints;
 pub mod demo;
 mod export;
 mod import_aba;
@@ -41,6 +44,12 @@ pub enum Command {
     Token(token::Command),
     /// Start a server and a bank simulator, drive payments through HTTP, verify, summarise.
     Demo(demo::Args),
+    /// Write an evidence bundle (BagIt directory or ustar archive) for a scope of a ledger.
+    ExportBundle(bundle::ExportArgs),
+    /// Check an evidence bundle offline: files, manifest signature, chain, proofs and CSVs.
+    VerifyBundle(bundle::VerifyArgs),
+    /// Check an inclusion or consistency proof served by the API against the ledger's key.
+    VerifyProof(checkpoints::ProofArgs),
     /// Measure sealed durable appends and verification against the bare signing rates.
     Bench(bench::Args),
 }
@@ -81,6 +90,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Token(command) => token::run(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::VerifyProof(args) => checkpoints::run_proof(args).await,
+            Command::ExportBundle(args) => bundle::run_export(args).await,
+            Command::VerifyBundle(args) => bundle::run_verify(args).await,
         }
     });
     match result {

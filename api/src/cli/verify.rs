@@ -9,6 +9,8 @@ use eventstore_adapter::sqlite::SqliteBackend;
 use eventstore_adapter::Backend;
 use uuid::Uuid;
 
+use super::checkpoints::HashSource;
+
 /// Events read from the store per page while verifying.
 const PAGE: u32 = 4_096;
 
@@ -26,6 +28,10 @@ pub struct Args {
     /// Print the verdict as one JSON object per ledger.
     #[arg(long)]
     json: bool,
+    /// Checkpoints kept by a witness (one JSON line each): the ledger must still hold each of
+    /// them and extend it. Needs an export file or `--ledger`.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
 }
 
 /// The verdict on one ledger.
@@ -49,6 +55,9 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}", verdict_text(verdict));
         }
+    }
+    if let Some(kept) = &args.checkpoints {
+        intact &= check_kept_checkpoints(&args, kept, &verdicts).await?;
     }
     Ok(if intact {
         ExitCode::SUCCESS
@@ -140,16 +149,50 @@ async fn verify_ledger(
     Ok(verifier.finish(signed_head.as_ref().map(|head| head.record.as_slice())))
 }
 
+/// Runs the kept-checkpoint check on the one ledger verified, and prints a line per checkpoint.
+async fn check_kept_checkpoints(
+    args: &Args,
+    kept: &Path,
+    verdicts: &[Verdict],
+) -> anyhow::Result<bool> {
+    let [verdict] = verdicts else {
+        bail!("--checkpoints checks one ledger; pass an export file or --ledger");
+    };
+    let Ok(summary) = &verdict.result else {
+        println!("checkpoints not checked: the ledger itself does not verify");
+        return Ok(false);
+    };
+    let (lines, all_hold) = match &args.file {
+        Some(file) => {
+            super::checkpoints::check_verdict(kept, summary, HashSource::Export(file)).await?
+        }
+        None => {
+            let path = args.data_dir.join("events.sqlite");
+            let backend = SqliteBackend::open_read_only(&path)
+                .await
+                .with_context(|| format!("cannot open {} read-only", path.display()))?;
+            super::checkpoints::check_verdict(kept, summary, HashSource::Store(&backend)).await?
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(all_hold)
+}
+
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
         Ok(summary) => format!(
-            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s)",
+            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
+             {} checkpoint(s), Merkle root {}",
             verdict.subject,
             summary.event_count,
             summary.head_position,
             hex::encode(summary.head_hash),
             summary.keys.len(),
-            summary.rotations.len()
+            summary.rotations.len(),
+            summary.checkpoints.len(),
+            hex::encode(summary.merkle_root)
         ),
         Err(failure) => format!(
             "{}: BROKEN at position {}: {} ({})",
@@ -171,6 +214,8 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Value {
             "event_count": summary.event_count,
             "head_position": summary.head_position,
             "head_hash": hex::encode(summary.head_hash),
+            "checkpoints": summary.checkpoints.len(),
+            "merkle_root": hex::encode(summary.merkle_root),
         }),
         Err(failure) => serde_json::json!({
             "subject": verdict.subject,

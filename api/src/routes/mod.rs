@@ -1,12 +1,14 @@
 //! HTTP routes, one module per resource, all under `/v1`.
 
 pub mod audit;
+pub mod bundles;
 pub mod dlq;
 pub mod health;
 pub mod ledgers;
 pub mod openapi;
 pub mod payees;
 pub mod payments;
+pub mod proofs;
 
 use actix_web::web;
 use serde::Deserialize;
@@ -35,7 +37,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payments::list)
                 .service(payments::get)
                 .service(dlq::list)
-                .service(audit::query),
+                .service(audit::query)
+                .service(proofs::list)
+                .service(proofs::inclusion)
+                .service(proofs::consistency)
+                .service(bundles::export),
         );
 }
 

@@ -29,6 +29,10 @@ mod tests {
             "/v1/ledgers/{ledger_id}/payments/{payment_id}",
             "/v1/ledgers/{ledger_id}/dlq",
             "/v1/ledgers/{ledger_id}/audit",
+            "/v1/ledgers/{ledger_id}/checkpoints",
+            "/v1/ledgers/{ledger_id}/proofs/inclusion",
+            "/v1/ledgers/{ledger_id}/proofs/consistency",
+            "/v1/ledgers/{ledger_id}/bundle",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }
