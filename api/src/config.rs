@@ -37,6 +37,8 @@ pub struct Config {
     pub cluster: crate::lease::ClusterConfig,
     /// Event store settings.
     pub store: StoreConfig,
+    /// Signed checkpoints and the witnesses they are published to.
+    pub checkpoints: CheckpointsConfig,
 }
 
 impl Default for Config {
@@ -53,6 +55,7 @@ impl Default for Config {
             read_models: Default::default(),
             cluster: Default::default(),
             store: StoreConfig::default(),
+            checkpoints: CheckpointsConfig::default(),
         }
     }
 }
@@ -334,6 +337,77 @@ impl BankConfig {
     }
 }
 
+/// Signed checkpoints: when the sequencer records them and where they are published.
+/// `docs/ledger-format.md` describes the checkpoint and `docs/evidence.md` the witnesses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckpointsConfig {
+    /// Record a checkpoint once this many events follow the last one; 0 turns the rule off.
+    pub every_events: u64,
+    /// Record a checkpoint with the first append this many seconds after the last one; 0
+    /// turns the rule off. With both rules off no checkpoint is recorded.
+    pub every_seconds: u64,
+    /// File that every new checkpoint is appended to as one JSON line; empty for none.
+    pub witness_file: PathBuf,
+    /// URL that every new checkpoint is POSTed to as JSON; empty for none.
+    pub witness_url: String,
+    /// Attempts per checkpoint and witness before the publisher logs it and moves on.
+    pub publish_attempts: u32,
+    /// Seconds between two looks for new checkpoints to publish.
+    pub publish_interval_seconds: u64,
+}
+
+impl Default for CheckpointsConfig {
+    fn default() -> Self {
+        CheckpointsConfig {
+            every_events: 0,
+            every_seconds: 0,
+            witness_file: PathBuf::new(),
+            witness_url: String::new(),
+            publish_attempts: 5,
+            publish_interval_seconds: 1,
+        }
+    }
+}
+
+impl CheckpointsConfig {
+    /// Returns the store's checkpoint policy, or `None` when both rules are off.
+    pub fn policy(&self) -> Option<eventstore_adapter::CheckpointPolicy> {
+        (self.every_events > 0 || self.every_seconds > 0).then_some(
+            eventstore_adapter::CheckpointPolicy {
+                every_events: self.every_events,
+                every_seconds: self.every_seconds,
+            },
+        )
+    }
+
+    /// Returns whether any witness is configured.
+    pub fn has_witness(&self) -> bool {
+        !self.witness_file.as_os_str().is_empty() || !self.witness_url.is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.has_witness() && self.policy().is_none() {
+            bail!(
+                "a checkpoint witness is configured but no checkpoint is recorded; set \
+                 checkpoints.every_events or checkpoints.every_seconds above 0"
+            );
+        }
+        let url = &self.witness_url;
+        let is_http = url.starts_with("http://") || url.starts_with("https://");
+        if !url.is_empty() && !is_http {
+            bail!("checkpoints.witness_url {url:?} is not an http:// or https:// URL");
+        }
+        if self.publish_attempts == 0 || self.publish_interval_seconds == 0 {
+            bail!(
+                "checkpoints.publish_attempts and checkpoints.publish_interval_seconds must be \
+                 at least 1"
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Config {
     /// Loads `path` (if given) and overlays `FOLIO_` variables from `env`.
     ///
@@ -395,6 +469,7 @@ impl Config {
         self.mfa.validate()?;
         self.allow_list.validate()?;
         self.store.validate()?;
+        self.checkpoints.validate()?;
         if self.bank.max_in_flight == 0 {
             bail!("bank.max_in_flight is 0; set it to at least 1");
         }

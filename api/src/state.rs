@@ -69,6 +69,8 @@ pub struct AppState {
     // TODO: the lock covers one process only. Two nodes on one PostgreSQL store can each
     // create a ledger for the same tenant at the same moment.
     pub ledger_creation: Mutex<()>,
+    /// Publisher of signed checkpoints to the configured witnesses.
+    pub witness: Mutex<Option<crate::witness::Publisher>>,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
@@ -105,6 +107,9 @@ impl AppState {
         tracing::info!(store = %location.describe(), "event store opened");
         let others = keys.keys[1..].to_vec();
         let store = EventStore::open_with_ring(backend, keys.current(), others, Arc::clone(&clock));
+        store.set_checkpoint_policy(config.checkpoints.policy());
+        let witness =
+            crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
         let models = config.read_models.open(&data_dir).await?;
         let shared_models = config.read_models.is_shared();
@@ -143,6 +148,7 @@ impl AppState {
             workers,
             bank_metrics,
             ledger_creation: Mutex::new(()),
+            witness: Mutex::new(witness),
             _data_dir_lock: lock,
         }))
     }
@@ -254,6 +260,9 @@ impl AppState {
         self.workers.shutdown().await;
         if let Some(runner) = &self.local_runner {
             runner.shutdown().await;
+        }
+        if let Some(witness) = self.witness.lock().await.take() {
+            witness.shutdown().await;
         }
         self.store.shutdown().await;
     }

@@ -13,6 +13,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use crate::events::{DomainEvent, EventPayload};
+use crate::evidence::BundleExported;
 use crate::operator_events::AuthContext;
 use crate::record::SealedEvent;
 
@@ -209,6 +210,12 @@ impl ControlsEvaluator {
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
         if let Ok(decoded) = &decoded {
             self.apply(event, decoded);
+        }
+        if event.event_type == BundleExported::EVENT_TYPE {
+            if let Ok(exported) = BundleExported::decode(&event.payload) {
+                let (at, position) = (event.recorded_at_micros, event.position);
+                self.check_step_up(&exported.auth, at, position, "evidence export");
+            }
         }
         if let Some(pattern) = secret_pattern(&String::from_utf8_lossy(&event.payload)) {
             if self.secret_findings.len() < MAX_FINDINGS {
@@ -656,6 +663,22 @@ mod tests {
         let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
         let run = run(&[event(0, late, &proposed(proposal, ann, T0))]);
         assert_eq!(status(&run, STEP_UP_FRESH), ControlStatus::Fail);
+    }
+
+    #[test]
+    fn evidence_export_needs_a_fresh_step_up() {
+        let ann = Uuid::now_v7();
+        let export = |verified_at| BundleExported {
+            scope: "ledger".into(),
+            tree_size: 4,
+            manifest_blake3: [1; 32],
+            auth: auth(ann, verified_at),
+        };
+        let fresh = run(&[event(0, T0 + 10, &export(T0))]);
+        assert_eq!(status(&fresh, STEP_UP_FRESH), ControlStatus::Pass);
+        let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
+        let stale = run(&[event(0, late, &export(T0))]);
+        assert_eq!(status(&stale, STEP_UP_FRESH), ControlStatus::Fail);
     }
 
     #[test]

@@ -9,11 +9,14 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aba;
+pub mod checkpoint;
 pub mod clock;
 pub mod controls;
 pub mod crypto;
 pub mod events;
+pub mod evidence;
 pub mod export;
+pub mod merkle;
 pub mod mfa;
 pub mod operator_events;
 pub mod operators;

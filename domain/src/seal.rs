@@ -9,6 +9,7 @@ use std::sync::Arc;
 use rayon::prelude::*;
 use uuid::Uuid;
 
+use crate::checkpoint::SignedCheckpoint;
 use crate::clock::Clock;
 use crate::crypto::{KeyId, LedgerKey};
 use crate::events::{EventPayload, LedgerCreated, LedgerKeyRotated};
@@ -194,6 +195,26 @@ impl Sealer {
         head.to_bytes()
     }
 
+    /// Signs a checkpoint of the tree over the first `tree_size` events with this sealer's key.
+    pub fn sign_checkpoint(
+        &self,
+        ledger_id: Uuid,
+        tree_size: u64,
+        head_hash: [u8; HASH_LEN],
+        merkle_root: [u8; HASH_LEN],
+    ) -> SignedCheckpoint {
+        let message =
+            SignedCheckpoint::signature_message(ledger_id, tree_size, &head_hash, &merkle_root);
+        SignedCheckpoint {
+            ledger_id,
+            tree_size,
+            head_hash,
+            merkle_root,
+            key_id: self.key.key_id(),
+            signature: self.key.sign(&message),
+        }
+    }
+
     /// Builds the `ledger.key_rotated` draft (to be sealed by this sealer, the
     /// old key, on stream `ledger`) and returns the sealer to use for every
     /// event after it.
@@ -235,7 +256,7 @@ impl Sealer {
 /// UUIDv7 (the ledger id of a genesis event, the correlation id of a rotation),
 /// and is zero otherwise. The 74 random bits come from BLAKE3 over the prefix and
 /// the parts.
-fn derived_event_id(prefix: &[u8], parts: &[&[u8]]) -> Uuid {
+pub(crate) fn derived_event_id(prefix: &[u8], parts: &[&[u8]]) -> Uuid {
     let mut hasher = blake3::Hasher::new();
     hasher.update(prefix);
     for part in parts {

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 use uuid::Uuid;
 
+use crate::checkpoint::{checkpoint_of, LedgerCheckpoint, SignedCheckpoint, CHECKPOINT_STREAM};
 use crate::crypto::{self, KeyId, SignatureCheck, PUBLIC_KEY_LEN};
 use crate::events::{EventPayload, LedgerCreated, LedgerKeyRotated};
 use crate::export;
+use crate::merkle::Frontier;
 use crate::record::{
     hash_canonical_body, RecordError, SealedEvent, SigAlg, SignedHead, HASH_LEN, SEAL_LEN,
 };
@@ -29,7 +31,7 @@ const EXPORT_CHUNK: usize = 4096;
 /// `wrong_ledger`, `missing_event` / `reordered_event`, `changed_bytes`,
 /// `broken_link`, `bad_genesis` (position 0 or a second genesis),
 /// `unknown_key`, `bad_signature`, `time_went_backwards`,
-/// `stream_version_gap`, `bad_rotation`. After the last record: the signed
+/// `stream_version_gap`, `bad_rotation`, `bad_checkpoint`. After the last record: the signed
 /// head checks (`bad_head`, `truncated_tail`, `head_mismatch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -60,6 +62,9 @@ pub enum FailureKind {
     StreamVersionGap,
     /// A key rotation event is malformed.
     BadRotation,
+    /// A checkpoint event is malformed, misplaced, states another root or head than the
+    /// chain before it, or its own signature fails.
+    BadCheckpoint,
     /// The signed head cannot be decoded, names another ledger or key, or its signature fails.
     BadHead,
     /// There is no signed head, or it names a position past the last record.
@@ -85,6 +90,7 @@ impl FailureKind {
             FailureKind::TimeWentBackwards => "time_went_backwards",
             FailureKind::StreamVersionGap => "stream_version_gap",
             FailureKind::BadRotation => "bad_rotation",
+            FailureKind::BadCheckpoint => "bad_checkpoint",
             FailureKind::BadHead => "bad_head",
             FailureKind::TruncatedTail => "truncated_tail",
             FailureKind::HeadMismatch => "head_mismatch",
@@ -153,6 +159,10 @@ pub struct Summary {
     pub keys: Vec<KeySpan>,
     /// Key rotations in ledger order.
     pub rotations: Vec<Rotation>,
+    /// Checkpoints recorded in the ledger, each checked against the chain, in ledger order.
+    pub checkpoints: Vec<SignedCheckpoint>,
+    /// Merkle root over every event hash of the ledger.
+    pub merkle_root: [u8; HASH_LEN],
 }
 
 /// Chain state after the last verified record.
@@ -168,6 +178,9 @@ struct State {
     streams: HashMap<String, u64>,
     keys: Vec<KeySpan>,
     rotations: Vec<Rotation>,
+    /// Merkle tree over the verified events, to check each checkpoint's root.
+    frontier: Frontier,
+    checkpoints: Vec<SignedCheckpoint>,
 }
 
 /// A record after the parallel decode-and-hash phase.
@@ -210,6 +223,8 @@ impl ChainVerifier {
             streams: HashMap::new(),
             keys: Vec::new(),
             rotations: Vec::new(),
+            frontier: Frontier::new(),
+            checkpoints: Vec::new(),
         };
         ChainVerifier {
             state,
@@ -269,8 +284,10 @@ impl ChainVerifier {
             event_count: state.next_position,
             head_position: last_position,
             head_hash: state.prev_hash,
+            merkle_root: state.frontier.root(),
             keys: state.keys,
             rotations: state.rotations,
+            checkpoints: state.checkpoints,
         })
     }
 
@@ -514,6 +531,11 @@ impl State {
             check_rotation(event, active)
                 .map_err(|message| fail(Some(expected), FailureKind::BadRotation, message))?;
         }
+        let is_checkpoint_type = event.event_type == LedgerCheckpoint::EVENT_TYPE;
+        if is_checkpoint_type || event.stream_id == CHECKPOINT_STREAM {
+            self.check_checkpoint(event)
+                .map_err(|message| fail(Some(expected), FailureKind::BadCheckpoint, message))?;
+        }
         Ok(())
     }
 
@@ -531,6 +553,12 @@ impl State {
             )
         })?;
         self.prev_hash = event.hash;
+        self.frontier.push(&event.hash);
+        if event.event_type == LedgerCheckpoint::EVENT_TYPE {
+            // `check_checkpoint` accepted this payload before advance was called.
+            let checkpoint = checkpoint_of(event).expect("checkpoint payload checked");
+            self.checkpoints.push(checkpoint);
+        }
         self.last_recorded_at = Some(event.recorded_at_micros);
         self.streams.insert(
             event.stream_id.clone(),
@@ -547,6 +575,44 @@ impl State {
             self.rotate(event);
         }
         Ok(())
+    }
+
+    /// Checks a checkpoint event against the chain before it: its stream and type, its tree
+    /// size (its own position), head hash, Merkle root, key and signature.
+    fn check_checkpoint(&self, event: &SealedEvent) -> Result<(), String> {
+        if event.stream_id != CHECKPOINT_STREAM || event.event_type != LedgerCheckpoint::EVENT_TYPE
+        {
+            return Err(format!(
+                "event type {} on stream {:?}: checkpoints are ledger.checkpoint events on stream {CHECKPOINT_STREAM}, and nothing else is",
+                event.event_type, event.stream_id
+            ));
+        }
+        let checkpoint = checkpoint_of(event)?;
+        if checkpoint.ledger_id != event.ledger_id {
+            return Err(format!("checkpoint names ledger {}", checkpoint.ledger_id));
+        }
+        if checkpoint.tree_size != event.position || checkpoint.head_hash != event.prev_hash {
+            return Err(format!(
+                "checkpoint states tree size {} and head {}, but it sits at position {} after head {}",
+                checkpoint.tree_size,
+                hex::encode(checkpoint.head_hash),
+                event.position,
+                hex::encode(event.prev_hash)
+            ));
+        }
+        let root = self.frontier.root();
+        if checkpoint.merkle_root != root {
+            return Err(format!(
+                "checkpoint states Merkle root {}, the events before it give {}",
+                hex::encode(checkpoint.merkle_root),
+                hex::encode(root)
+            ));
+        }
+        // The active key signed this event (checked before), and must sign its checkpoint too.
+        let active = self.active_key.expect("active key set by genesis");
+        checkpoint
+            .verify(&self.keys[active].public_key)
+            .map_err(|error| error.to_string())
     }
 
     fn rotate(&mut self, event: &SealedEvent) {

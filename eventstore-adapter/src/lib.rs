@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod checkpoints;
 mod error;
 #[cfg(feature = "kurrentdb")]
 pub mod kurrentdb;
@@ -20,6 +21,7 @@ mod store;
 mod subscription;
 mod types;
 
+pub use checkpoints::CheckpointPolicy;
 pub use error::{BackendError, StoreError};
 pub use store::{Backend, EventStore, MAX_APPEND_BYTES, MAX_EVENTS_PER_APPEND, MAX_READ_LIMIT};
 pub use subscription::Subscription;

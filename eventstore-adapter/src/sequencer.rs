@@ -36,6 +36,7 @@ use domain::seal::{ChainTip, Sealer, Unsealed, LEDGER_STREAM};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::checkpoints::Checkpointer;
 use crate::{
     AppendOutcome, AppendRequest, AppendResult, Backend, BackendError, ChainHead, CommitBatch,
     ExpectedVersion, IdempotencyRecord, SignedHead, StoreError,
@@ -172,6 +173,8 @@ pub(crate) struct Sequencer {
     retry: Vec<(AppendRequest, AppendReply)>,
     /// Commits in a row that failed with [`BackendError::HeadMoved`].
     head_moves: u32,
+    /// Merkle frontier and checkpoint schedule of the sealed tip, when checkpoints are on.
+    checkpoints: Option<Checkpointer>,
 }
 
 /// Reads the stored head and the last event, and builds the tip the next event extends.
@@ -304,7 +307,21 @@ impl Sequencer {
             broken: false,
             retry: Vec::new(),
             head_moves: 0,
+            checkpoints: None,
         }
+    }
+
+    /// Turns on checkpoints, with a frontier that covers the stored head.
+    pub(crate) fn with_checkpoints(mut self, checkpoints: Option<Checkpointer>) -> Self {
+        if let Some(checkpointer) = &checkpoints {
+            assert_eq!(
+                checkpointer.size(),
+                self.tip.next_position,
+                "frontier covers the tip"
+            );
+        }
+        self.checkpoints = checkpoints;
+        self
     }
 
     /// Runs until every sender is dropped and the queue is empty, or the tip is lost.
@@ -521,9 +538,10 @@ impl Sequencer {
             position: self.tip.next_position - 1,
             hash: self.tip.prev_hash,
         };
-        let (events, tip, signed_head) = self.seal(items).await;
+        let (events, tip, signed_head, checkpoints) = self.seal(items, true).await;
         assert_extends(&expected_head, &events);
         self.tip = tip;
+        self.checkpoints = checkpoints;
         CommitBatch {
             ledger_id: self.ledger_id,
             expected_head: Some(expected_head),
@@ -669,7 +687,7 @@ impl Sequencer {
         items: Vec<Unsealed>,
         records: Vec<IdempotencyRecord>,
     ) -> Result<Vec<[u8; HASH_LEN]>, BackendError> {
-        let (events, tip, signed_head) = self.seal(items).await;
+        let (events, tip, signed_head, checkpoints) = self.seal(items, false).await;
         assert_extends(&self.head, &events);
         let batch = CommitBatch {
             ledger_id: self.ledger_id,
@@ -709,18 +727,27 @@ impl Sequencer {
             "tip follows the committed head"
         );
         self.tip = tip;
+        self.checkpoints = checkpoints;
         self.committed.send_replace(Some(self.head.position));
         Ok(hashes)
     }
 
     /// Seals on a blocking thread, because signing a group takes milliseconds of CPU.
-    async fn seal(&self, items: Vec<Unsealed>) -> (Vec<SealedEvent>, ChainTip, SignedHead) {
+    /// With checkpoints on, a due checkpoint follows the events when `may_checkpoint` is set,
+    /// and the returned checkpoint state covers the sealed tip.
+    async fn seal(&self, items: Vec<Unsealed>, may_checkpoint: bool) -> Sealed {
         assert!(!items.is_empty(), "a group to seal has events");
         let sealer = Arc::clone(&self.sealer);
         let mut tip = self.tip.clone();
+        let mut checkpoints = self.checkpoints.clone();
         let count = items.len();
         let sealed = tokio::task::spawn_blocking(move || {
-            let events = sealer.seal_batch(&mut tip, items);
+            let mut events = sealer.seal_batch(&mut tip, items);
+            match checkpoints.as_mut() {
+                Some(c) if may_checkpoint => c.after_seal(&sealer, &mut tip, &mut events),
+                Some(c) => c.extend(&events),
+                None => {}
+            }
             // `seal_batch` returns one event per item, and `items` is not empty.
             let last = events.last().expect("seal_batch returns every item");
             let record = sealer.sign_head(tip.ledger_id, last.position, last.hash);
@@ -729,15 +756,16 @@ impl Sequencer {
                 position: last.position,
                 hash: last.hash,
             };
-            (events, tip, SignedHead { head, record })
+            (events, tip, SignedHead { head, record }, checkpoints)
         })
         .await;
-        let (events, tip, signed) = match sealed {
+        let (events, tip, signed, checkpoints) = match sealed {
             Ok(sealed) => sealed,
             Err(error) => std::panic::resume_unwind(error.into_panic()),
         };
-        assert_eq!(events.len(), count, "seal_batch seals every item");
-        (events, tip, signed)
+        let extra = usize::from(events.len() > count);
+        assert_eq!(events.len(), count + extra, "seal_batch seals every item");
+        (events, tip, signed, checkpoints)
     }
 
     /// Counts a failed commit and returns whether its requests are to be retried: only when
@@ -777,6 +805,7 @@ impl Sequencer {
                 self.head = head;
                 self.tip = tip;
                 self.committed.send_replace(Some(head.position));
+                self.reload_checkpoints().await;
             }
             Err(error) => {
                 tracing::error!(ledger = %self.ledger_id, %error, "tip reload failed; stopping");
@@ -823,6 +852,34 @@ impl Sequencer {
         })
     }
 }
+
+impl Sequencer {
+    /// Rebuilds the checkpoint frontier after the tip was reloaded, because the sealed events
+    /// it counted were never stored. Without a frontier the task cannot checkpoint, so a
+    /// failed rebuild stops it like a failed tip reload.
+    async fn reload_checkpoints(&mut self) {
+        let Some(old) = self.checkpoints.take() else {
+            return;
+        };
+        let loaded = Checkpointer::load(
+            self.backend.as_ref(),
+            self.ledger_id,
+            self.head.position,
+            old.policy(),
+        )
+        .await;
+        match loaded {
+            Ok(checkpointer) => self.checkpoints = Some(checkpointer),
+            Err(error) => {
+                tracing::error!(ledger = %self.ledger_id, %error, "checkpoint frontier reload failed; stopping");
+                self.broken = true;
+            }
+        }
+    }
+}
+
+/// The result of sealing: events, the tip after them, the signed head and checkpoint state.
+type Sealed = (Vec<SealedEvent>, ChainTip, SignedHead, Option<Checkpointer>);
 
 /// Checks one request against stored state and the group so far, and on success adds its
 /// events to the group.

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use domain::checkpoint::{LedgerCheckpoint, CHECKPOINT_STREAM};
 use domain::clock::Clock;
 use domain::crypto::LedgerKey;
 use domain::events::{EventPayload, LedgerCreated, LedgerKeyRotated};
@@ -12,6 +13,7 @@ use domain::seal::{Sealer, LEDGER_STREAM};
 use tokio::sync::{mpsc, oneshot, watch};
 use uuid::Uuid;
 
+use crate::checkpoints::{CheckpointPolicy, Checkpointer};
 use crate::sequencer::{self, Command, Sequencer};
 use crate::{
     AppendOutcome, AppendRequest, AppendResult, BackendError, ChainHead, CommitBatch,
@@ -157,6 +159,8 @@ struct Inner {
     /// this process has committed to or loaded the ledger.
     heads: std::sync::Mutex<HashMap<Uuid, watch::Sender<Option<u64>>>>,
     stopped: std::sync::atomic::AtomicBool,
+    /// When sequencers started from now on record checkpoints; `None` records none.
+    checkpoint_policy: std::sync::Mutex<Option<CheckpointPolicy>>,
     /// Runtime the store was opened on. Sequencers are spawned here even when the first
     /// append comes from another runtime (such as an HTTP worker's, which stops with its
     /// worker), so they live as long as the store.
@@ -198,11 +202,23 @@ impl EventStore {
             sequencers: tokio::sync::Mutex::new(HashMap::new()),
             heads: std::sync::Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
+            checkpoint_policy: std::sync::Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
         };
         EventStore {
             inner: Arc::new(inner),
         }
+    }
+
+    /// Sets when sequencers record checkpoints. It applies to sequencers that start after the
+    /// call, so call it right after opening the store.
+    pub fn set_checkpoint_policy(&self, policy: Option<CheckpointPolicy>) {
+        let mut current = self
+            .inner
+            .checkpoint_policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *current = policy;
     }
 
     /// Returns the backend, for callers that read directly (verifiers, projections).
@@ -264,7 +280,8 @@ impl EventStore {
             Err(error) => return Err(error.into()),
         }
 
-        let handle = self.spawn_sequencer(sealer, head, tip);
+        let checkpoints = self.load_checkpointer(ledger_id, 0).await?;
+        let handle = self.spawn_sequencer(sealer, head, tip, checkpoints);
         sequencers.insert(ledger_id, handle);
         self.publish_head(ledger_id, 0);
         tracing::info!(ledger = %ledger_id, "ledger created");
@@ -459,7 +476,8 @@ impl EventStore {
         let (head, tip) = sequencer::load_tip(self.inner.backend.as_ref(), ledger_id).await?;
         let key = self.current_key(ledger_id).await?;
         let sealer = Sealer::new(key, Arc::clone(&self.inner.clock));
-        let handle = self.spawn_sequencer(sealer, head, tip);
+        let checkpoints = self.load_checkpointer(ledger_id, head.position).await?;
+        let handle = self.spawn_sequencer(sealer, head, tip, checkpoints);
         let commands = handle.commands.clone();
         sequencers.insert(ledger_id, handle);
         tracing::debug!(ledger = %ledger_id, position = head.position, "sequencer started");
@@ -471,6 +489,7 @@ impl EventStore {
         sealer: Sealer,
         head: ChainHead,
         tip: domain::seal::ChainTip,
+        checkpoints: Option<Checkpointer>,
     ) -> SequencerHandle {
         let (commands, queue) = mpsc::channel(sequencer::CHANNEL_CAPACITY);
         let committed = self.head_sender(head.ledger_id);
@@ -480,9 +499,29 @@ impl EventStore {
             head,
             tip,
             committed,
-        );
+        )
+        .with_checkpoints(checkpoints);
         let task = self.inner.runtime.spawn(sequencer.run(queue));
         SequencerHandle { commands, task }
+    }
+
+    /// Rebuilds the checkpoint frontier of a ledger when checkpoints are on.
+    async fn load_checkpointer(
+        &self,
+        ledger_id: Uuid,
+        head_position: u64,
+    ) -> Result<Option<Checkpointer>, StoreError> {
+        let policy = *self
+            .inner
+            .checkpoint_policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(policy) = policy else {
+            return Ok(None);
+        };
+        let backend = self.inner.backend.as_ref();
+        let checkpointer = Checkpointer::load(backend, ledger_id, head_position, policy).await?;
+        Ok(Some(checkpointer))
     }
 
     /// Finds the key the ledger's chain names as current (the last genesis or rotation event
@@ -615,14 +654,16 @@ fn check_stream_id(stream_id: &str) -> Result<(), StoreError> {
             stream_id.len()
         )));
     }
-    if stream_id == LEDGER_STREAM {
+    if stream_id == LEDGER_STREAM || stream_id == CHECKPOINT_STREAM {
         return Err(StoreError::InvalidAppend(format!(
-            "stream {LEDGER_STREAM} is written by the store"
+            "stream {stream_id} is written by the store"
         )));
     }
     Ok(())
 }
 
 fn is_ledger_event_type(event_type: &str) -> bool {
-    event_type == LedgerCreated::EVENT_TYPE || event_type == LedgerKeyRotated::EVENT_TYPE
+    event_type == LedgerCreated::EVENT_TYPE
+        || event_type == LedgerKeyRotated::EVENT_TYPE
+        || event_type == LedgerCheckpoint::EVENT_TYPE
 }

@@ -797,6 +797,7 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
         "POST /v1/ledgers/{ledger_id}/operators/{operator_id}/unlock",
         "POST /v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset",
         "POST /v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset/approval",
+        "POST /v1/ledgers/{ledger_id}/bundles",
     ];
     const NOT_SENSITIVE: &[&str] = &[
         "POST /v1/ledgers",

@@ -2,8 +2,9 @@
 """Independent verifier for Folio ledger export files.
 
 Written from docs/ledger-format.md alone, with no Folio code: it checks the
-hash chain, strict Ed25519 signatures, key rotations and the signed head, and
-reports the first failure with the same codes as Folio's own verifier.
+hash chain, strict Ed25519 signatures, key rotations, checkpoints (with their
+Merkle roots) and the signed head, and reports the first failure with the same
+codes as Folio's own verifier.
 
 Usage: folio_verify.py [--json] FILE [FILE ...]
 
@@ -43,6 +44,12 @@ SEAL_LEN = 32 + 64
 LEDGER_STREAM = "ledger"
 GENESIS_TYPE = "ledger.created"
 ROTATION_TYPE = "ledger.key_rotated"
+CHECKPOINT_TYPE = "ledger.checkpoint"
+CHECKPOINT_STREAM = "$checkpoints"
+MERKLE_LEAF_PREFIX = b"folio/merkle-leaf/v1\x00"
+MERKLE_NODE_PREFIX = b"folio/merkle-node/v1\x00"
+CHECKPOINT_MAGIC = b"folio/checkpoint/v1\x00"
+CHECKPOINT_SIGNATURE_PREFIX = b"folio/checkpoint-signature/v1\x00"
 
 
 class Failure(Exception):
@@ -216,6 +223,10 @@ def decode_record(data):
     return event
 
 
+def merkle_node(left, right):
+    return blake3.blake3(MERKLE_NODE_PREFIX + left + right).digest()
+
+
 def encode_varint(value):
     out = bytearray()
     while True:
@@ -300,6 +311,8 @@ class Chain:
         self.last_time = None
         self.active_key = None
         self.streams = {}
+        # Roots of the perfect subtrees of the Merkle tree so far, left to right, with sizes.
+        self.subtrees = []
 
     def fail(self, code, message):
         raise Failure(code, self.expected, message)
@@ -379,6 +392,42 @@ class Chain:
             self.fail("stream_version_gap", f"stream version is not {expected_version}")
         if event["event_type"] == ROTATION_TYPE:
             self.check_rotation(event)
+        if event["event_type"] == CHECKPOINT_TYPE or event["stream_id"] == CHECKPOINT_STREAM:
+            self.check_checkpoint(event)
+
+    def merkle_root(self):
+        """Fold the subtrees right to left: the RFC 9162 tree hash of every event so far."""
+        root = None
+        for _, subtree in reversed(self.subtrees):
+            root = subtree if root is None else merkle_node(subtree, root)
+        return root
+
+    def check_checkpoint(self, event):
+        if event["stream_id"] != CHECKPOINT_STREAM or event["event_type"] != CHECKPOINT_TYPE:
+            self.fail("bad_checkpoint", "checkpoint type and stream do not go together")
+        if event["schema_version"] != 1:
+            self.fail("bad_checkpoint", "checkpoint schema is not 1")
+        payload = event["payload"]
+        # Postcard bytes: a varint length of 192 (c0 01), then the signed checkpoint.
+        if payload[:2] != b"\xc0\x01" or len(payload) != 194:
+            self.fail("bad_checkpoint", "checkpoint payload is not 192 length-prefixed bytes")
+        data = payload[2:]
+        if data[:20] != CHECKPOINT_MAGIC or data[20:24] != b"\x00\x01\x01\x01":
+            self.fail("bad_checkpoint", "checkpoint header is not folio/checkpoint/v1 1 1 1")
+        ledger_id, tree_size = data[24:40], struct.unpack(">Q", data[40:48])[0]
+        head_hash, root, signer = data[48:80], data[80:112], data[112:128]
+        if ledger_id != self.ledger_id:
+            self.fail("bad_checkpoint", "checkpoint names another ledger")
+        if tree_size != event["position"] or head_hash != event["prev_hash"]:
+            self.fail("bad_checkpoint", "checkpoint tree size or head does not match its place")
+        if root != self.merkle_root():
+            self.fail("bad_checkpoint", "checkpoint root is not the root of the events before it")
+        if signer != key_id(self.active_key):
+            self.fail("bad_checkpoint", "checkpoint is not signed by the active key")
+        message = CHECKPOINT_SIGNATURE_PREFIX + data[24:48] + head_hash + root
+        problem = verify_strict(self.active_key, message, data[128:192])
+        if problem:
+            self.fail("bad_checkpoint", f"checkpoint signature rejected: {problem}")
 
     def check_rotation(self, event):
         if event["stream_id"] != LEDGER_STREAM or event["schema_version"] != 1:
@@ -398,6 +447,11 @@ class Chain:
 
     def advance(self, event):
         self.expected += 1
+        size, subtree = 1, blake3.blake3(MERKLE_LEAF_PREFIX + event["hash"]).digest()
+        while self.subtrees and self.subtrees[-1][0] == size:
+            _, left = self.subtrees.pop()
+            size, subtree = size * 2, merkle_node(left, subtree)
+        self.subtrees.append((size, subtree))
         self.prev_hash = event["hash"]
         self.last_time = event["recorded_at"]
         self.streams[event["stream_id"]] = event["stream_version"] + 1

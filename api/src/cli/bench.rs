@@ -44,6 +44,10 @@ pub struct Args {
     /// stay there, because the store is append-only.
     #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
     url: Option<String>,
+    /// Instead of the append benchmark, export a whole-ledger evidence bundle from ledgers of
+    /// these sizes (comma-separated event counts) and report the rate and peak memory.
+    #[arg(long, value_delimiter = ',')]
+    bundle_sizes: Vec<u64>,
 }
 
 /// Store measured by `folio bench`.
@@ -64,6 +68,10 @@ const PAYLOAD_LEN: usize = 200;
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)?;
     let scratch = tempfile::tempdir_in(&args.dir)?;
+    if !args.bundle_sizes.is_empty() {
+        super::bench_bundle::run(scratch.path(), &args.bundle_sizes).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let window = Duration::from_secs(args.baseline_secs);
     let cores = rayon::current_num_threads();
     println!(
@@ -340,7 +348,7 @@ async fn drive(
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn bench_event() -> EventDraft {
+pub(super) fn bench_event() -> EventDraft {
     EventDraft {
         event_id: Uuid::now_v7(),
         event_type: "bench.event".to_owned(),

@@ -2,6 +2,9 @@
 
 mod bank_sim;
 mod bench;
+mod bench_bundle;
+mod bundle;
+pub mod checkpoints;
 mod controls;
 pub mod demo;
 mod export;
@@ -50,6 +53,12 @@ pub enum Command {
     Operator(operator::Command),
     /// Start a server and a bank simulator, drive payments through HTTP, verify, summarise.
     Demo(demo::Args),
+    /// Write an evidence bundle (BagIt directory or ustar archive) for a scope of a ledger.
+    ExportBundle(bundle::ExportArgs),
+    /// Check an evidence bundle offline: files, manifest signature, chain, proofs and CSVs.
+    VerifyBundle(bundle::VerifyArgs),
+    /// Check an inclusion or consistency proof served by the API against the ledger's key.
+    VerifyProof(checkpoints::ProofArgs),
     /// Measure sealed durable appends and verification against the bare signing rates.
     Bench(bench::Args),
     /// Continuous control monitoring.
@@ -98,6 +107,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Controls(command) => controls::run(command).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::VerifyProof(args) => checkpoints::run_proof(args).await,
+            Command::ExportBundle(args) => bundle::run_export(args).await,
+            Command::VerifyBundle(args) => bundle::run_verify(args).await,
         }
     });
     match result {

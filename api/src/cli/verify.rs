@@ -8,6 +8,7 @@ use domain::verify::{ChainVerifier, Failure, Summary};
 use eventstore_adapter::Backend;
 use uuid::Uuid;
 
+use super::checkpoints::HashSource;
 use crate::store::StoreLocation;
 
 /// Events read from the store per page while verifying.
@@ -30,6 +31,10 @@ pub struct Args {
     /// Print the verdict as one JSON object per ledger.
     #[arg(long)]
     json: bool,
+    /// Checkpoints kept by a witness (one JSON line each): the ledger must still hold each of
+    /// them and extend it. Needs an export file or `--ledger`.
+    #[arg(long)]
+    checkpoints: Option<PathBuf>,
 }
 
 /// The verdict on one ledger.
@@ -57,6 +62,9 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             println!("{}", verdict_text(verdict));
         }
+    }
+    if let Some(kept) = &args.checkpoints {
+        intact &= check_kept_checkpoints(&args, kept, &verdicts).await?;
     }
     Ok(if intact {
         ExitCode::SUCCESS
@@ -151,16 +159,50 @@ async fn verify_ledger(
     Ok(verifier.finish(signed_head.as_ref().map(|head| head.record.as_slice())))
 }
 
+/// Runs the kept-checkpoint check on the one ledger verified, and prints a line per checkpoint.
+async fn check_kept_checkpoints(
+    args: &Args,
+    kept: &Path,
+    verdicts: &[Verdict],
+) -> anyhow::Result<bool> {
+    let [verdict] = verdicts else {
+        bail!("--checkpoints checks one ledger; pass an export file or --ledger");
+    };
+    let Ok(summary) = &verdict.result else {
+        println!("checkpoints not checked: the ledger itself does not verify");
+        return Ok(false);
+    };
+    let (lines, all_hold) = match &args.file {
+        Some(file) => {
+            super::checkpoints::check_verdict(kept, summary, HashSource::Export(file)).await?
+        }
+        None => {
+            let location =
+                StoreLocation::from_dir_or_url(&args.data_dir, args.store_url.as_deref());
+            let backend = location.open_read_only().await?;
+            super::checkpoints::check_verdict(kept, summary, HashSource::Store(backend.as_ref()))
+                .await?
+        }
+    };
+    for line in lines {
+        println!("{line}");
+    }
+    Ok(all_hold)
+}
+
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
         Ok(summary) => format!(
-            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s)",
+            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
+             {} checkpoint(s), Merkle root {}",
             verdict.subject,
             summary.event_count,
             summary.head_position,
             hex::encode(summary.head_hash),
             summary.keys.len(),
-            summary.rotations.len()
+            summary.rotations.len(),
+            summary.checkpoints.len(),
+            hex::encode(summary.merkle_root)
         ),
         Err(failure) => format!(
             "{}: BROKEN at position {}: {} ({})",
@@ -182,6 +224,8 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Value {
             "event_count": summary.event_count,
             "head_position": summary.head_position,
             "head_hash": hex::encode(summary.head_hash),
+            "checkpoints": summary.checkpoints.len(),
+            "merkle_root": hex::encode(summary.merkle_root),
         }),
         Err(failure) => serde_json::json!({
             "subject": verdict.subject,

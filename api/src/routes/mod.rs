@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource, all under `/v1`.
 
 pub mod audit;
+pub mod bundles;
 pub mod controls;
 pub mod dlq;
 pub mod health;
@@ -9,6 +10,7 @@ pub mod openapi;
 pub mod operators;
 pub mod payees;
 pub mod payments;
+pub mod proofs;
 pub mod proposals;
 pub mod sessions;
 
@@ -58,7 +60,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(dlq::list)
                 .service(audit::query)
                 .service(controls::start_run)
-                .service(controls::latest),
+                .service(controls::latest)
+                .service(proofs::list)
+                .service(proofs::inclusion)
+                .service(proofs::consistency)
+                .service(bundles::export),
         );
 }
 

@@ -47,6 +47,10 @@ mod tests {
             "/v1/operators/me/totp",
             "/v1/operators/me/totp/activation",
             "/v1/operators/me/recovery-codes",
+            "/v1/ledgers/{ledger_id}/checkpoints",
+            "/v1/ledgers/{ledger_id}/proofs/inclusion",
+            "/v1/ledgers/{ledger_id}/proofs/consistency",
+            "/v1/ledgers/{ledger_id}/bundles",
         ] {
             assert!(paths.contains_key(path), "missing {path}");
         }

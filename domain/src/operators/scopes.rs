@@ -86,16 +86,19 @@ pub enum Role {
     DlqOperator,
     /// View only.
     Viewer,
+    /// View and export evidence bundles: the compliance staff who hand evidence to auditors.
+    Compliance,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Approver,
         Role::Proposer,
         Role::DlqOperator,
         Role::Viewer,
+        Role::Compliance,
     ];
 
     /// Wire name, such as `approver`.
@@ -106,6 +109,7 @@ impl Role {
             Self::Proposer => "proposer",
             Self::DlqOperator => "dlq-operator",
             Self::Viewer => "viewer",
+            Self::Compliance => "compliance",
         }
     }
 
@@ -118,6 +122,7 @@ impl Role {
             Self::Proposer => &[S::View, S::PaymentsSubmit, S::AllowListPropose],
             Self::DlqOperator => &[S::View, S::DlqRead, S::DlqRetry, S::DlqIgnore],
             Self::Viewer => &[S::View],
+            Self::Compliance => &[S::View, S::EvidenceExport],
         };
         scopes.iter().copied().collect()
     }

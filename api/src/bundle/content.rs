@@ -1,0 +1,436 @@
+//! The bundle's views of its events: the scope filter, the readable JSON lines, the CSV
+//! files and the HTML report. Export and `verify-bundle` both run this code over the same
+//! events, so a CSV that disagrees with the sealed events is found by rebuilding it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::io::{self, Write};
+
+use domain::events::DomainEvent;
+use domain::record::SealedEvent;
+use uuid::Uuid;
+
+/// The events a bundle is about. The bundle always carries the whole chain up to its
+/// checkpoint, so the scope selects rows and proofs, not the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every event of the ledger (the tenant's whole ledger).
+    Ledger,
+    /// Positions `from..=to`.
+    Positions {
+        /// First position.
+        from: u64,
+        /// Last position.
+        to: u64,
+    },
+    /// Events recorded at `from..to` microseconds since the Unix epoch (UTC).
+    Time {
+        /// Start, inclusive.
+        from_micros: i64,
+        /// End, exclusive.
+        to_micros: i64,
+    },
+    /// Events of one payment.
+    Payment(Uuid),
+    /// Events of one payee and of the payments to it.
+    Payee(Uuid),
+}
+
+impl Scope {
+    /// Returns the one-line form written to `bag-info.txt` and read back by [`Scope::parse`].
+    pub fn describe(&self) -> String {
+        match self {
+            Scope::Ledger => "ledger".to_owned(),
+            Scope::Positions { from, to } => format!("positions {from} {to}"),
+            Scope::Time {
+                from_micros,
+                to_micros,
+            } => format!("time {from_micros} {to_micros}"),
+            Scope::Payment(id) => format!("payment {id}"),
+            Scope::Payee(id) => format!("payee {id}"),
+        }
+    }
+
+    /// Parses the form [`Scope::describe`] writes.
+    ///
+    /// # Errors
+    /// Names the text that is not a scope.
+    pub fn parse(text: &str) -> anyhow::Result<Scope> {
+        let parts: Vec<&str> = text.split(' ').collect();
+        let scope = match parts.as_slice() {
+            ["ledger"] => Scope::Ledger,
+            ["positions", from, to] => Scope::Positions {
+                from: from.parse()?,
+                to: to.parse()?,
+            },
+            ["time", from, to] => Scope::Time {
+                from_micros: from.parse()?,
+                to_micros: to.parse()?,
+            },
+            ["payment", id] => Scope::Payment(Uuid::parse_str(id)?),
+            ["payee", id] => Scope::Payee(Uuid::parse_str(id)?),
+            _ => anyhow::bail!("{text:?} is not a bundle scope"),
+        };
+        Ok(scope)
+    }
+}
+
+/// Header of `audit.csv`.
+pub const AUDIT_HEADER: &str =
+    "position,recorded_at_micros,stream_id,stream_version,event_type,actor_kind,actor_id,actor_credential,event_id,hash\n";
+/// Header of `payments.csv`.
+pub const PAYMENTS_HEADER: &str =
+    "position,payment_id,payee_id,outcome,amount_minor,currency,reference,code\n";
+/// Header of `dlq_actions.csv`.
+pub const DLQ_HEADER: &str = "position,payment_id,attempts,last_error_kind,last_error\n";
+/// Header of `anomaly_decisions.csv`. The ledger has no anomaly decision events yet, so the
+/// file carries only this header.
+pub const ANOMALY_HEADER: &str = "position,payment_id,decision,actor_id,reason\n";
+
+/// Outputs of the event-driven files: files on export, hashers on verification.
+#[derive(Debug)]
+pub struct Sinks<W: Write> {
+    /// `events.jsonl`: a readable view of every event, one JSON object a line.
+    pub events: W,
+    /// `audit.csv`.
+    pub audit: W,
+    /// `payments.csv`.
+    pub payments: W,
+    /// `dlq_actions.csv`.
+    pub dlq: W,
+}
+
+/// The scope-dependent files, written one event at a time so memory stays flat.
+#[derive(Debug)]
+pub struct Content<W: Write> {
+    scope: Scope,
+    /// Payments to the scope's payee, so their later events are selected too.
+    payee_payments: BTreeSet<Uuid>,
+    /// The outputs.
+    pub sinks: Sinks<W>,
+    /// Number of events the scope selected.
+    pub selected: u64,
+    summary: ReportFacts,
+}
+
+/// Facts the HTML report shows.
+#[derive(Debug, Default)]
+struct ReportFacts {
+    by_type: BTreeMap<String, u64>,
+    totals: BTreeMap<String, (u64, u128)>,
+    actors: BTreeMap<(String, String), u64>,
+}
+
+impl<W: Write> Content<W> {
+    /// Starts the files for `scope` by writing the CSV headers.
+    ///
+    /// # Errors
+    /// A write error of a sink.
+    pub fn new(scope: Scope, mut sinks: Sinks<W>) -> io::Result<Self> {
+        sinks.audit.write_all(AUDIT_HEADER.as_bytes())?;
+        sinks.payments.write_all(PAYMENTS_HEADER.as_bytes())?;
+        sinks.dlq.write_all(DLQ_HEADER.as_bytes())?;
+        Ok(Content {
+            scope,
+            payee_payments: BTreeSet::new(),
+            sinks,
+            selected: 0,
+            summary: ReportFacts::default(),
+        })
+    }
+
+    /// Adds one event, in position order, and returns whether the scope selects it.
+    ///
+    /// # Errors
+    /// A write error of a sink.
+    pub fn push(&mut self, event: &SealedEvent) -> io::Result<bool> {
+        let decoded =
+            DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).ok();
+        self.push_json(event, decoded.as_ref())?;
+        if !self.selects(event, decoded.as_ref()) {
+            return Ok(false);
+        }
+        self.selected += 1;
+        self.push_audit(event)?;
+        *self
+            .summary
+            .by_type
+            .entry(event.event_type.clone())
+            .or_default() += 1;
+        let actor = (event.actor.id.clone(), event.event_type.clone());
+        *self.summary.actors.entry(actor).or_default() += 1;
+        match decoded {
+            Some(DomainEvent::PaymentSubmitted(p)) => {
+                let total = self.summary.totals.entry(p.currency.clone()).or_default();
+                total.0 += 1;
+                total.1 += u128::from(p.amount_minor);
+                let row = [
+                    event.position.to_string(),
+                    p.payment_id.to_string(),
+                    p.payee_id.to_string(),
+                    "submitted".into(),
+                    p.amount_minor.to_string(),
+                    p.currency,
+                    p.reference,
+                    String::new(),
+                ];
+                push_row(&mut self.sinks.payments, &row)?;
+            }
+            Some(DomainEvent::PaymentRejected(p)) => {
+                let row = [
+                    event.position.to_string(),
+                    p.payment_id.to_string(),
+                    p.payee_id.to_string(),
+                    "rejected".into(),
+                    p.amount_minor.to_string(),
+                    p.currency,
+                    String::new(),
+                    p.code,
+                ];
+                push_row(&mut self.sinks.payments, &row)?;
+            }
+            Some(DomainEvent::PaymentDeadLettered(d)) => {
+                let row = [
+                    event.position.to_string(),
+                    d.payment_id.to_string(),
+                    d.attempts.to_string(),
+                    d.last_error_kind,
+                    d.last_error,
+                ];
+                push_row(&mut self.sinks.dlq, &row)?;
+            }
+            _ => {}
+        }
+        Ok(true)
+    }
+
+    fn selects(&mut self, event: &SealedEvent, decoded: Option<&DomainEvent>) -> bool {
+        // Checkpoints are the bundle's anchors, not part of any scope.
+        if event.stream_id == domain::checkpoint::CHECKPOINT_STREAM {
+            return false;
+        }
+        match &self.scope {
+            Scope::Ledger => true,
+            Scope::Positions { from, to } => (*from..=*to).contains(&event.position),
+            Scope::Time {
+                from_micros,
+                to_micros,
+            } => (*from_micros..*to_micros).contains(&event.recorded_at_micros),
+            Scope::Payment(id) => payment_of(decoded) == Some(*id),
+            Scope::Payee(id) => {
+                let payee = *id;
+                match decoded {
+                    Some(DomainEvent::PayeeAdded(p)) => p.payee_id == payee,
+                    Some(DomainEvent::PayeeRemoved(p)) => p.payee_id == payee,
+                    Some(DomainEvent::PaymentSubmitted(p)) if p.payee_id == payee => {
+                        self.payee_payments.insert(p.payment_id);
+                        true
+                    }
+                    Some(DomainEvent::PaymentRejected(p)) => p.payee_id == payee,
+                    other => payment_of(other).is_some_and(|p| self.payee_payments.contains(&p)),
+                }
+            }
+        }
+    }
+
+    fn push_json(&mut self, event: &SealedEvent, decoded: Option<&DomainEvent>) -> io::Result<()> {
+        let line = serde_json::json!({
+            "position": event.position,
+            "stream_id": event.stream_id,
+            "stream_version": event.stream_version,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "schema_version": event.schema_version,
+            "recorded_at_micros": event.recorded_at_micros,
+            "actor_kind": event.actor.kind as u8,
+            "actor_id": event.actor.id,
+            "actor_credential": event.actor.credential,
+            "correlation_id": event.correlation_id,
+            "causation_id": event.causation_id,
+            "payload_hex": hex::encode(&event.payload),
+            "payload_decoded": decoded.map(|d| format!("{d:?}")),
+            "prev_hash": hex::encode(event.prev_hash),
+            "hash": hex::encode(event.hash),
+            "key_id": event.key_id.to_hex(),
+        });
+        writeln!(self.sinks.events, "{line}")
+    }
+
+    fn push_audit(&mut self, event: &SealedEvent) -> io::Result<()> {
+        let row = [
+            event.position.to_string(),
+            event.recorded_at_micros.to_string(),
+            event.stream_id.clone(),
+            event.stream_version.to_string(),
+            event.event_type.clone(),
+            (event.actor.kind as u8).to_string(),
+            event.actor.id.clone(),
+            event.actor.credential.clone(),
+            event.event_id.to_string(),
+            hex::encode(event.hash),
+        ];
+        push_row(&mut self.sinks.audit, &row)
+    }
+
+    /// Renders the HTML report: counts, totals per currency in minor units, who did what,
+    /// and the chain status line given by the caller.
+    pub fn report_html(&self, ledger_id: Uuid, chain_status: &str) -> String {
+        let mut html = String::from("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">");
+        let _ = writeln!(
+            html,
+            "<title>Folio evidence for ledger {ledger_id}</title></head><body>"
+        );
+        let _ = write!(
+            html,
+            "<h1>Evidence bundle</h1>\n<p>Ledger {ledger_id}, scope {}.</p>\n",
+            escape(&self.scope.describe())
+        );
+        let _ = writeln!(html, "<p>Chain status: {}</p>", escape(chain_status));
+        let _ = write!(
+            html,
+            "<h2>Events in scope: {}</h2>\n<table>\n",
+            self.selected
+        );
+        for (event_type, count) in &self.summary.by_type {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{count}</td></tr>",
+                escape(event_type)
+            );
+        }
+        html.push_str("</table>\n<h2>Payments submitted, totals in minor units</h2>\n<table>\n");
+        for (currency, (count, total)) in &self.summary.totals {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{count}</td><td>{total}</td></tr>",
+                escape(currency)
+            );
+        }
+        html.push_str("</table>\n<h2>Who did what</h2>\n<table>\n");
+        for ((actor, event_type), count) in &self.summary.actors {
+            let _ = writeln!(
+                html,
+                "<tr><td>{}</td><td>{}</td><td>{count}</td></tr>",
+                escape(actor),
+                escape(event_type)
+            );
+        }
+        html.push_str("</table>\n</body></html>\n");
+        html
+    }
+}
+
+impl<W: Write> Content<W> {
+    /// Renders the report as plain text lines, the same facts as the HTML report, for the PDF.
+    pub fn report_lines(&self, ledger_id: Uuid, chain_status: &str) -> Vec<String> {
+        let mut lines = vec![
+            "Folio evidence bundle".to_owned(),
+            format!("Ledger {ledger_id}, scope {}.", self.scope.describe()),
+            format!("Chain status: {chain_status}"),
+            String::new(),
+            format!("Events in scope: {}", self.selected),
+        ];
+        for (event_type, count) in &self.summary.by_type {
+            lines.push(format!("  {event_type}: {count}"));
+        }
+        lines.push(String::new());
+        lines.push("Payments submitted, totals in minor units".to_owned());
+        for (currency, (count, total)) in &self.summary.totals {
+            lines.push(format!("  {currency}: {count} payments, {total}"));
+        }
+        lines.push(String::new());
+        lines.push("Who did what".to_owned());
+        for ((actor, event_type), count) in &self.summary.actors {
+            lines.push(format!("  {actor}: {event_type} x {count}"));
+        }
+        lines
+    }
+}
+
+fn payment_of(decoded: Option<&DomainEvent>) -> Option<Uuid> {
+    match decoded? {
+        DomainEvent::PaymentSubmitted(p) => Some(p.payment_id),
+        DomainEvent::PaymentRejected(p) => Some(p.payment_id),
+        DomainEvent::DispatchAttempted(p) => Some(p.payment_id),
+        DomainEvent::DispatchFailed(p) => Some(p.payment_id),
+        DomainEvent::ReceiptRecorded(p) => Some(p.payment_id),
+        DomainEvent::PaymentDeadLettered(p) => Some(p.payment_id),
+        _ => None,
+    }
+}
+
+/// Writes one CSV row (RFC 4180 quoting), neutralising every cell.
+fn push_row(out: &mut impl Write, cells: &[String]) -> io::Result<()> {
+    let cells: Vec<String> = cells.iter().map(|cell| csv_cell(cell)).collect();
+    writeln!(out, "{}", cells.join(","))
+}
+
+/// Quotes a CSV cell, and prefixes a single quote to a cell that a spreadsheet would run as a
+/// formula: one that starts with `=`, `+`, `-`, `@`, tab or carriage return.
+pub fn csv_cell(cell: &str) -> String {
+    let neutral = match cell.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{cell}"),
+        _ => cell.to_owned(),
+    };
+    if neutral.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral
+    }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formula_cells_are_neutralised() {
+        for (cell, expected) in [
+            ("=SUM(A1)", "'=SUM(A1)"),
+            ("+1", "'+1"),
+            ("-2", "'-2"),
+            ("@x", "'@x"),
+            ("\tx", "'\tx"),
+            ("\rx", "\"'\rx\""),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("plain", "plain"),
+        ] {
+            assert_eq!(csv_cell(cell), expected, "{cell:?}");
+        }
+    }
+
+    #[test]
+    fn scope_round_trips() {
+        let id = Uuid::from_u128(5);
+        for scope in [
+            Scope::Ledger,
+            Scope::Positions { from: 1, to: 9 },
+            Scope::Time {
+                from_micros: -5,
+                to_micros: 7,
+            },
+            Scope::Payment(id),
+            Scope::Payee(id),
+        ] {
+            assert_eq!(Scope::parse(&scope.describe()).unwrap(), scope);
+        }
+        assert!(Scope::parse("payment nope").is_err());
+    }
+}
