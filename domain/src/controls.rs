@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use uuid::Uuid;
 
+use crate::checkpoint::{checkpoint_of, CHECKPOINT_STREAM};
 use crate::events::{DomainEvent, EventPayload};
 use crate::evidence::BundleExported;
 use crate::operator_events::AuthContext;
@@ -19,6 +20,9 @@ use crate::record::SealedEvent;
 
 /// Stable identifier of the chain verification control.
 pub const CHAIN_VERIFIES: &str = "chain_verifies";
+/// Stable identifier of the control that the chain verifies up to its last signed
+/// checkpoint, the point that witnesses and auditors may hold.
+pub const CHAIN_TO_CHECKPOINT: &str = "chain_to_checkpoint";
 /// Stable identifier of the signing key age control.
 pub const SIGNING_KEY_AGE: &str = "signing_key_age";
 /// Stable identifier of the control that no secret appears in an event.
@@ -132,6 +136,8 @@ pub struct ControlsEvaluator {
     proposals: HashMap<(Uuid, u32), (Uuid, [u8; 32])>,
     /// Payee events waiting for the approval recorded in the same append.
     unapproved_payee_events: Vec<u64>,
+    /// Position and tree size of the last checkpoint event seen.
+    last_checkpoint: Option<(u64, u64)>,
 }
 
 /// Count of events a control examined and the positions where it failed.
@@ -192,6 +198,7 @@ impl ControlsEvaluator {
             totp_steps: HashSet::new(),
             proposals: HashMap::new(),
             unapproved_payee_events: Vec::new(),
+            last_checkpoint: None,
         }
     }
 
@@ -210,6 +217,11 @@ impl ControlsEvaluator {
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
         if let Ok(decoded) = &decoded {
             self.apply(event, decoded);
+        }
+        if event.stream_id == CHECKPOINT_STREAM {
+            if let Ok(checkpoint) = checkpoint_of(event) {
+                self.last_checkpoint = Some((event.position, checkpoint.tree_size));
+            }
         }
         if event.event_type == BundleExported::EVENT_TYPE {
             if let Ok(exported) = BundleExported::decode(&event.payload) {
@@ -351,7 +363,8 @@ impl ControlsEvaluator {
             });
         }
         let results = vec![
-            self.chain_result(chain),
+            self.chain_result(chain.clone()),
+            self.checkpoint_result(&chain),
             self.key_age_result(now_micros),
             self.secrets_result(),
             log.unwrap_or_else(|| ControlResult {
@@ -393,6 +406,39 @@ impl ControlsEvaluator {
         };
         ControlResult {
             control: CHAIN_VERIFIES.to_owned(),
+            status,
+            examined: self.examined,
+            detail,
+        }
+    }
+
+    /// The chain verified (every hash, link, signature and each checkpoint's Merkle root) up
+    /// to the last checkpoint; not applicable while the ledger has none.
+    fn checkpoint_result(&self, chain: &Result<(), String>) -> ControlResult {
+        let (status, detail) = match (self.last_checkpoint, chain) {
+            (None, _) => (
+                ControlStatus::NotApplicable,
+                "the ledger has no checkpoint yet; turn on [checkpoints] so witnesses can hold \
+                 one"
+                .to_owned(),
+            ),
+            (Some((position, tree_size)), Ok(())) => (
+                ControlStatus::Pass,
+                format!(
+                    "the chain verifies through the checkpoint at position {position} (tree \
+                     size {tree_size}), with its Merkle root and signature"
+                ),
+            ),
+            (Some((position, _)), Err(message)) => (
+                ControlStatus::Fail,
+                format!(
+                    "the chain does not verify ({message}); the checkpoint at position \
+                     {position} stands only if the break lies after it"
+                ),
+            ),
+        };
+        ControlResult {
+            control: CHAIN_TO_CHECKPOINT.to_owned(),
             status,
             examined: self.examined,
             detail,
@@ -533,6 +579,7 @@ fn contains_api_token(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::{LedgerCheckpoint, SignedCheckpoint};
     use crate::crypto::KeyId;
     use crate::operator_events::{ChallengePassed, ChangeApproved, ChangeProposed};
     use crate::operators::AllowListChange;
@@ -663,6 +710,46 @@ mod tests {
         let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
         let run = run(&[event(0, late, &proposed(proposal, ann, T0))]);
         assert_eq!(status(&run, STEP_UP_FRESH), ControlStatus::Fail);
+    }
+
+    #[test]
+    fn checkpoint_control_follows_the_chain() {
+        let key = crate::crypto::LedgerKey::generate();
+        let (head_hash, merkle_root) = ([1u8; 32], [2u8; 32]);
+        let message = SignedCheckpoint::signature_message(Uuid::nil(), 1, &head_hash, &merkle_root);
+        let signed = SignedCheckpoint {
+            ledger_id: Uuid::nil(),
+            tree_size: 1,
+            head_hash,
+            merkle_root,
+            key_id: key.key_id(),
+            signature: key.sign(&message),
+        };
+        let payload = LedgerCheckpoint {
+            signed_checkpoint: signed.to_bytes(),
+        };
+        let mut checkpoint = event(1, T0, &payload);
+        checkpoint.stream_id = CHECKPOINT_STREAM.into();
+        let events = [event(0, T0, &removed()), checkpoint];
+
+        let none = run(&events[..1]);
+        assert_eq!(
+            status(&none, CHAIN_TO_CHECKPOINT),
+            ControlStatus::NotApplicable
+        );
+        let held = run(&events);
+        assert_eq!(status(&held, CHAIN_TO_CHECKPOINT), ControlStatus::Pass);
+
+        let mut evaluator = ControlsEvaluator::new(ControlPolicy {
+            max_signing_key_age_micros: i64::MAX,
+        });
+        for event in &events {
+            evaluator.push(event);
+        }
+        let broken = evaluator
+            .finish(T0, Err("broken link at 1".into()), None)
+            .unwrap();
+        assert_eq!(status(&broken, CHAIN_TO_CHECKPOINT), ControlStatus::Fail);
     }
 
     #[test]
