@@ -65,9 +65,8 @@ pub struct AppState {
     pub workers: LeasedWorkers,
     /// Bank call metrics.
     pub bank_metrics: Arc<BankMetrics>,
-    /// Serialises ledger creation, so one tenant gets one ledger.
-    // TODO: the lock covers one process only. Two nodes on one PostgreSQL store can each
-    // create a ledger for the same tenant at the same moment.
+    /// Serialises ledger creation in this process, so one tenant gets one ledger. Across
+    /// nodes on PostgreSQL, a unique tenant column settles the race.
     pub ledger_creation: Mutex<()>,
     /// Publisher of signed checkpoints to the configured witnesses.
     pub witness: Mutex<Option<crate::witness::Publisher>>,

@@ -51,7 +51,7 @@ const SCHEMA_LOCK_KEY: i64 = 0x666f_6c69_6f5f_7631;
 const SCHEMA_V1: &str = r#"
 CREATE TABLE ledger_heads (
     ledger_id     uuid PRIMARY KEY,
-    tenant        text NOT NULL,
+    tenant        text NOT NULL UNIQUE,
     head_position bigint NOT NULL CHECK (head_position >= 0),
     head_hash     bytea NOT NULL,
     signed_head   bytea NOT NULL
@@ -439,7 +439,10 @@ async fn lock_head(
         .bind(head.hash.as_slice())
         .bind(batch.signed_head.record.as_slice())
         .execute(&mut **tx)
-        .await?;
+        .await
+        // One tenant has one ledger: a second node creating a ledger for the same tenant at
+        // the same moment gets a constraint violation here.
+        .map_err(|error| classify(id, error))?;
         return match inserted.rows_affected() {
             1 => Ok(()),
             _ => Err(moved()),

@@ -274,6 +274,40 @@ async fn schema_is_created_once_by_nodes_opening_together() {
     }
 }
 
+/// Two nodes that create a ledger for the same tenant at the same moment: the database's
+/// unique tenant lets exactly one through, so a tenant never gets two chains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_ledger_per_tenant_across_nodes() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let key = Arc::new(LedgerKey::generate());
+    let mut stores = Vec::new();
+    for _ in 0..2 {
+        let backend = PostgresBackend::connect_with(db.url(), 2).await.unwrap();
+        stores.push(store_over(backend, &key));
+    }
+    for round in 0..5 {
+        let tenant = format!("tenant-{round}");
+        let attempts = stores.iter().map(|store| {
+            store.create_ledger(
+                Uuid::now_v7(),
+                &tenant,
+                Actor::system("test"),
+                Uuid::now_v7(),
+            )
+        });
+        let results = futures::future::join_all(attempts).await;
+        let created = results.iter().filter(|result| result.is_ok()).count();
+        assert_eq!(created, 1, "{tenant}: {results:?}");
+    }
+    let ledgers = stores[0].ledgers().await.unwrap();
+    assert_eq!(ledgers.len(), 5);
+    for store in &stores {
+        store.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn reader_does_not_create_schema() {
     let Some(db) = pg::TestDatabase::create().await else {

@@ -45,7 +45,7 @@ pub(crate) async fn create(
         return Ok(HttpResponse::Ok().json(body));
     }
     let ledger_id = Uuid::now_v7();
-    let head = state
+    let created = state
         .store
         .create_ledger(
             ledger_id,
@@ -53,7 +53,21 @@ pub(crate) async fn create(
             caller.actor(),
             crate::request_id::correlation_id(&request),
         )
-        .await?;
+        .await;
+    let head = match created {
+        Ok(head) => head,
+        Err(error) => {
+            // Another node may have created the tenant's ledger since the check above; the
+            // store refused the second one, so answer with the ledger that won.
+            let ledgers = state.store.ledgers().await?;
+            let Some(existing) = ledgers.iter().find(|info| info.tenant == tenant) else {
+                return Err(error.into());
+            };
+            let body = json!({"ledger_id": existing.ledger_id, "tenant": tenant,
+                              "created": false, "position": existing.head.position});
+            return Ok(HttpResponse::Ok().json(body));
+        }
+    };
     state.notify_appended(ledger_id);
     tracing::info!(ledger = %ledger_id, tenant = %tenant, "ledger created");
     let body = json!({"ledger_id": ledger_id, "tenant": tenant, "created": true,
