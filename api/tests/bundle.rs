@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use domain::controls::{ControlResult, ControlStatus, ControlsRunRecorded};
 use domain::events::{
     DomainEvent, PayeeAccount, PayeeAdded, PaymentDeadLettered, PaymentSource, PaymentSubmitted,
 };
@@ -119,7 +120,24 @@ async fn build_ledger(data_dir: &Path) -> (Uuid, Uuid) {
         )
         .await
         .unwrap();
-    // Pad the ledger so a checkpoint follows the dead letter.
+    let run = ControlsRunRecorded {
+        last_position: 9,
+        last_hash: [3; 32],
+        results: vec![ControlResult {
+            control: "dual_approval".into(),
+            status: ControlStatus::Fail,
+            examined: 9,
+            detail: "=payee change at position 2 has no approval".into(),
+        }],
+    };
+    store
+        .append(
+            ledger,
+            append("controls", vec![draft(DomainEvent::encode(&run))]),
+        )
+        .await
+        .unwrap();
+    // Pad the ledger so a checkpoint follows the dead letter and the controls run.
     for _ in 0..4 {
         let noted = draft(("test.noted", 1, vec![1]));
         store
@@ -275,6 +293,13 @@ fn bundles_are_reproducible_verified_and_tamper_evident() {
     );
     let dlq = std::fs::read_to_string(first.join("data/dlq_actions.csv")).unwrap();
     assert!(dlq.contains(",'-bank did not answer"), "{dlq}");
+    let controls = std::fs::read_to_string(first.join("data/controls.csv")).unwrap();
+    let row = ",9,dual_approval,fail,9,'=payee change at position 2 has no approval\n";
+    assert!(
+        controls.starts_with(api::bundle::content::CONTROLS_HEADER),
+        "{controls}"
+    );
+    assert!(controls.ends_with(row), "{controls}");
     assert_eq!(
         std::fs::read_to_string(first.join("data/anomaly_decisions.csv")).unwrap(),
         api::bundle::content::ANOMALY_HEADER

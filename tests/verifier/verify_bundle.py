@@ -33,7 +33,7 @@ import folio_verify  # noqa: E402
 BAGIT_TXT = b"BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n"
 DATA_FILES = [
     "data/anomaly_decisions.csv", "data/audit.csv", "data/checkpoints.json",
-    "data/dlq_actions.csv", "data/events.folio", "data/events.jsonl", "data/keys.json",
+    "data/controls.csv", "data/dlq_actions.csv", "data/events.folio", "data/events.jsonl", "data/keys.json",
     "data/payments.csv", "data/proofs.json", "data/report.html", "data/report.pdf",
 ]
 TAG_FILES = ["bag-info.txt", "bagit.txt", "folio-manifest.sig", "folio-manifest.txt",

@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::io::{self, Write};
 
-use domain::events::DomainEvent;
+use domain::controls::ControlsRunRecorded;
+use domain::events::{DomainEvent, EventPayload};
 use domain::record::SealedEvent;
 use uuid::Uuid;
 
@@ -83,6 +84,9 @@ pub const PAYMENTS_HEADER: &str =
     "position,payment_id,payee_id,outcome,amount_minor,currency,reference,code\n";
 /// Header of `dlq_actions.csv`.
 pub const DLQ_HEADER: &str = "position,payment_id,attempts,last_error_kind,last_error\n";
+/// Header of `controls.csv`: one row per control of each recorded controls run.
+pub const CONTROLS_HEADER: &str =
+    "position,recorded_at_micros,last_position,control,status,examined,detail\n";
 /// Header of `anomaly_decisions.csv`. The ledger has no anomaly decision events yet, so the
 /// file carries only this header.
 pub const ANOMALY_HEADER: &str = "position,payment_id,decision,actor_id,reason\n";
@@ -98,6 +102,8 @@ pub struct Sinks<W: Write> {
     pub payments: W,
     /// `dlq_actions.csv`.
     pub dlq: W,
+    /// `controls.csv`.
+    pub controls: W,
 }
 
 /// The scope-dependent files, written one event at a time so memory stays flat.
@@ -130,6 +136,7 @@ impl<W: Write> Content<W> {
         sinks.audit.write_all(AUDIT_HEADER.as_bytes())?;
         sinks.payments.write_all(PAYMENTS_HEADER.as_bytes())?;
         sinks.dlq.write_all(DLQ_HEADER.as_bytes())?;
+        sinks.controls.write_all(CONTROLS_HEADER.as_bytes())?;
         Ok(Content {
             scope,
             payee_payments: BTreeSet::new(),
@@ -200,6 +207,23 @@ impl<W: Write> Content<W> {
                 push_row(&mut self.sinks.dlq, &row)?;
             }
             _ => {}
+        }
+        if event.event_type == ControlsRunRecorded::EVENT_TYPE {
+            // A run that does not decode is still in audit.csv and events.jsonl.
+            if let Ok(run) = ControlsRunRecorded::decode(&event.payload) {
+                for result in &run.results {
+                    let row = [
+                        event.position.to_string(),
+                        event.recorded_at_micros.to_string(),
+                        run.last_position.to_string(),
+                        result.control.clone(),
+                        result.status.as_str().to_owned(),
+                        result.examined.to_string(),
+                        result.detail.clone(),
+                    ];
+                    push_row(&mut self.sinks.controls, &row)?;
+                }
+            }
         }
         Ok(true)
     }

@@ -46,10 +46,11 @@ pub const MANIFEST_SIGNATURE_PREFIX: &[u8] = b"folio/bundle-manifest/v1\0";
 pub const BAGIT_TXT: &str = "BagIt-Version: 1.0\nTag-File-Character-Encoding: UTF-8\n";
 
 /// Payload files, in the order the manifests list them (sorted by path).
-pub const DATA_FILES: [&str; 11] = [
+pub const DATA_FILES: [&str; 12] = [
     "data/anomaly_decisions.csv",
     "data/audit.csv",
     "data/checkpoints.json",
+    "data/controls.csv",
     "data/dlq_actions.csv",
     "data/events.folio",
     "data/events.jsonl",
@@ -204,6 +205,7 @@ async fn write_bundle(
         audit: create("audit.csv")?,
         payments: create("payments.csv")?,
         dlq: create("dlq_actions.csv")?,
+        controls: create("controls.csv")?,
     };
     let mut content: FileContent = Content::new(request.scope.clone(), sinks)?;
     let mut writer = ExportWriter::new(create("events.folio")?)?;
@@ -248,6 +250,7 @@ async fn write_bundle(
         &mut sinks.audit,
         &mut sinks.payments,
         &mut sinks.dlq,
+        &mut sinks.controls,
     ] {
         sink.flush()?;
     }

@@ -292,6 +292,7 @@ fn check_content(
         audit: blake3::Hasher::new(),
         payments: blake3::Hasher::new(),
         dlq: blake3::Hasher::new(),
+        controls: blake3::Hasher::new(),
     };
     let io = |e: std::io::Error| fail("content", e.to_string());
     let mut content = Content::new(scope.clone(), sinks).map_err(io)?;
@@ -317,6 +318,7 @@ fn check_content(
         ("data/audit.csv", &sinks.audit),
         ("data/payments.csv", &sinks.payments),
         ("data/dlq_actions.csv", &sinks.dlq),
+        ("data/controls.csv", &sinks.controls),
     ] {
         expected.push((name.to_owned(), hasher.finalize().to_hex().to_string()));
     }
