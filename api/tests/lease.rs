@@ -2,7 +2,7 @@
 //! session ends, and a dispatcher takeover against the bank simulator over mutual TLS in
 //! which the bank pays each payment once.
 
-#[path = "support/pg.rs"]
+#[path = "../../projections/tests/support/pg.rs"]
 mod pg;
 
 use std::sync::atomic::{AtomicU32, Ordering};
