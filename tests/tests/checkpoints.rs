@@ -274,6 +274,30 @@ async fn witnesses_proofs_and_kept_checkpoints() {
     let payload = domain::evidence::BundleExported::decode(&recorded[0].payload).unwrap();
     assert_eq!(hex::encode(payload.manifest_blake3), digest);
     assert_eq!(payload.scope, "ledger");
+
+    // Scopes that cannot give evidence are refused, and nothing more is recorded.
+    let unknown_payment = format!("payment {}", uuid::Uuid::now_v7());
+    for (scope, status) in [
+        ("positions 10 5", StatusCode::BAD_REQUEST),
+        ("time 5 1", StatusCode::BAD_REQUEST),
+        ("positions 0 99999", StatusCode::BAD_REQUEST),
+        (unknown_payment.as_str(), StatusCode::NOT_FOUND),
+    ] {
+        let response = compliance
+            .request(reqwest::Method::POST, &path)
+            .json(&json!({ "scope": scope }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{scope}");
+    }
+    let recorded_after = stack
+        .state
+        .store
+        .read_stream(ledger, "evidence", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(recorded_after.len(), 1);
     assert_eq!(recorded[0].actor.id, compliance.operator_id.to_string());
 
     let dir = stack.stop().await.unwrap();

@@ -57,22 +57,50 @@ impl Scope {
     /// # Errors
     /// Names the text that is not a scope.
     pub fn parse(text: &str) -> anyhow::Result<Scope> {
+        fn number<T: std::str::FromStr>(text: &str, what: &str) -> anyhow::Result<T> {
+            text.parse()
+                .map_err(|_| anyhow::anyhow!("{what} {text:?} is not a whole number in range"))
+        }
+        fn id(text: &str, what: &str) -> anyhow::Result<Uuid> {
+            Uuid::parse_str(text).map_err(|_| anyhow::anyhow!("{what} id {text:?} is not a UUID"))
+        }
         let parts: Vec<&str> = text.split(' ').collect();
         let scope = match parts.as_slice() {
             ["ledger"] => Scope::Ledger,
             ["positions", from, to] => Scope::Positions {
-                from: from.parse()?,
-                to: to.parse()?,
+                from: number(from, "position")?,
+                to: number(to, "position")?,
             },
             ["time", from, to] => Scope::Time {
-                from_micros: from.parse()?,
-                to_micros: to.parse()?,
+                from_micros: number(from, "time")?,
+                to_micros: number(to, "time")?,
             },
-            ["payment", id] => Scope::Payment(Uuid::parse_str(id)?),
-            ["payee", id] => Scope::Payee(Uuid::parse_str(id)?),
+            ["payment", payment] => Scope::Payment(id(payment, "payment")?),
+            ["payee", payee] => Scope::Payee(id(payee, "payee")?),
             _ => anyhow::bail!("{text:?} is not a bundle scope"),
         };
+        scope.validate()?;
         Ok(scope)
+    }
+
+    /// Checks that a range is not empty by construction: `FROM <= TO` for positions (both
+    /// inclusive) and `FROM < TO` for times (the end is exclusive).
+    ///
+    /// # Errors
+    /// Names the reversed range.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        match *self {
+            Scope::Positions { from, to } if from > to => anyhow::bail!(
+                "positions {from} {to} is reversed; FROM must be at most TO (both inclusive)"
+            ),
+            Scope::Time {
+                from_micros,
+                to_micros,
+            } if from_micros >= to_micros => anyhow::bail!(
+                "time {from_micros} {to_micros} is empty; FROM must be before TO (TO is exclusive)"
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

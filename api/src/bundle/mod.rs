@@ -109,6 +109,7 @@ pub async fn export(request: &ExportRequest) -> anyhow::Result<Exported> {
     }
     let backend = request.store.open_read_only().await?;
     let backend = backend.as_ref();
+    check_scope(backend, request).await?;
     let anchor = choose_checkpoint(backend, request.ledger_id, &request.scope).await?;
     let keys = load_keys(&request.data_dir)?;
 
@@ -123,6 +124,20 @@ pub async fn export(request: &ExportRequest) -> anyhow::Result<Exported> {
     std::fs::create_dir_all(dir.join("data"))
         .with_context(|| format!("cannot create {}", dir.display()))?;
     let exported = write_bundle(backend, request, &anchor, &keys, &dir).await?;
+    if exported.selected == 0 && matches!(request.scope, Scope::Payment(_) | Scope::Payee(_)) {
+        // An id with no events is most likely mistyped; a valid empty bundle would hide that.
+        if !request.archive {
+            std::fs::remove_dir_all(&request.out)
+                .with_context(|| format!("cannot remove {}", request.out.display()))?;
+        }
+        return Err(ScopeError::NotFound(format!(
+            "ledger {} has no event of {} up to its checkpoint at tree size {}; check the id",
+            request.ledger_id,
+            request.scope.describe(),
+            exported.tree_size
+        ))
+        .into());
+    }
     if request.archive {
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -134,6 +149,41 @@ pub async fn export(request: &ExportRequest) -> anyhow::Result<Exported> {
         out.flush()?;
     }
     Ok(exported)
+}
+
+/// A scope that cannot give a bundle, told apart from store and file errors so that the API
+/// can answer 400 or 404.
+#[derive(Debug, thiserror::Error)]
+pub enum ScopeError {
+    /// The scope asks for positions past the ledger's head.
+    #[error("{0}")]
+    PastHead(String),
+    /// The ledger, payment or payee named by the scope has no events.
+    #[error("{0}")]
+    NotFound(String),
+}
+
+/// Rejects a position scope that ends past the ledger's head.
+async fn check_scope(backend: &dyn Backend, request: &ExportRequest) -> anyhow::Result<()> {
+    let Some(head) = backend.head(request.ledger_id).await? else {
+        return Err(ScopeError::NotFound(format!(
+            "ledger {} is not in {}",
+            request.ledger_id,
+            request.store.describe()
+        ))
+        .into());
+    };
+    if let Scope::Positions { to, .. } = request.scope {
+        if to > head.position {
+            return Err(ScopeError::PastHead(format!(
+                "the scope ends at position {to}, past the ledger's head at position {}; pick an \
+                 end at most {}",
+                head.position, head.position
+            ))
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn parent_of(path: &Path) -> PathBuf {
@@ -163,16 +213,22 @@ async fn choose_checkpoint(
     scope: &Scope,
 ) -> anyhow::Result<SignedCheckpoint> {
     let found = eventstore_adapter::checkpoints::checkpoints(backend, ledger_id).await?;
+    let latest = found.last().map(|c| c.tree_size);
     let chosen = match scope {
         Scope::Positions { to, .. } => found.into_iter().find(|c| c.tree_size > *to),
         _ => found.into_iter().last(),
     };
-    chosen.with_context(|| {
-        format!(
-            "ledger {ledger_id} has no checkpoint that covers the scope {}; turn on \
-             [checkpoints] and export after the next one",
+    chosen.with_context(|| match latest {
+        None => format!(
+            "ledger {ledger_id} has no checkpoint yet; turn on [checkpoints] (every_events or \
+             every_seconds) and export after the first one"
+        ),
+        Some(size) => format!(
+            "the latest checkpoint of ledger {ledger_id} covers positions 0 to {}, not the \
+             scope {}; export again after the next checkpoint",
+            size - 1,
             scope.describe()
-        )
+        ),
     })
 }
 

@@ -109,7 +109,11 @@ fn scope_of(args: &ExportArgs) -> anyhow::Result<Scope> {
     scopes.extend(args.payee.map(Scope::Payee));
     match scopes.len() {
         0 => Ok(Scope::Ledger),
-        1 => Ok(scopes.remove(0)),
+        1 => {
+            let scope = scopes.remove(0);
+            scope.validate()?;
+            Ok(scope)
+        }
         _ => bail!(
             "pass one scope option of --positions, --from-micros/--to-micros, --payment, --payee"
         ),

@@ -56,9 +56,14 @@ pub(crate) async fn export(
         out: staging.path().join("bundle.tar"),
         archive: true,
     };
-    let exported = bundle::export(&request)
-        .await
-        .map_err(|e| ApiError::conflict(format!("{e:#}")))?;
+    let exported = bundle::export(&request).await.map_err(|e| {
+        match e.downcast_ref::<bundle::ScopeError>() {
+            Some(bundle::ScopeError::PastHead(detail)) => ApiError::invalid(detail.clone()),
+            Some(bundle::ScopeError::NotFound(detail)) => ApiError::not_found(detail.clone()),
+            // No checkpoint covers the scope yet, or the chain does not verify.
+            None => ApiError::conflict(format!("{e:#}")),
+        }
+    })?;
     // TODO: stream the archive from the file instead of reading it whole, so large scopes
     // keep the server's memory flat.
     let archive = std::fs::read(&request.out).map_err(ApiError::internal)?;

@@ -138,5 +138,48 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
             body.len()
         )));
     }
-    serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))?;
+    // serde fills a struct from a JSON array by position, so an array would be taken as
+    // an object with its fields in declaration order; the API only takes named fields.
+    if !value.is_object() {
+        return Err(ApiError::invalid(format!(
+            "invalid {what}: the body is a JSON {}, not an object; send the fields by name, \
+             as in {{\"field\": value}}",
+            json_kind(&value)
+        )));
+    }
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))
+}
+
+fn json_kind(value: &serde_json::Value) -> &'static str {
+    match value {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)] // The fields are read only through Debug.
+    struct Named {
+        tenant: String,
+    }
+
+    #[test]
+    fn json_body_must_be_an_object() {
+        let named: Named = parse_json(br#"{"tenant": "acme"}"#, "ledger request").unwrap();
+        assert_eq!(named.tenant, "acme");
+        for body in [&br#"["acme"]"#[..], b"\"acme\"", b"null", b"7"] {
+            let error = parse_json::<Named>(body, "ledger request").unwrap_err();
+            assert!(error.detail.contains("not an object"), "{}", error.detail);
+        }
+    }
 }
