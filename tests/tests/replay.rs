@@ -1,10 +1,10 @@
 //! Auditor replay: history, point-in-time state and diffs over a ledger with a known
 //! story, read from the stopped store and from an export file.
 //!
-//! The story: an administrator and an approver are enrolled; payees Ann and Bob are added
-//! through proposals and approvals (point A); a DLQ operator is created and Ann is removed
-//! (point B); the bank fails and a payment to Bob is parked in the dead-letter queue
-//! (point C, the head).
+//! The story has three points. At point A, an administrator and an approver are enrolled and
+//! payees Ann and Bob are added through proposals and approvals. At point B, a DLQ operator
+//! exists and Ann is removed. At the head, the bank has failed and a payment to Bob is parked
+//! in the dead-letter queue.
 
 use std::path::Path;
 
@@ -29,6 +29,10 @@ struct Story {
     payment: Uuid,
     point_a: SealedEvent,
     point_b: u64,
+    /// `GET .../replay?as_of=<point B>` from the running server.
+    http_state_b: serde_json::Value,
+    /// `GET .../replay/diff?from=<point A>` from the running server, at the head.
+    http_diff_a: serde_json::Value,
 }
 
 async fn last_event(stack: &Stack, ledger: Uuid) -> SealedEvent {
@@ -77,6 +81,7 @@ async fn build_story() -> (Story, tempfile::TempDir) {
         .await
         .unwrap();
 
+    let (http_state_b, http_diff_a) = http_answers(&stack, ledger, point_a.position, point_b).await;
     let story = Story {
         ledger,
         admin: operators.proposer.operator_id,
@@ -87,9 +92,35 @@ async fn build_story() -> (Story, tempfile::TempDir) {
         payment: payment.parse().unwrap(),
         point_a,
         point_b,
+        http_state_b,
+        http_diff_a,
     };
     drop(operators);
     (story, stack.stop().await.unwrap())
+}
+
+/// Asks the running server for the state at B and the diff from A, and checks that a bad
+/// point is rejected.
+async fn http_answers(
+    stack: &Stack,
+    ledger: Uuid,
+    point_a: u64,
+    point_b: u64,
+) -> (serde_json::Value, serde_json::Value) {
+    let base = format!("/v1/ledgers/{ledger}/replay");
+    let (status, state_b) = stack.get(&format!("{base}?as_of={point_b}")).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{state_b}");
+    let (status, diff_a) = stack
+        .get(&format!("{base}/diff?from={point_a}"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{diff_a}");
+    let (status, problem) = stack.get(&format!("{base}?as_of=soon")).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{problem}");
+    let reversed = format!("{base}/diff?from={point_b}&to={point_a}");
+    let (status, problem) = stack.get(&reversed).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{problem}");
+    (state_b, diff_a)
 }
 
 /// Writes an export file with `folio export-ledger`, run as the binary would run it.
@@ -256,6 +287,18 @@ async fn replay_answers_story_from_store_and_export() {
             b"\n".to_vec()
         ]
         .concat()
+    );
+
+    // The server's responses match the offline results.
+    let offline_b = serde_json::to_value(state(&store, at_b).await).unwrap();
+    assert_eq!(story.http_state_b, offline_b);
+    let from_a = Cutoff::Position(story.point_a.position);
+    let offline_diff = api::replay::diff_between(&store, None, from_a, Cutoff::Head)
+        .await
+        .unwrap();
+    assert_eq!(
+        story.http_diff_a,
+        serde_json::to_value(offline_diff).unwrap()
     );
 
     check_diff(&story, &store).await;

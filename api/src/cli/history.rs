@@ -10,7 +10,7 @@ use crate::replay::history::{self, Causation, Filter, Format};
 use crate::replay::source::{self, Cutoff, EventSource};
 use crate::store::StoreLocation;
 
-/// Where the auditor replay commands read events from.
+/// Event source of the auditor replay commands.
 #[derive(Debug, clap::Args)]
 pub struct SourceArgs {
     /// Export file written by `folio export-ledger`; omit it to read the store.
@@ -21,7 +21,7 @@ pub struct SourceArgs {
     /// PostgreSQL store to read instead of the data directory's SQLite file.
     #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
     store_url: Option<String>,
-    /// Ledger to read; needed when the store holds more than one.
+    /// Ledger to read. Required when the store contains more than one.
     #[arg(long)]
     ledger: Option<Uuid>,
 }

@@ -10,7 +10,7 @@ use super::state::{
     Approval, KeyState, LedgerState, OperatorState, PayeeState, PaymentState, Point, RemovedPayee,
 };
 
-/// What changed between two states of a ledger.
+/// Changes between two states of a ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StateDiff {
     /// Ledger id.

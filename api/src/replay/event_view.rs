@@ -114,8 +114,8 @@ fn payload_json(event: &DomainEvent) -> Value {
         MfaResetProposed, MfaReset, ChangeProposed, ChangeApproved, ChangeRejected,
         ChangeExpired,
     );
-    // Serialising these plain payload structs to a JSON value cannot fail: they have no
-    // maps with non-string keys and no custom serialisers.
+    // Serialising these derived payload structs to a JSON value fails only on a map with
+    // non-string keys, which no payload has. A failure would show the payload as null.
     bytes_as_hex(value.unwrap_or(Value::Null))
 }
 

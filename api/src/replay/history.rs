@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::event_view::{actor_kind, event_json, format_micros, SIGNATURE_VERIFIED};
 
-/// Which events to list. Every filter that is set must match.
+/// Event filter of `folio history`. Every filter that is set must match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     /// Stream id.
@@ -232,7 +232,7 @@ fn render_csv(events: &[&SealedEvent]) -> String {
     out
 }
 
-/// Quotes a CSV field when it holds a comma, quote or line break, doubling inner quotes.
+/// Quotes a CSV field that contains a comma, quote or line break, doubling inner quotes.
 fn csv_field(field: &str) -> String {
     if field.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", field.replace('"', "\"\""))
@@ -244,9 +244,9 @@ fn csv_field(field: &str) -> String {
 fn render_table(events: &[&SealedEvent]) -> String {
     // The table leaves out the event id, causation id and full hash to fit a terminal;
     // `--format jsonl` has every field.
-    let shown = [0, 1, 2, 3, 4, 5, 8];
+    let shown_columns = [0, 1, 2, 3, 4, 5, 8];
     let rows: Vec<[String; 10]> = events.iter().map(|event| columns(event)).collect();
-    let widths: Vec<usize> = shown
+    let widths: Vec<usize> = shown_columns
         .iter()
         .map(|&column| {
             rows.iter()
@@ -257,10 +257,16 @@ fn render_table(events: &[&SealedEvent]) -> String {
         })
         .collect();
     let mut out = String::new();
-    let header: Vec<String> = shown.iter().map(|&c| COLUMNS[c].to_owned()).collect();
+    let header: Vec<String> = shown_columns
+        .iter()
+        .map(|&c| COLUMNS[c].to_owned())
+        .collect();
     push_row(&mut out, &header, &widths);
     for row in &rows {
-        let cells: Vec<String> = shown.iter().map(|&c| display_cell(c, &row[c])).collect();
+        let cells: Vec<String> = shown_columns
+            .iter()
+            .map(|&c| display_cell(c, &row[c]))
+            .collect();
         push_row(&mut out, &cells, &widths);
     }
     out

@@ -14,7 +14,7 @@ use crate::store::StoreLocation;
 /// Events read from a store per page.
 const PAGE: u32 = 4_096;
 
-/// Where the events come from.
+/// Source of the events.
 #[derive(Debug, Clone)]
 pub enum EventSource {
     /// An export file written by `folio export-ledger`.
@@ -78,10 +78,10 @@ pub struct VerifiedEvents {
 }
 
 /// Reads one ledger up to `cutoff`, verifying hashes, links, positions and signatures on
-/// the way; `ledger` may be omitted when the source holds a single ledger.
+/// the way. `ledger` may be omitted when the source contains a single ledger.
 ///
 /// # Errors
-/// Fails when the source cannot be read, names another ledger, holds no event at or before
+/// Fails when the source cannot be read, names another ledger, has no event at or before
 /// the cutoff, or does not verify up to the cutoff. A broken chain is an error here, so no
 /// answer is ever built on one.
 pub async fn load(
@@ -124,16 +124,26 @@ async fn load_store(
     cutoff: Cutoff,
 ) -> anyhow::Result<VerifiedEvents> {
     let backend = location.open_read_only().await?;
-    let backend = backend.as_ref();
-    let ledger_id = pick_ledger(backend, location, ledger).await?;
+    load_backend(backend.as_ref(), &location.describe(), ledger, cutoff).await
+}
+
+/// Reads one ledger of an open store up to `cutoff`, verifying as [`load`] does; `subject`
+/// names the store in messages.
+///
+/// # Errors
+/// As [`load`].
+pub async fn load_backend(
+    backend: &dyn Backend,
+    subject: &str,
+    ledger: Option<Uuid>,
+    cutoff: Cutoff,
+) -> anyhow::Result<VerifiedEvents> {
+    let ledger_id = pick_ledger(backend, subject, ledger).await?;
 
     // The head is read first and bounds the read, as `folio export-ledger` does, so events
     // appended meanwhile by a running server do not count as a cut-off tail.
     let Some(signed_head) = backend.signed_head(ledger_id).await? else {
-        bail!(
-            "ledger {ledger_id} has no signed head in {}",
-            location.describe()
-        );
+        bail!("ledger {ledger_id} has no signed head in {subject}");
     };
     let last = signed_head.head.position;
     let mut reader = Reader::new(cutoff);
@@ -147,7 +157,15 @@ async fn load_store(
             .take_while(|event| event.position <= last)
             .map(SealedEvent::to_bytes)
             .collect();
-        reader.push(&records)?;
+        // Verification uses every core, so it runs on a blocking thread and leaves the
+        // async workers (a server's request handlers among them) free.
+        let verifying = tokio::task::spawn_blocking(move || {
+            let result = reader.push(&records);
+            (reader, result)
+        });
+        let (verified, result) = verifying.await.context("verification thread panicked")?;
+        reader = verified;
+        result?;
     }
     reader.finish(Some(&signed_head.record))
 }
@@ -155,7 +173,7 @@ async fn load_store(
 /// Returns `ledger`, or the only ledger of the store when it is `None`.
 async fn pick_ledger(
     backend: &dyn Backend,
-    location: &StoreLocation,
+    subject: &str,
     ledger: Option<Uuid>,
 ) -> anyhow::Result<Uuid> {
     let known: Vec<Uuid> = backend
@@ -166,14 +184,13 @@ async fn pick_ledger(
         .collect();
     match (ledger, known.as_slice()) {
         (Some(wanted), _) if known.contains(&wanted) => Ok(wanted),
-        (Some(wanted), _) => bail!("ledger {wanted} not found in {}", location.describe()),
+        (Some(wanted), _) => bail!("ledger {wanted} not found in {subject}"),
         (None, [only]) => Ok(*only),
-        (None, []) => bail!("{} holds no ledger", location.describe()),
+        (None, []) => bail!("{subject} contains no ledger"),
         (None, _) => {
             let ids: Vec<String> = known.iter().map(Uuid::to_string).collect();
             bail!(
-                "{} holds {} ledgers; pass --ledger with one of: {}",
-                location.describe(),
+                "{subject} contains {} ledgers; pass --ledger with one of: {}",
                 known.len(),
                 ids.join(", ")
             )
@@ -218,8 +235,8 @@ impl Reader {
                 self.cutoff_reached = true;
                 break;
             }
-            // The verifier reports a missing event only once it sees what follows, which a
-            // cutoff may never read, so the positions are checked here as well.
+            // The verifier reports a missing event only after reading the records that follow,
+            // which a cutoff may never read, so the positions are checked here as well.
             let expected = (self.events.len() + decoded.len()) as u64;
             ensure!(
                 event.position == expected,

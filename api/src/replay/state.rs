@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::event_view::format_micros;
 
-/// The point a state stands at: the last event applied.
+/// The point of a state: the last event applied.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Point {
     /// Position of the last event applied.
@@ -26,7 +26,7 @@ pub struct Point {
     pub hash: String,
 }
 
-/// Who proposed and who approved an allow-list change, and where.
+/// Proposer and approver of an allow-list change, with the positions of both events.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Approval {
     /// Proposal id.
