@@ -306,6 +306,32 @@ async fn replay_answers_story_from_store_and_export() {
     check_history(&story, &store).await;
     check_history(&story, &export).await;
     check_broken_export(&story, &export_path, dir.path()).await;
+
+    // The commands run end to end on the store and on the export (their output is text).
+    let export_arg = export_path.to_str().unwrap();
+    let data_arg = data_dir.to_str().unwrap();
+    let point_a = story.point_a.position.to_string();
+    let payment = story.payment.to_string();
+    run_cli(&[
+        "history",
+        export_arg,
+        "--stream",
+        &format!("payment-{payment}"),
+        "--format",
+        "csv",
+    ]);
+    run_cli(&[
+        "history",
+        "--data-dir",
+        data_arg,
+        "--from",
+        &point_a,
+        "--format",
+        "jsonl",
+    ]);
+    run_cli(&["diff", export_arg, "--from", &point_a]);
+    run_cli(&["diff", "--data-dir", data_arg, "--from", &point_a, "--json"]);
+    run_cli(&["replay", "--data-dir", data_arg, "--as-of", &point_a]);
 }
 
 async fn check_diff(story: &Story, source: &EventSource) {

@@ -33,9 +33,24 @@ pub(super) async fn run(scratch: &Path, events: u64) -> anyhow::Result<()> {
     let export = scratch.join("replay.folio");
     super::export::export_ledger(&data_dir, ledger, &export).await?;
 
-    println!("| source | events | seconds | events per second |");
+    println!("| run | events | seconds | events per second |");
     println!("|---|---:|---:|---:|");
-    let store = EventSource::Store(StoreLocation::from_dir_or_url(&data_dir, None));
+
+    // Verification alone, as `folio verify` does it, is the bound for a replay.
+    let location = StoreLocation::from_dir_or_url(&data_dir, None);
+    let started = Instant::now();
+    let verdicts = super::verify::verify_location(&location, Some(ledger)).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let verdict = verdicts
+        .first()
+        .context("folio verify returned no verdict")?;
+    let summary = verdict
+        .result
+        .as_ref()
+        .map_err(|f| anyhow::anyhow!("{f}"))?;
+    print_row("folio verify, SQLite store", summary.event_count, seconds);
+
+    let store = EventSource::Store(location);
     for (name, source) in [
         ("SQLite store", store),
         ("export file", EventSource::Export(export)),
@@ -43,13 +58,20 @@ pub(super) async fn run(scratch: &Path, events: u64) -> anyhow::Result<()> {
         let started = Instant::now();
         let state = crate::replay::state_at(&source, Some(ledger), Cutoff::Head).await?;
         let seconds = started.elapsed().as_secs_f64();
-        let count = state.as_of.position + 1;
-        println!(
-            "| {name} | {count} | {seconds:.2} | {:.0} |",
-            count as f64 / seconds
+        print_row(
+            &format!("folio replay, {name}"),
+            state.as_of.position + 1,
+            seconds,
         );
     }
     Ok(())
+}
+
+fn print_row(run: &str, events: u64, seconds: f64) {
+    println!(
+        "| {run} | {events} | {seconds:.2} | {:.0} |",
+        events as f64 / seconds
+    );
 }
 
 async fn build(data_dir: &Path, payments: u64) -> anyhow::Result<Uuid> {
