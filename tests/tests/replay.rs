@@ -485,4 +485,35 @@ async fn check_broken_export(story: &Story, export_path: &Path, dir: &Path) {
         message.contains(&format!("position {}", story.point_a.position + 1)),
         "{message}"
     );
+    check_missing_record(story, export_path, dir).await;
+}
+
+/// Drops the record after point A from a copy of the export. The verifier alone would wait
+/// for later records to tell a gap from a reordering, so a cutoff right after the gap must
+/// still be rejected.
+async fn check_missing_record(story: &Story, export_path: &Path, dir: &Path) {
+    let exported = domain::export::decode(&std::fs::read(export_path).unwrap()).unwrap();
+    let missing = story.point_a.position as usize + 1;
+    let kept = exported
+        .records
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != missing)
+        .map(|(_, record)| record.as_slice());
+    let head = exported.signed_head.expect("the export has a signed head");
+    let gapped_path = dir.join("gapped.folio");
+    std::fs::write(&gapped_path, domain::export::encode(kept, &head)).unwrap();
+    let gapped = EventSource::Export(gapped_path);
+
+    let at_a = Cutoff::Position(story.point_a.position);
+    check_point_a(story, &state(&gapped, at_a).await);
+    let after_gap = Cutoff::Position(story.point_a.position + 2);
+    let error = api::replay::state_at(&gapped, None, after_gap)
+        .await
+        .expect_err("a missing record is rejected");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains(&format!("expected position {missing}")),
+        "{message}"
+    );
 }
