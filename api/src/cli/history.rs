@@ -49,7 +49,7 @@ impl SourceArgs {
 pub struct Args {
     #[command(flatten)]
     source: SourceArgs,
-    /// List only the events of this stream, such as `payees`.
+    /// List only the events of this stream, such as `allowlist` or `payment-<id>`.
     #[arg(long)]
     stream: Option<String>,
     /// List only the events of this actor id, or with this operator in their
@@ -84,7 +84,7 @@ pub struct Args {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let filter = filter(&args)?;
-    // Reading stops at the last position or time asked for, so a later break in the chain
+    // Reading stops at the last position or time requested, so a later break in the chain
     // does not hide the history before it.
     let cutoff = match (args.to, filter.until_micros) {
         (Some(position), _) => Cutoff::Position(position),

@@ -85,7 +85,7 @@ pub struct VerifiedEvents {
 /// # Errors
 /// Fails when the source cannot be read, names another ledger, has no event at or before
 /// the cutoff, or does not verify up to the cutoff. A broken chain is an error here, so no
-/// answer is ever built on one.
+/// result is built on one.
 pub async fn load(
     source: &EventSource,
     ledger: Option<Uuid>,
