@@ -517,3 +517,81 @@ async fn check_missing_record(story: &Story, export_path: &Path, dir: &Path) {
         "{message}"
     );
 }
+
+/// Default PostgreSQL server of [`replay_reads_postgres_store`], which
+/// `FOLIO_TEST_POSTGRES_URL` overrides. The CI script starts a server at this address.
+const POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// Creates a fresh database and returns the server's options and the database name, or
+/// `None` when PostgreSQL is unreachable outside CI. With `CI` set, that fails the test.
+/// A failing test leaves its database behind.
+async fn create_postgres_database() -> Option<(sqlx::postgres::PgConnectOptions, String)> {
+    use sqlx::{ConnectOptions, Executor};
+    let base = std::env::var("FOLIO_TEST_POSTGRES_URL").unwrap_or_else(|_| POSTGRES_URL.into());
+    let admin: sqlx::postgres::PgConnectOptions = base.parse().expect("valid PostgreSQL URL");
+    let mut connection = match admin.connect().await {
+        Ok(connection) => connection,
+        Err(error) if std::env::var_os("CI").is_some() => {
+            panic!("PostgreSQL at {base} is unreachable and CI is set: {error}")
+        }
+        Err(error) => {
+            eprintln!("skipped: PostgreSQL at {base} is unreachable ({error})");
+            return None;
+        }
+    };
+    let name = format!("folio_t_{}", Uuid::now_v7().simple());
+    connection
+        .execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("create the test database");
+    Some((admin, name))
+}
+
+async fn drop_postgres_database(admin: &sqlx::postgres::PgConnectOptions, name: &str) {
+    use sqlx::{ConnectOptions, Executor};
+    let mut connection = admin.connect().await.expect("connect to PostgreSQL");
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    connection
+        .execute(sql.as_str())
+        .await
+        .expect("drop the test database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_reads_postgres_store() {
+    let Some((admin, name)) = create_postgres_database().await else {
+        return;
+    };
+    let url = {
+        use sqlx::ConnectOptions;
+        admin.clone().database(&name).to_url_lossy().to_string()
+    };
+    let (story, dir) = build_story().await;
+    let data_dir = dir.path().join("data");
+    let from = format!("sqlite:{}", data_dir.display());
+    run_cli(&[
+        "migrate",
+        "--from",
+        &from,
+        "--to",
+        &url,
+        "--ledger",
+        &story.ledger.to_string(),
+    ]);
+
+    let postgres = EventSource::Store(StoreLocation::parse(&url).unwrap());
+    check_source(&story, &postgres).await;
+    let sqlite = EventSource::Store(StoreLocation::from_dir_or_url(&data_dir, None));
+    let at_b = Cutoff::Position(story.point_b);
+    assert_eq!(state(&postgres, at_b).await, state(&sqlite, at_b).await);
+    let from_a = Cutoff::Position(story.point_a.position);
+    let diff = api::replay::diff_between(&postgres, None, from_a, Cutoff::Head).await;
+    assert_eq!(
+        diff.unwrap(),
+        api::replay::diff_between(&sqlite, None, from_a, Cutoff::Head)
+            .await
+            .unwrap()
+    );
+    check_history(&story, &postgres).await;
+    drop_postgres_database(&admin, &name).await;
+}
