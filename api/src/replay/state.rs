@@ -116,6 +116,24 @@ pub struct PaymentState {
     pub status_at: u64,
 }
 
+impl PaymentState {
+    /// Creates a payment recorded at `position` with `status`; the caller fills in the
+    /// payee, amount and currency from the event.
+    fn new(payment_id: Uuid, position: u64, status: &str) -> Self {
+        PaymentState {
+            payment_id,
+            payee_id: Uuid::nil(),
+            amount_minor: 0,
+            currency: String::new(),
+            status: status.to_owned(),
+            attempts: 0,
+            last_error_kind: None,
+            submitted_at: position,
+            status_at: position,
+        }
+    }
+}
+
 /// A signing key named by the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyState {
@@ -360,25 +378,23 @@ impl Replayer {
     fn apply_payment(&mut self, position: u64, event: &DomainEvent) {
         let (payment_id, status) = match event {
             DomainEvent::PaymentSubmitted(submitted) => {
-                self.insert_payment(
-                    position,
-                    submitted.payment_id,
-                    submitted.payee_id,
-                    "submitted",
-                );
-                let payment = self.payments.get_mut(&submitted.payment_id);
-                if let Some(payment) = payment {
-                    payment.amount_minor = submitted.amount_minor;
-                    payment.currency = submitted.currency.clone();
-                }
+                let payment = PaymentState {
+                    payee_id: submitted.payee_id,
+                    amount_minor: submitted.amount_minor,
+                    currency: submitted.currency.clone(),
+                    ..PaymentState::new(submitted.payment_id, position, "submitted")
+                };
+                self.payments.insert(payment.payment_id, payment);
                 return;
             }
             DomainEvent::PaymentRejected(rejected) => {
-                self.insert_payment(position, rejected.payment_id, rejected.payee_id, "rejected");
-                if let Some(payment) = self.payments.get_mut(&rejected.payment_id) {
-                    payment.amount_minor = rejected.amount_minor;
-                    payment.currency = rejected.currency.clone();
-                }
+                let payment = PaymentState {
+                    payee_id: rejected.payee_id,
+                    amount_minor: rejected.amount_minor,
+                    currency: rejected.currency.clone(),
+                    ..PaymentState::new(rejected.payment_id, position, "rejected")
+                };
+                self.payments.insert(payment.payment_id, payment);
                 return;
             }
             DomainEvent::DispatchAttempted(attempted) => {
@@ -401,21 +417,6 @@ impl Replayer {
             payment.status = status.to_owned();
             payment.status_at = position;
         }
-    }
-
-    fn insert_payment(&mut self, position: u64, payment_id: Uuid, payee_id: Uuid, status: &str) {
-        let payment = PaymentState {
-            payment_id,
-            payee_id,
-            amount_minor: 0,
-            currency: String::new(),
-            status: status.to_owned(),
-            attempts: 0,
-            last_error_kind: None,
-            submitted_at: position,
-            status_at: position,
-        };
-        self.payments.insert(payment_id, payment);
     }
 
     /// Returns the state after the last event applied, or `None` before the first.

@@ -11,6 +11,9 @@ use crate::problem::ApiError;
 use crate::replay::source::{self, Cutoff, VerifiedEvents};
 use crate::state::AppState;
 
+// TODO: serve `folio history` too (filters and causation walks over the verified chain);
+// until then `GET /v1/ledgers/{id}/audit` lists events from the audit read model.
+
 /// Maximum number of events one request may replay. Each request verifies every signature from genesis,
 /// so a longer ledger is replayed offline with `folio replay`, away from the server's cores.
 pub const MAX_REPLAY_EVENTS: u64 = 100_000;
