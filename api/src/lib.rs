@@ -25,6 +25,7 @@ pub mod operators;
 pub mod problem;
 pub mod proofs;
 pub mod read_store;
+pub mod replay;
 pub mod request_id;
 pub mod routes;
 pub mod server;

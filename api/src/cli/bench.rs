@@ -48,6 +48,10 @@ pub struct Args {
     /// these sizes (comma-separated event counts) and report the rate and peak memory.
     #[arg(long, value_delimiter = ',')]
     bundle_sizes: Vec<u64>,
+    /// Instead of the append benchmark, build a ledger of about this many payment events and
+    /// time `folio replay` (verify, decode and rebuild the state) over it.
+    #[arg(long)]
+    replay_events: Option<u64>,
 }
 
 /// Store measured by `folio bench`.
@@ -68,6 +72,10 @@ const PAYLOAD_LEN: usize = 200;
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)?;
     let scratch = tempfile::tempdir_in(&args.dir)?;
+    if let Some(events) = args.replay_events {
+        super::bench_replay::run(scratch.path(), events).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if !args.bundle_sizes.is_empty() {
         super::bench_bundle::run(scratch.path(), &args.bundle_sizes).await?;
         return Ok(ExitCode::SUCCESS);

@@ -3,14 +3,17 @@
 mod bank_sim;
 mod bench;
 mod bench_bundle;
+mod bench_replay;
 mod bundle;
 pub mod checkpoints;
 mod controls;
 pub mod demo;
 mod export;
+pub mod history;
 mod import_aba;
 pub mod migrate;
 mod operator;
+pub mod replay;
 mod serve;
 mod token;
 pub mod verify;
@@ -66,6 +69,12 @@ pub enum Command {
     Controls(controls::Command),
     /// Copy ledgers between stores (SQLite and PostgreSQL), verifying as it goes.
     Migrate(migrate::Args),
+    /// List a ledger's events, verified and decoded, with filters and causation links.
+    History(history::Args),
+    /// Rebuild a ledger's read models as they stood at a position or time, as JSON.
+    Replay(replay::ReplayArgs),
+    /// Show what changed in a ledger's read models between two positions or times.
+    Diff(replay::DiffArgs),
 }
 
 impl Command {
@@ -107,6 +116,9 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Controls(command) => controls::run(command).await,
             Command::Migrate(args) => migrate::run(args).await,
+            Command::History(args) => history::run(args).await,
+            Command::Replay(args) => replay::run_replay(args).await,
+            Command::Diff(args) => replay::run_diff(args).await,
             Command::VerifyProof(args) => checkpoints::run_proof(args).await,
             Command::ExportBundle(args) => bundle::run_export(args).await,
             Command::VerifyBundle(args) => bundle::run_verify(args).await,

@@ -12,6 +12,7 @@ pub mod payees;
 pub mod payments;
 pub mod proofs;
 pub mod proposals;
+pub mod replay;
 pub mod sessions;
 
 use actix_web::web;
@@ -59,6 +60,8 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payments::get)
                 .service(dlq::list)
                 .service(audit::query)
+                .service(replay::state_at)
+                .service(replay::diff)
                 .service(controls::start_run)
                 .service(controls::latest)
                 .service(proofs::list)

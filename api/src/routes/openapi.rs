@@ -29,6 +29,8 @@ mod tests {
             "/v1/ledgers/{ledger_id}/payments/{payment_id}",
             "/v1/ledgers/{ledger_id}/dlq",
             "/v1/ledgers/{ledger_id}/audit",
+            "/v1/ledgers/{ledger_id}/replay",
+            "/v1/ledgers/{ledger_id}/replay/diff",
             "/v1/ledgers/{ledger_id}/controls/runs",
             "/v1/ledgers/{ledger_id}/controls/runs/latest",
             "/v1/ledgers/{ledger_id}/payees/{payee_id}/change",
