@@ -38,11 +38,13 @@ pub enum Scope {
     DlqRead,
     /// Read the audit trail.
     AuditRead,
+    /// Record a controls run, which appends a signed `controls.run_recorded` event.
+    ControlsRun,
 }
 
 impl Scope {
     /// Every scope, in display order.
-    pub const ALL: [Scope; 8] = [
+    pub const ALL: [Scope; 9] = [
         Scope::LedgersCreate,
         Scope::LedgersRead,
         Scope::PayeesWrite,
@@ -51,6 +53,7 @@ impl Scope {
         Scope::PaymentsRead,
         Scope::DlqRead,
         Scope::AuditRead,
+        Scope::ControlsRun,
     ];
 
     /// Wire name, such as `payments:submit`.
@@ -64,6 +67,7 @@ impl Scope {
             Scope::PaymentsRead => "payments:read",
             Scope::DlqRead => "dlq:read",
             Scope::AuditRead => "audit:read",
+            Scope::ControlsRun => "controls:run",
         }
     }
 }

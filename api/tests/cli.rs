@@ -196,6 +196,19 @@ fn serve_import_export_verify() {
         .collect();
     let ledger_uuid: uuid::Uuid = ledger_id.parse().unwrap();
     bootstrap_admin(&data_dir, &ledger_id);
+    // An administrator for a ledger that does not exist is refused, naming the ledger.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let output = run(folio()
+        .args(["operator", "create", "--admin", "--ledger", &unknown])
+        .args(["--username", "ghost.admin"])
+        .env("FOLIO_DATA_DIR", &data_dir)
+        .stdin(Stdio::null()));
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("ledger {unknown} is not in")),
+        "{stderr}"
+    );
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (secret, recovery_codes) = runtime
         .block_on(approve_payees(&server.base, ledger_uuid, &payees))

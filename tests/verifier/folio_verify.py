@@ -25,7 +25,7 @@ try:
 except ImportError as error:  # pragma: no cover - depends on the environment
     sys.stderr.write(
         f"missing Python package ({error}); install them with "
-        "pip install -r tests/verifier/requirements.txt\n"
+        "pip install -r tests/verifier/requirements-verifier.txt\n"
     )
     sys.exit(2)
 

@@ -24,7 +24,14 @@ import sys
 import tarfile
 import tempfile
 
-import blake3
+try:
+    import blake3
+except ImportError as error:  # pragma: no cover - depends on the environment
+    sys.stderr.write(
+        f"missing Python package ({error}); install them with "
+        "pip install -r tests/verifier/requirements-verifier.txt\n"
+    )
+    sys.exit(2)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import folio_merkle  # noqa: E402

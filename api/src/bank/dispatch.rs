@@ -80,6 +80,8 @@ pub enum DispatchOutcome {
 /// resuming, so attempt numbers stay unique. An attempt the breaker rejects does not call
 /// the bank but still counts, as a failure of kind `breaker_open`, so a bank outage
 /// dead-letters each payment after a bounded number of attempts instead of holding it.
+/// The dead letter names the last failure the bank itself returned, when there was one,
+/// rather than the open breaker.
 /// A failure that is not retryable (a 4xx other than 408 and 429) dead-letters at once.
 ///
 /// # Errors
@@ -104,6 +106,9 @@ pub async fn dispatch_payment(
         .context("attempt numbers overflow u32")?;
 
     let mut attempt = first_attempt;
+    // The last failure that came from the bank itself: when the final attempt only met the
+    // open breaker, this is the cause an operator needs in the dead-letter queue.
+    let mut last_bank_error: Option<BankError> = None;
     loop {
         let call = Attempt {
             adapter,
@@ -122,9 +127,16 @@ pub async fn dispatch_payment(
         recorder
             .failed(payment_id, attempt, &error, retry_in.is_some(), retry_in)
             .await?;
+        if !matches!(error, BankError::BreakerOpen { .. }) {
+            last_bank_error = Some(error.clone());
+        }
         let Some(delay) = retry_in else {
-            tracing::warn!(%payment_id, attempt, outcome = error.kind(), "payment dead-lettered");
-            recorder.dead_lettered(payment_id, attempt, &error).await?;
+            let cause = match (&error, &last_bank_error) {
+                (BankError::BreakerOpen { .. }, Some(bank_error)) => bank_error,
+                _ => &error,
+            };
+            tracing::warn!(%payment_id, attempt, outcome = cause.kind(), "payment dead-lettered");
+            recorder.dead_lettered(payment_id, attempt, cause).await?;
             return Ok(DispatchOutcome::DeadLettered);
         };
 
@@ -460,6 +472,22 @@ mod tests {
                 "dead_lettered 4 http_5xx",
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn dead_letter_names_bank_failure_behind_open_breaker() {
+        let config = BreakerConfig {
+            failure_threshold: 2,
+            cool_down: Duration::from_secs(60),
+        };
+        let breaker = CircuitBreaker::new(config, Arc::new(BankMetrics::new()));
+        let (bank, log) = (bank(u32::MAX), Log::default());
+        let outcome = run(&bank, &breaker, 3, &log).await;
+
+        assert_eq!(outcome, DispatchOutcome::DeadLettered);
+        let lines = log.lines();
+        assert_eq!(lines[lines.len() - 2], "failed 3 breaker_open retry=false");
+        assert_eq!(lines[lines.len() - 1], "dead_lettered 3 http_5xx");
     }
 
     #[test]

@@ -3,10 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use domain::controls::{ControlStatus, ControlsRunRecorded};
-use eventstore_adapter::sqlite::SqliteBackend;
-use eventstore_adapter::Backend;
 use uuid::Uuid;
 
 /// `folio controls` subcommands.
@@ -24,6 +22,9 @@ pub struct RunArgs {
     /// Data directory of the embedded store, opened read-only.
     #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
     data_dir: PathBuf,
+    /// PostgreSQL store to evaluate instead of the data directory's SQLite file.
+    #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+    store_url: Option<String>,
     /// Evaluate only this ledger.
     #[arg(long)]
     ledger: Option<Uuid>,
@@ -40,13 +41,10 @@ pub struct RunArgs {
 
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Run(args) = command;
-    let path = args.data_dir.join("events.sqlite");
-    if !path.exists() {
-        bail!("no event store at {}; pass --data-dir", path.display());
-    }
-    let backend = SqliteBackend::open_read_only(&path)
-        .await
-        .with_context(|| format!("cannot open {} read-only", path.display()))?;
+    let location =
+        crate::store::StoreLocation::from_dir_or_url(&args.data_dir, args.store_url.as_deref());
+    let backend = location.open_read_only().await?;
+    let backend = backend.as_ref();
     let log = match &args.log_file {
         None => None,
         Some(file) => {
@@ -68,7 +66,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             continue;
         }
         let run =
-            crate::controls::evaluate(&backend, info.ledger_id, policy, now, log.clone()).await?;
+            crate::controls::evaluate(backend, info.ledger_id, policy, now, log.clone()).await?;
         let Some(run) = run else { continue };
         all_passed &= run.passed();
         print_run(info.ledger_id, &run, args.json);

@@ -159,7 +159,10 @@ pub async fn run_demo(
         "data directory {} already exists; pass a new --data-dir",
         data_dir.display()
     );
-    std::fs::create_dir_all(data_dir)?;
+    if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        crate::files::create_private_dir(parent)?;
+    }
+    crate::files::create_private_dir(data_dir)?;
     let mut report = DemoReport {
         data_dir: data_dir.to_owned(),
         ..DemoReport::default()
@@ -226,6 +229,8 @@ fn demo_config(data_dir: &Path, pki: &crate::tls::PkiPaths, bank_port: u16) -> C
     // Payees become payable at approval, so the demo's payments flow at once; the
     // production default keeps them waiting 24 hours.
     config.allow_list.cooling_off_seconds = 0;
+    // Checkpoints let `folio export-bundle` take evidence from the demo's ledger afterwards.
+    config.checkpoints.every_events = 100;
     config
 }
 

@@ -26,6 +26,10 @@ pub enum Command {
         /// Data directory of the server.
         #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
         data_dir: PathBuf,
+        /// PostgreSQL event store of the server, when it does not use the data directory's
+        /// SQLite file; the ledger is looked up there.
+        #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+        store_url: Option<String>,
         /// Ledger the administrator works on.
         #[arg(long)]
         ledger: Uuid,
@@ -44,6 +48,7 @@ pub enum Command {
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Create {
         data_dir,
+        store_url,
         ledger,
         username,
         admin,
@@ -53,6 +58,17 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         bail!(
             "this command only bootstraps administrators: pass --admin; an administrator \
              creates other operators with POST /v1/ledgers/{{ledger_id}}/operators"
+        );
+    }
+    // An administrator of a ledger that does not exist could never sign in usefully, and a
+    // mistyped id or data directory is the usual cause.
+    let location = crate::store::StoreLocation::from_dir_or_url(&data_dir, store_url.as_deref());
+    let events = location.open_read_only().await?;
+    if events.head(ledger).await?.is_none() {
+        bail!(
+            "ledger {ledger} is not in {}; create it first (POST /v1/ledgers) or check \
+             --ledger and --data-dir",
+            location.describe()
         );
     }
     let password = read_password(password_file.as_ref())?;

@@ -15,10 +15,16 @@ pub struct Args {
     /// TOML configuration file (also `FOLIO_CONFIG`); `FOLIO_` variables override it.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Data directory, overriding `data_dir` of the configuration and `FOLIO_DATA_DIR`.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let config = super::load_config(args.config.as_ref())?;
+    let mut config = super::load_config(args.config.as_ref())?;
+    if let Some(data_dir) = args.data_dir {
+        config.data_dir = data_dir;
+    }
     let listener = crate::server::bind(&config.server.listen_addr)?;
     let state = AppState::open(config).await?;
     ensure_bootstrap_token(&state).await?;

@@ -74,9 +74,19 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
              payments:submit,payments:read, or all"
         );
     }
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
-    let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
+    if !data_dir.join("events.sqlite").exists() {
+        // Not an error, because a PostgreSQL node has no events.sqlite, but a mistyped
+        // --data-dir would otherwise issue a token no server reads.
+        eprintln!(
+            "note: {} holds no events.sqlite; make sure `folio serve` uses this data directory",
+            data_dir.display()
+        );
+    }
+    // The same modes as `folio serve` gives them: the token digests are private.
+    crate::files::create_private_dir(&data_dir)?;
+    let auth_path = data_dir.join("auth.sqlite");
+    crate::files::create_private_file(&auth_path)?;
+    let store = TokenStore::open(&auth_path).await?;
     let ledgers: Option<BTreeSet<Uuid>> = if ledgers.is_empty() {
         None
     } else {

@@ -18,7 +18,8 @@ pub(crate) async fn start_run(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
-    caller.require_on(Scope::AuditRead, ledger_id)?;
+    // Reading is not enough: a run appends an event to the ledger.
+    caller.require_on(Scope::ControlsRun, ledger_id)?;
     let policy = state.config.controls.policy();
     let now = state.clock.now_micros();
     let backend = state.store.backend().as_ref();
