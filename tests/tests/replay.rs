@@ -120,6 +120,33 @@ async fn http_answers(
     let reversed = format!("{base}/diff?from={point_b}&to={point_a}");
     let (status, problem) = stack.get(&reversed).await.unwrap();
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{problem}");
+
+    // The history endpoint lists the verified events up to A, one JSON object a line.
+    let history = |query: String| {
+        stack
+            .http
+            .get(format!(
+                "{}/v1/ledgers/{ledger}/history?{query}",
+                stack.base
+            ))
+            .bearer_auth(&stack.token)
+            .send()
+    };
+    let response = history(format!("to={point_a}")).await.unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let positions: Vec<u64> = text
+        .lines()
+        .map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line).unwrap();
+            event["position"].as_u64().unwrap()
+        })
+        .collect();
+    assert_eq!(positions, (0..=point_a).collect::<Vec<_>>());
+    for bad in ["from=5&to=1", "format=xml", "since=soon"] {
+        let response = history(bad.to_owned()).await.unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST, "{bad}");
+    }
     (state_b, diff_a)
 }
 

@@ -64,6 +64,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(replay::diff)
                 .service(controls::start_run)
                 .service(controls::latest)
+                .service(replay::history)
                 .service(proofs::list)
                 .service(proofs::inclusion)
                 .service(proofs::consistency)

@@ -31,6 +31,7 @@ mod tests {
             "/v1/ledgers/{ledger_id}/audit",
             "/v1/ledgers/{ledger_id}/replay",
             "/v1/ledgers/{ledger_id}/replay/diff",
+            "/v1/ledgers/{ledger_id}/history",
             "/v1/ledgers/{ledger_id}/controls/runs",
             "/v1/ledgers/{ledger_id}/controls/runs/latest",
             "/v1/ledgers/{ledger_id}/payees/{payee_id}/change",

@@ -11,9 +11,6 @@ use crate::problem::ApiError;
 use crate::replay::source::{self, Cutoff, VerifiedEvents};
 use crate::state::AppState;
 
-// TODO: serve `folio history` too (filters and causation walks over the verified chain);
-// until then `GET /v1/ledgers/{id}/audit` lists events from the audit read model.
-
 /// Maximum number of events one request may replay. Each request verifies every signature from genesis,
 /// so a longer ledger is replayed offline with `folio replay`, away from the server's cores.
 pub const MAX_REPLAY_EVENTS: u64 = 100_000;
@@ -21,6 +18,21 @@ pub const MAX_REPLAY_EVENTS: u64 = 100_000;
 #[derive(Debug, Deserialize)]
 struct StateQuery {
     as_of: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryQuery {
+    stream: Option<String>,
+    actor: Option<String>,
+    correlation: Option<Uuid>,
+    from: Option<u64>,
+    to: Option<u64>,
+    since: Option<String>,
+    until: Option<String>,
+    why: Option<Uuid>,
+    caused: Option<Uuid>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,6 +60,86 @@ pub(crate) async fn state_at(
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
     Ok(HttpResponse::Ok().json(replayed))
+}
+
+/// Lists the events of a ledger as `folio history` does, from the verified chain: JSON lines
+/// by default, or CSV with `format=csv`.
+#[get("/ledgers/{ledger_id}/history")]
+pub(crate) async fn history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::replay::history::{self, Causation, Filter, Format};
+
+    let ledger_id = super::ledger_id(&path)?;
+    caller.require_on(Scope::AuditRead, ledger_id)?;
+    let query = query.into_inner();
+    let time = |name: &str, text: &Option<String>| {
+        text.as_deref()
+            .map(crate::replay::event_view::parse_time)
+            .transpose()
+            .map_err(|error| ApiError::invalid(format!("{name}: {error}")))
+    };
+    let filter = Filter {
+        stream: query.stream,
+        actor: query.actor,
+        correlation: query.correlation,
+        from_position: query.from,
+        to_position: query.to,
+        since_micros: time("since", &query.since)?,
+        until_micros: time("until", &query.until)?,
+    };
+    if let (Some(from), Some(to)) = (filter.from_position, filter.to_position) {
+        if from > to {
+            return Err(ApiError::invalid(format!(
+                "from {from} is after to {to}; swap them"
+            )));
+        }
+    }
+    let (format, content_type) = match query.format.as_deref() {
+        None | Some("jsonl") => (Format::Jsonl, "application/x-ndjson"),
+        Some("csv") => (Format::Csv, "text/csv; charset=utf-8"),
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "format {other:?} is not supported; use jsonl or csv"
+            )))
+        }
+    };
+    let walk = match (query.why, query.caused) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid("pass why or caused, not both"));
+        }
+        (Some(id), None) => Some(Causation::Why(id)),
+        (None, Some(id)) => Some(Causation::Caused(id)),
+        (None, None) => None,
+    };
+    // Reading stops at the last position or time asked for, as the command's does.
+    let cutoff = match (filter.to_position, filter.until_micros) {
+        (Some(position), _) => Cutoff::Position(position),
+        (None, Some(micros)) => Cutoff::Time(micros),
+        (None, None) => Cutoff::Head,
+    };
+    let loaded = load(&state, ledger_id, cutoff).await?;
+    let body = web::block(move || -> Result<String, ApiError> {
+        let selected = match walk {
+            None => loaded.events.iter().collect(),
+            Some(walk) => {
+                history::follow(&loaded.events, walk)
+                    .map_err(|e| ApiError::not_found(e.to_string()))?
+                    .events
+            }
+        };
+        let listed: Vec<_> = selected
+            .into_iter()
+            .filter(|event| filter.matches(event))
+            .collect();
+        Ok(history::render(&listed, format))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    Ok(HttpResponse::Ok().content_type(content_type).body(body))
 }
 
 /// Returns what changed in the read models of a ledger between `from` and `to` (default:
