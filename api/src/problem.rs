@@ -227,9 +227,18 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
-            .insert_header((header::CONTENT_TYPE, PROBLEM_JSON))
-            .body(self.body())
+        let mut response = HttpResponse::build(self.status);
+        response.insert_header((header::CONTENT_TYPE, PROBLEM_JSON));
+        // A problem that names a wait repeats it as Retry-After (delay-seconds), the header
+        // that HTTP clients and proxies act on.
+        if let Some(seconds) = self
+            .extra
+            .get("retry_after_seconds")
+            .and_then(Value::as_u64)
+        {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        response.body(self.body())
     }
 }
 
@@ -244,5 +253,19 @@ impl From<eventstore_adapter::StoreError> for ApiError {
             StoreError::InvalidAppend(reason) => ApiError::invalid(reason),
             other => ApiError::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_wait_becomes_retry_after() {
+        let waiting = ApiError::invalid("wait").with("retry_after_seconds", Value::from(42));
+        let response = waiting.error_response();
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "42");
+        let plain = ApiError::invalid("no wait").error_response();
+        assert!(!plain.headers().contains_key(header::RETRY_AFTER));
     }
 }
