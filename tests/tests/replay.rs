@@ -147,6 +147,42 @@ async fn http_answers(
         let response = history(bad.to_owned()).await.unwrap();
         assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST, "{bad}");
     }
+
+    // The live queries answer for a past point with as_of, from the verified chain.
+    let names = |page: &serde_json::Value| -> Vec<String> {
+        let items = page["items"].as_array().unwrap();
+        items
+            .iter()
+            .map(|item| item["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let payees = format!("/v1/ledgers/{ledger}/payees");
+    let (status, at_a) = stack
+        .get(&format!("{payees}?as_of={point_a}"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{at_a}");
+    assert_eq!(names(&at_a), ["Ann Lee", "Bob Ray"]);
+    let (status, at_b) = stack
+        .get(&format!("{payees}?as_of={point_b}"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{at_b}");
+    assert_eq!(names(&at_b), ["Bob Ray"]);
+    let both = format!("{payees}?as_of={point_b}&min_position=1");
+    let (status, problem) = stack.get(&both).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{problem}");
+    assert_eq!(at_b["as_of_position"], point_b);
+    let dlq = format!("/v1/ledgers/{ledger}/dlq");
+    let (status, parked_at_b) = stack.get(&format!("{dlq}?as_of={point_b}")).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{parked_at_b}");
+    assert_eq!(parked_at_b["items"].as_array().unwrap().len(), 0);
+    let (status, parked_now) = stack
+        .get(&format!("{dlq}?min_position={point_b}"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{parked_now}");
+    assert_eq!(parked_now["items"].as_array().unwrap().len(), 1);
     (state_b, diff_a)
 }
 

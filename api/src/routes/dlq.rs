@@ -13,6 +13,7 @@ struct DlqQuery {
     after: Option<u64>,
     limit: Option<u32>,
     min_position: Option<u64>,
+    as_of: Option<String>,
 }
 
 /// Lists parked payments, oldest first, with cursor pagination.
@@ -25,9 +26,14 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::DlqRead, ledger_id)?;
-    super::wait_for(&state, ledger_id, query.min_position).await?;
-    let page = state
-        .models
+    let models = super::replay::models_for(
+        &state,
+        ledger_id,
+        query.as_of.as_deref(),
+        query.min_position,
+    )
+    .await?;
+    let page = models
         .dead_letters(
             ledger_id,
             &PageRequest {

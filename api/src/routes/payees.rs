@@ -32,6 +32,7 @@ struct ListQuery {
     after: Option<u64>,
     limit: Option<u32>,
     min_position: Option<u64>,
+    as_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -170,14 +171,19 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PayeesRead, ledger_id)?;
-    super::wait_for(&state, ledger_id, query.min_position).await?;
+    let models = super::replay::models_for(
+        &state,
+        ledger_id,
+        query.as_of.as_deref(),
+        query.min_position,
+    )
+    .await?;
     let page = PageRequest {
         after_position: query.after,
         limit: query.limit,
     };
     let include_removed = query.include_removed.unwrap_or(false);
-    let payees = state
-        .models
+    let payees = models
         .payees(ledger_id, include_removed, &page)
         .await
         .map_err(ApiError::internal)?;

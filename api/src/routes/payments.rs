@@ -192,6 +192,7 @@ struct ListQuery {
     after: Option<u64>,
     limit: Option<u32>,
     min_position: Option<u64>,
+    as_of: Option<String>,
 }
 
 /// Lists payments, optionally by status or batch, with cursor pagination.
@@ -204,12 +205,17 @@ pub(crate) async fn list(
 ) -> Result<HttpResponse, ApiError> {
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::PaymentsRead, ledger_id)?;
-    super::wait_for(&state, ledger_id, query.min_position).await?;
+    let models = super::replay::models_for(
+        &state,
+        ledger_id,
+        query.as_of.as_deref(),
+        query.min_position,
+    )
+    .await?;
     let page_request = PageRequest {
         after_position: query.after,
         limit: query.limit,
     };
-    let models = &state.models;
     let page = match (&query.status, query.batch_id) {
         (Some(_), Some(_)) => {
             return Err(ApiError::invalid(

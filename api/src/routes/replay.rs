@@ -165,6 +165,46 @@ pub(crate) async fn diff(
     Ok(HttpResponse::Ok().json(changes))
 }
 
+/// Events applied to the temporary read models per transaction.
+const AS_OF_BATCH: usize = 1_000;
+
+/// Returns the read models to answer a query from: the live ones, after waiting for
+/// `min_position`, or, with `as_of`, fresh in-memory ones built by the same projections from
+/// the chain verified up to that point. The live read models are never touched by the
+/// second, and the answer has the live one's shape.
+///
+/// # Errors
+/// 400 for an invalid point or one past [`MAX_REPLAY_EVENTS`], and the errors of
+/// [`super::wait_for`].
+pub(crate) async fn models_for(
+    state: &AppState,
+    ledger_id: Uuid,
+    as_of: Option<&str>,
+    min_position: Option<u64>,
+) -> Result<projections::ReadModels, ApiError> {
+    let Some(as_of) = as_of else {
+        super::wait_for(state, ledger_id, min_position).await?;
+        return Ok(state.models.clone());
+    };
+    if min_position.is_some() {
+        return Err(ApiError::invalid(
+            "pass as_of or min_position, not both: as_of reads a past point of the chain",
+        ));
+    }
+    let cutoff = parse_point("as_of", Some(as_of))?;
+    let loaded = load(state, ledger_id, cutoff).await?;
+    let models = projections::ReadModels::in_memory()
+        .await
+        .map_err(ApiError::internal)?;
+    for chunk in loaded.events.chunks(AS_OF_BATCH) {
+        models
+            .apply_batch(ledger_id, chunk)
+            .await
+            .map_err(ApiError::internal)?;
+    }
+    Ok(models)
+}
+
 fn parse_point(name: &str, text: Option<&str>) -> Result<Cutoff, ApiError> {
     match text {
         None => Ok(Cutoff::Head),
