@@ -5,6 +5,9 @@
 //! payees Ann and Bob are added through proposals and approvals. At point B, a DLQ operator
 //! exists and Ann is removed. At the head, the bank has failed and a payment to Bob is parked
 //! in the dead-letter queue.
+//!
+//! TODO: extend the story with a payment retried from the dead-letter queue once DLQ retry
+//! exists; today a parked payment is the last chapter.
 
 use std::path::Path;
 
