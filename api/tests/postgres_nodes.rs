@@ -158,8 +158,8 @@ impl PayeeWriter {
         PayeeWriter { store }
     }
 
-    /// Adds a payee on top of the allow-list as stored; returns its id when acknowledged,
-    /// or `None` when the name looks like another payee's or every retry lost a race.
+    /// Adds a payee on top of the stored allow-list and returns its id. Returns `None` when
+    /// the name looks like another payee's or when every retry lost a race.
     async fn add_payee(&self, ledger: Uuid, n: u32) -> Option<Uuid> {
         let account = PayeeAccount::Bsb {
             bsb: "062000".to_owned(),
@@ -208,7 +208,7 @@ impl PayeeWriter {
     }
 }
 
-/// A word per number, so payee names do not look alike to the allow-list's checks.
+/// Spells a number as words, so payee names do not look alike to the allow-list's checks.
 fn name_for(n: u32) -> String {
     const WORDS: [&str; 10] = [
         "Acacia",

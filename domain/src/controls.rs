@@ -412,8 +412,8 @@ impl ControlsEvaluator {
         }
     }
 
-    /// The chain verified (every hash, link, signature and each checkpoint's Merkle root) up
-    /// to the last checkpoint; not applicable while the ledger has none.
+    /// Builds the result of the control that the chain verifies through its last checkpoint,
+    /// including each checkpoint's Merkle root. It is not applicable while there is none.
     fn checkpoint_result(&self, chain: &Result<(), String>) -> ControlResult {
         let (status, detail) = match (self.last_checkpoint, chain) {
             (None, _) => (

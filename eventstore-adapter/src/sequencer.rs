@@ -861,9 +861,9 @@ impl Sequencer {
         let Some(old) = self.checkpoints.take() else {
             return;
         };
-        // TODO: this rereads every event of the ledger. With several nodes on PostgreSQL a
-        // lost race (`HeadMoved`) is routine, so a large ledger with checkpoints on pays a
-        // full scan per race; keep the frontier at the committed head and extend it instead.
+        // TODO: this rereads every event of the ledger. A lost race (`HeadMoved`) is routine
+        // with several nodes on PostgreSQL, so a large ledger pays a full scan per race. Keep
+        // the frontier at the committed head and extend it instead.
         let loaded = Checkpointer::load(
             self.backend.as_ref(),
             self.ledger_id,

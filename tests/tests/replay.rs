@@ -151,7 +151,7 @@ async fn http_answers(
         assert_eq!(response.status(), reqwest::StatusCode::BAD_REQUEST, "{bad}");
     }
 
-    // The live queries answer for a past point with as_of, from the verified chain.
+    // With as_of, the live queries return a past point, built from the verified chain.
     let names = |page: &serde_json::Value| -> Vec<String> {
         let items = page["items"].as_array().unwrap();
         items

@@ -151,11 +151,10 @@ pub async fn export(request: &ExportRequest) -> anyhow::Result<Exported> {
     Ok(exported)
 }
 
-/// A scope that cannot give a bundle, told apart from store and file errors so that the API
-/// can answer 400 or 404.
+/// Scope error that the API returns as 400 or 404, kept apart from store and file errors.
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeError {
-    /// The scope asks for positions past the ledger's head.
+    /// The scope ends past the ledger's head.
     #[error("{0}")]
     PastHead(String),
     /// The ledger, payment or payee named by the scope has no events.

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::bail;
 use uuid::Uuid;
 
 use crate::replay::history::{self, Causation, Filter, Format};
-use crate::replay::source::{self, Cutoff, EventSource};
+use crate::replay::source::{self, EventSource};
 use crate::store::StoreLocation;
 
 /// Event source of the auditor replay commands.
@@ -84,36 +83,19 @@ pub struct Args {
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let filter = filter(&args)?;
-    // Reading stops at the last position or time requested, so a later break in the chain
-    // does not hide the history before it.
-    let cutoff = match (args.to, filter.until_micros) {
-        (Some(position), _) => Cutoff::Position(position),
-        (None, Some(micros)) => Cutoff::Time(micros),
-        (None, None) => Cutoff::Head,
-    };
-    let loaded = source::load(&args.source.source(), args.source.ledger(), cutoff).await?;
+    let loaded = source::load(&args.source.source(), args.source.ledger(), filter.cutoff()).await?;
     let walk = match (args.why, args.caused) {
         (Some(id), _) => Some(Causation::Why(id)),
         (None, Some(id)) => Some(Causation::Caused(id)),
         (None, None) => None,
     };
-    let selected = match walk {
-        None => loaded.events.iter().collect(),
-        Some(walk) => {
-            let walked = history::follow(&loaded.events, walk)?;
-            if let Some(cause) = walked.external_cause {
-                eprintln!(
-                    "note: the first event listed was caused by {cause}, which is not an \
-                     event of this ledger (a request id)"
-                );
-            }
-            walked.events
-        }
-    };
-    let listed: Vec<_> = selected
-        .into_iter()
-        .filter(|event| filter.matches(event))
-        .collect();
+    let (listed, external_cause) = history::select(&loaded.events, walk, &filter)?;
+    if let Some(cause) = external_cause {
+        eprintln!(
+            "note: the first event listed was caused by {cause}, which is not an event of this \
+             ledger (a request id)"
+        );
+    }
     print!("{}", history::render(&listed, args.format));
     if !loaded.signed_head_checked {
         eprintln!("note: verified from genesis up to the cutoff; events after it were not read");
@@ -136,10 +118,6 @@ fn filter(args: &Args) -> anyhow::Result<Filter> {
         since_micros: parse(&args.since)?,
         until_micros: parse(&args.until)?,
     };
-    if let (Some(from), Some(to)) = (filter.from_position, filter.to_position) {
-        if from > to {
-            bail!("--from {from} is after --to {to}; swap them");
-        }
-    }
+    filter.check_range()?;
     Ok(filter)
 }

@@ -31,6 +31,28 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Checks that the position range is not reversed.
+    ///
+    /// # Errors
+    /// Names both positions when `from_position` is after `to_position`.
+    pub fn check_range(&self) -> anyhow::Result<()> {
+        if let (Some(from), Some(to)) = (self.from_position, self.to_position) {
+            anyhow::ensure!(from <= to, "from {from} is after to {to}; swap them");
+        }
+        Ok(())
+    }
+
+    /// Returns the point where reading can stop: the last position or time listed, so a
+    /// later break in the chain does not hide the history before it.
+    pub fn cutoff(&self) -> super::source::Cutoff {
+        use super::source::Cutoff;
+        match (self.to_position, self.until_micros) {
+            (Some(position), _) => Cutoff::Position(position),
+            (None, Some(micros)) => Cutoff::Time(micros),
+            (None, None) => Cutoff::Head,
+        }
+    }
+
     /// Returns whether `event` passes every filter that is set.
     pub fn matches(&self, event: &SealedEvent) -> bool {
         let actor_matches = |actor: &String| {
@@ -59,6 +81,31 @@ fn auth_operator(event: &SealedEvent) -> Option<String> {
     )
     .ok()?;
     super::event_view::auth_context(&decoded).map(|auth| auth.operator_id.to_string())
+}
+
+/// Selects the events to list: all of them, or those on a causation walk, then those that
+/// pass `filter`. Also returns the id outside the ledger that caused the first event walked,
+/// when there is one.
+///
+/// # Errors
+/// The walk's start event is not in `events`.
+pub fn select<'a>(
+    events: &'a [SealedEvent],
+    walk: Option<Causation>,
+    filter: &Filter,
+) -> anyhow::Result<(Vec<&'a SealedEvent>, Option<Uuid>)> {
+    let (walked, external_cause) = match walk {
+        None => (events.iter().collect(), None),
+        Some(walk) => {
+            let walked = follow(events, walk)?;
+            (walked.events, walked.external_cause)
+        }
+    };
+    let listed = walked
+        .into_iter()
+        .filter(|event| filter.matches(event))
+        .collect();
+    Ok((listed, external_cause))
 }
 
 /// Causation links to follow from one event.

@@ -144,8 +144,8 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Re
     }
     let value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::invalid(format!("invalid {what}: {e}")))?;
-    // serde fills a struct from a JSON array by position, so an array would be taken as
-    // an object with its fields in declaration order; the API only takes named fields.
+    // serde fills a struct from a JSON array by position, in declaration order. The API
+    // takes named fields only, so anything but an object is rejected here.
     if !value.is_object() {
         return Err(ApiError::invalid(format!(
             "invalid {what}: the body is a JSON {}, not an object; send the fields by name, \

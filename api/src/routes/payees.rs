@@ -11,8 +11,8 @@ use uuid::Uuid;
 
 use super::proposals::{self, NewRevision};
 use crate::auth::{Caller, Scope};
-use crate::commands;
-use crate::operators::StepUp;
+use crate::commands::{self, Decision};
+use crate::operators::{OperatorSession, StepUp};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
@@ -60,22 +60,12 @@ pub(crate) async fn add(
     let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
         let edit = AllowListChange::Add {
             payee_id,
             name: input.name.clone(),
             account: account.clone(),
         };
-        let extra = proposals::check_change(&allow_list, &edit)?;
-        let new = NewRevision {
-            ledger_id,
-            proposal_id,
-            revision: 1,
-            change: edit,
-            version,
-            extra,
-        };
-        Ok(proposals::propose(&state, &session, new))
+        first_revision(&state, &session, ledger_id, proposal_id, edit).await
     })
     .await
 }
@@ -100,23 +90,13 @@ pub(crate) async fn change(
     let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
         let edit = AllowListChange::Change {
             payee_id,
             new_payee_id,
             name: input.name.clone(),
             account: account.clone(),
         };
-        let extra = proposals::check_change(&allow_list, &edit)?;
-        let new = NewRevision {
-            ledger_id,
-            proposal_id,
-            revision: 1,
-            change: edit,
-            version,
-            extra,
-        };
-        Ok(proposals::propose(&state, &session, new))
+        first_revision(&state, &session, ledger_id, proposal_id, edit).await
     })
     .await
 }
@@ -138,23 +118,35 @@ pub(crate) async fn remove(
     let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
-        let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
         let edit = AllowListChange::Remove {
             payee_id,
             reason: input.reason.trim().to_owned(),
         };
-        let extra = proposals::check_change(&allow_list, &edit)?;
-        let new = NewRevision {
-            ledger_id,
-            proposal_id,
-            revision: 1,
-            change: edit,
-            version,
-            extra,
-        };
-        Ok(proposals::propose(&state, &session, new))
+        first_revision(&state, &session, ledger_id, proposal_id, edit).await
     })
     .await
+}
+
+/// Checks a new allow-list change against the allow-list as stored and decides its first
+/// proposal revision.
+async fn first_revision(
+    state: &AppState,
+    session: &OperatorSession,
+    ledger_id: Uuid,
+    proposal_id: Uuid,
+    edit: AllowListChange,
+) -> Result<Decision, ApiError> {
+    let (allow_list, _, version) = state.allow_list_and_proposals(ledger_id).await?;
+    let extra = proposals::check_change(&allow_list, &edit)?;
+    let new = NewRevision {
+        ledger_id,
+        proposal_id,
+        revision: 1,
+        change: edit,
+        version,
+        extra,
+    };
+    Ok(proposals::propose(state, session, new))
 }
 
 fn parse_payee_id(text: &str) -> Result<Uuid, ApiError> {

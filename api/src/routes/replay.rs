@@ -91,13 +91,9 @@ pub(crate) async fn history(
         since_micros: time("since", &query.since)?,
         until_micros: time("until", &query.until)?,
     };
-    if let (Some(from), Some(to)) = (filter.from_position, filter.to_position) {
-        if from > to {
-            return Err(ApiError::invalid(format!(
-                "from {from} is after to {to}; swap them"
-            )));
-        }
-    }
+    filter
+        .check_range()
+        .map_err(|e| ApiError::invalid(e.to_string()))?;
     let (format, content_type) = match query.format.as_deref() {
         None | Some("jsonl") => (Format::Jsonl, "application/x-ndjson"),
         Some("csv") => (Format::Csv, "text/csv; charset=utf-8"),
@@ -115,26 +111,10 @@ pub(crate) async fn history(
         (None, Some(id)) => Some(Causation::Caused(id)),
         (None, None) => None,
     };
-    // Reading stops at the last position or time asked for, as the command's does.
-    let cutoff = match (filter.to_position, filter.until_micros) {
-        (Some(position), _) => Cutoff::Position(position),
-        (None, Some(micros)) => Cutoff::Time(micros),
-        (None, None) => Cutoff::Head,
-    };
-    let loaded = load(&state, ledger_id, cutoff).await?;
+    let loaded = load(&state, ledger_id, filter.cutoff()).await?;
     let body = web::block(move || -> Result<String, ApiError> {
-        let selected = match walk {
-            None => loaded.events.iter().collect(),
-            Some(walk) => {
-                history::follow(&loaded.events, walk)
-                    .map_err(|e| ApiError::not_found(e.to_string()))?
-                    .events
-            }
-        };
-        let listed: Vec<_> = selected
-            .into_iter()
-            .filter(|event| filter.matches(event))
-            .collect();
+        let (listed, _) = history::select(&loaded.events, walk, &filter)
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
         Ok(history::render(&listed, format))
     })
     .await
@@ -168,10 +148,10 @@ pub(crate) async fn diff(
 /// Events applied to the temporary read models per transaction.
 const AS_OF_BATCH: usize = 1_000;
 
-/// Returns the read models to answer a query from: the live ones, after waiting for
-/// `min_position`, or, with `as_of`, fresh in-memory ones built by the same projections from
-/// the chain verified up to that point. The live read models are never touched by the
-/// second, and the answer has the live one's shape.
+/// Returns the read models a query reads. Without `as_of` these are the live ones, after
+/// waiting for `min_position`. With `as_of` they are fresh in-memory ones, built by the same
+/// projections from the chain verified up to that point, so the response has the live shape
+/// and the live read models are not touched.
 ///
 /// # Errors
 /// 400 for an invalid point or one past [`MAX_REPLAY_EVENTS`], and the errors of
