@@ -4,14 +4,13 @@
 
 use std::collections::BTreeSet;
 use std::process::Command;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use api::operators::client::OperatorClient;
 use domain::clock::Clock;
 use domain::events::DomainEvent;
 use domain::mfa::TotpSecret;
+use folio_e2e::clock::ManualClock;
 use folio_e2e::harness::{Stack, OPERATOR_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -22,30 +21,6 @@ fn unix_now() -> u64 {
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs()
-}
-
-/// A clock the test moves forward, to reach delays and locks without waiting.
-struct ManualClock(AtomicI64);
-
-impl ManualClock {
-    fn starting_now() -> Arc<ManualClock> {
-        let now = domain::clock::SystemClock.now_micros();
-        Arc::new(ManualClock(AtomicI64::new(now)))
-    }
-
-    fn advance_seconds(&self, seconds: i64) {
-        self.0.fetch_add(seconds * 1_000_000, Ordering::SeqCst);
-    }
-
-    fn unix_seconds(&self) -> u64 {
-        u64::try_from(self.now_micros() / 1_000_000).unwrap()
-    }
-}
-
-impl Clock for ManualClock {
-    fn now_micros(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
 }
 
 /// Reads every event of a ledger.

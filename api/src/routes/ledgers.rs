@@ -130,6 +130,7 @@ pub(crate) async fn get(
 
 async fn ledger_json(state: &AppState, info: &eventstore_adapter::LedgerInfo) -> serde_json::Value {
     let projection = state.projection_status(info.ledger_id).await.ok();
+    let verification = crate::verification::snapshot().remove(&info.ledger_id);
     json!({
         "ledger_id": info.ledger_id,
         "tenant": info.tenant,
@@ -139,6 +140,13 @@ async fn ledger_json(state: &AppState, info: &eventstore_adapter::LedgerInfo) ->
             "position": status.position,
             "lag": status.lag,
             "error": status.error,
+        })),
+        "verification": verification.map(|result| json!({
+            "verified_position": result.verified_position,
+            "failure": result.failure.map(|(code, message)| json!({
+                "code": code,
+                "message": message,
+            })),
         })),
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bundles;
+pub mod console;
 pub mod controls;
 pub mod dlq;
 pub mod health;
@@ -29,6 +30,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
         .service(health::readyz)
         .service(health::metrics)
         .service(openapi::document)
+        .service(console::root)
+        .service(console::index)
+        .service(console::file)
         .service(
             web::scope("/v1")
                 .service(ledgers::create)
