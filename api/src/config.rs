@@ -186,6 +186,8 @@ pub struct VerificationConfig {
     pub interval_seconds: u64,
     /// Every this many passes, each ledger is verified again from its genesis event.
     pub full_every: u32,
+    /// Refuse appends to a ledger once its chain fails verification (on by default).
+    pub quarantine_on_failure: bool,
 }
 
 impl Default for VerificationConfig {
@@ -193,6 +195,7 @@ impl Default for VerificationConfig {
         VerificationConfig {
             interval_seconds: 60,
             full_every: 60,
+            quarantine_on_failure: true,
         }
     }
 }

@@ -251,6 +251,13 @@ impl From<eventstore_adapter::StoreError> for ApiError {
                 "{error}; another request changed the same record first, so read it again and retry"
             )),
             StoreError::InvalidAppend(reason) => ApiError::invalid(reason),
+            quarantined @ StoreError::LedgerQuarantined { .. } => ApiError {
+                code: "ledger_quarantined",
+                ..ApiError::unavailable(format!(
+                    "{quarantined}; see docs/operations/incident-response.md, \"chain \
+                     verification failed\""
+                ))
+            },
             other => ApiError::internal(other),
         }
     }

@@ -53,6 +53,8 @@ pub struct Verification {
     /// Every this many passes, each intact ledger is verified again from its genesis.
     full_every: u32,
     passes: u32,
+    /// Whether a failed ledger is quarantined in the store (appends refused).
+    quarantine: bool,
 }
 
 impl Verification {
@@ -62,7 +64,15 @@ impl Verification {
             ledgers: BTreeMap::new(),
             full_every: full_every.max(1),
             passes: 0,
+            quarantine: true,
         }
+    }
+
+    /// Sets whether a ledger whose chain fails is quarantined, so the store refuses
+    /// appends to it (the default), or only reported.
+    pub fn quarantining(mut self, quarantine: bool) -> Self {
+        self.quarantine = quarantine;
+        self
     }
 
     /// Verifies the events committed since the previous pass, on every ledger, and
@@ -87,6 +97,9 @@ impl Verification {
                 });
             if !progress.failed {
                 extend(store, info.ledger_id, progress).await?;
+            }
+            if progress.failed && self.quarantine {
+                quarantine(store, info.ledger_id);
             }
         }
         Ok(())
@@ -142,6 +155,22 @@ async fn extend(
     }
 }
 
+/// Quarantines a failed ledger in the store, once, with the published failure as reason.
+fn quarantine(store: &EventStore, ledger_id: Uuid) {
+    if store.quarantine_reason(ledger_id).is_some() {
+        return;
+    }
+    let reason = match snapshot()
+        .remove(&ledger_id)
+        .and_then(|result| result.failure)
+    {
+        Some((code, message)) => format!("{code}: {message}"),
+        None => "the chain failed verification".to_owned(),
+    };
+    tracing::error!(ledger = %ledger_id, %reason, "ledger quarantined: appends are refused");
+    store.quarantine(ledger_id, reason);
+}
+
 fn publish(ledger_id: Uuid, verified_position: Option<u64>, failure: Option<(String, String)>) {
     let mut status = match STATUS.lock() {
         Ok(status) => status,
@@ -156,15 +185,13 @@ fn publish(ledger_id: Uuid, verified_position: Option<u64>, failure: Option<(Str
     );
 }
 
-/// Runs a pass every `interval`, from genesis every `full_every` passes, until `shutdown`
-/// turns true.
+/// Runs a pass of `verification` every `interval` until `shutdown` turns true.
 pub async fn run(
     store: EventStore,
     interval: Duration,
-    full_every: u32,
+    mut verification: Verification,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut verification = Verification::new(full_every);
     loop {
         if let Err(error) = verification.pass(&store).await {
             tracing::warn!(%error, "chain verification pass failed; retrying next interval");

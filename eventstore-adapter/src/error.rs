@@ -68,6 +68,17 @@ pub enum StoreError {
     /// The request is malformed (empty, duplicate streams, oversized).
     #[error("invalid append: {0}")]
     InvalidAppend(String),
+    /// The ledger's stored chain failed verification, so appends to it are refused.
+    #[error(
+        "ledger {ledger_id} is quarantined because its stored chain failed verification \
+         ({reason}); nothing is appended until the store is repaired and the server restarted"
+    )]
+    LedgerQuarantined {
+        /// Ledger id.
+        ledger_id: uuid::Uuid,
+        /// The verification failure.
+        reason: String,
+    },
     /// The sequencer has shut down.
     #[error("the sequencer for ledger {0} has stopped")]
     SequencerStopped(uuid::Uuid),

@@ -159,6 +159,9 @@ struct Inner {
     /// this process has committed to or loaded the ledger.
     heads: std::sync::Mutex<HashMap<Uuid, watch::Sender<Option<u64>>>>,
     stopped: std::sync::atomic::AtomicBool,
+    /// Ledgers whose chain failed verification, with the reason; appends to them are
+    /// refused until the process restarts on a repaired store.
+    quarantined: std::sync::Mutex<HashMap<Uuid, String>>,
     /// When sequencers started from now on record checkpoints; `None` records none.
     checkpoint_policy: std::sync::Mutex<Option<CheckpointPolicy>>,
     /// Runtime the store was opened on. Sequencers are spawned here even when the first
@@ -201,6 +204,7 @@ impl EventStore {
             ring: std::sync::Mutex::new(ring),
             sequencers: tokio::sync::Mutex::new(HashMap::new()),
             heads: std::sync::Mutex::new(HashMap::new()),
+            quarantined: std::sync::Mutex::new(HashMap::new()),
             stopped: std::sync::atomic::AtomicBool::new(false),
             checkpoint_policy: std::sync::Mutex::new(None),
             runtime: tokio::runtime::Handle::current(),
@@ -303,6 +307,7 @@ impl EventStore {
         ledger_id: Uuid,
         request: AppendRequest,
     ) -> Result<AppendOutcome, StoreError> {
+        self.check_not_quarantined(ledger_id)?;
         check_request(&request)?;
         let (reply, answer) = oneshot::channel();
         self.send(ledger_id, Command::Append { request, reply })
@@ -310,6 +315,33 @@ impl EventStore {
         answer
             .await
             .map_err(|_| StoreError::SequencerStopped(ledger_id))?
+    }
+
+    /// Refuses every later append to `ledger_id`, because its stored chain failed
+    /// verification. Appending to a chain that no longer verifies would bury the evidence
+    /// under new events; the refusal lasts until the process restarts.
+    pub fn quarantine(&self, ledger_id: Uuid, reason: String) {
+        let mut quarantined = match self.inner.quarantined.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        quarantined.entry(ledger_id).or_insert(reason);
+    }
+
+    /// Returns why appends to `ledger_id` are refused, if they are.
+    pub fn quarantine_reason(&self, ledger_id: Uuid) -> Option<String> {
+        let quarantined = match self.inner.quarantined.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        quarantined.get(&ledger_id).cloned()
+    }
+
+    fn check_not_quarantined(&self, ledger_id: Uuid) -> Result<(), StoreError> {
+        match self.quarantine_reason(ledger_id) {
+            Some(reason) => Err(StoreError::LedgerQuarantined { ledger_id, reason }),
+            None => Ok(()),
+        }
     }
 
     /// Rotates a ledger's signing key: appends a `ledger.key_rotated` event signed by the

@@ -107,7 +107,7 @@ async fn operator_works_the_console_with_totp_and_step_up() {
     tokio::spawn(api::verification::run(
         stack.state.store.clone(),
         std::time::Duration::from_millis(200),
-        1,
+        api::verification::Verification::new(1),
         stopped,
     ));
 

@@ -87,5 +87,27 @@ async fn changed_row_is_found_by_full_pass() {
         .unwrap();
     let line = format!("folio_chain_verification_failed{{ledger=\"{ledger}\"}} 1");
     assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+
+    // The failed ledger is quarantined: no new event joins a chain that no longer
+    // verifies, while reads and readiness carry on and name the ledger.
+    let (status, body) = stack.pay(ledger, payee, json!(300), "cv-3").await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "ledger_quarantined", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("changed_bytes"),
+        "{body}"
+    );
+    let (status, body) = stack
+        .get(&format!("/v1/ledgers/{ledger}/payments"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (status, body) = stack.get("/readyz").await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(
+        body["quarantined_ledgers"][0]["ledger_id"],
+        ledger.to_string(),
+        "{body}"
+    );
     stack.stop().await.unwrap();
 }

@@ -33,7 +33,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let verification = tokio::spawn(crate::verification::run(
         state.store.clone(),
         Duration::from_secs(state.config.verification.interval_seconds),
-        state.config.verification.full_every,
+        crate::verification::Verification::new(state.config.verification.full_every)
+            .quarantining(state.config.verification.quarantine_on_failure),
         stopped,
     ));
     let controls = tokio::spawn(crate::controls::schedule(

@@ -31,8 +31,17 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         }
     }
     // An open breaker does not make Folio unready (commands are still recorded), but the
-    // state is reported so an operator sees why payments wait.
+    // state is reported so an operator sees why payments wait. Neither does a quarantined
+    // ledger: the other ledgers, and reads of that one, still work.
+    let quarantined: Vec<_> = ledgers
+        .iter()
+        .filter_map(|info| {
+            let reason = state.store.quarantine_reason(info.ledger_id)?;
+            Some(json!({"ledger_id": info.ledger_id, "reason": reason}))
+        })
+        .collect();
     HttpResponse::Ok().json(json!({
+        "quarantined_ledgers": quarantined,
         "status": "ready",
         "ledgers": ledgers.len(),
         "bank_breaker": state.breaker_state(),
