@@ -71,11 +71,7 @@ pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<R
             ))
             .wrap(middleware::from_fn(crate::request_id::assign))
             .configure(crate::routes::configure)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(ApiError::not_found(
-                    "no such route; see /openapi.json for the API",
-                ))
-            }))
+            .default_service(web::to(unmatched))
     });
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
@@ -88,6 +84,34 @@ pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<R
         handle,
         server,
     })
+}
+
+/// Answers a request no route took: 405 with `Allow` when the path exists for other
+/// methods, else 404.
+async fn unmatched(request: actix_web::HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    let Some(allowed) = crate::routes::openapi::allowed_methods(request.path()) else {
+        return Err(ApiError::not_found(
+            "no such route; see /openapi.json for the API",
+        ));
+    };
+    let allow = allowed.join(", ");
+    let problem = ApiError::new(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed",
+        format!(
+            "{} is not allowed on {}; use {allow}",
+            request.method(),
+            request.path()
+        ),
+    );
+    Ok(actix_web::HttpResponse::MethodNotAllowed()
+        .insert_header((actix_web::http::header::ALLOW, allow))
+        .insert_header((
+            actix_web::http::header::CONTENT_TYPE,
+            crate::problem::PROBLEM_JSON,
+        ))
+        .body(problem.body()))
 }
 
 /// Turns actix-web's plain-text 413 for an oversized body into a problem document that

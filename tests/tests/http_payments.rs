@@ -370,6 +370,38 @@ async fn requests_without_token_or_scope_fail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_gets_405_with_allow() {
+    let stack = Stack::start().await.unwrap();
+    let (ledger, _) = ledger_with_payee(&stack).await;
+
+    // The route exists for POST only: 405 names the methods, in the header and the body.
+    let (status, body) = stack
+        .get(&format!("/v1/ledgers/{ledger}/bundles"))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    assert_eq!(body["code"], "method_not_allowed", "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("use POST"),
+        "{body}"
+    );
+    let response = stack
+        .http
+        .delete(format!("{}/v1/ledgers/{ledger}/payments", stack.base))
+        .bearer_auth(&stack.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()["allow"], "GET, POST");
+
+    // A path that is no route at all stays 404.
+    let (status, body) = stack.get("/v1/ledgerz").await.unwrap();
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_check_ledger_and_position() {
     let stack = Stack::start().await.unwrap();
     let (ledger, _) = ledger_with_payee(&stack).await;

@@ -13,8 +13,41 @@ pub(crate) async fn document() -> HttpResponse {
         .body(DOCUMENT)
 }
 
+/// Returns the methods the document lists for the route matching `path` (upper case,
+/// sorted), or `None` when no route matches. A `{name}` segment matches any one segment.
+pub fn allowed_methods(path: &str) -> Option<Vec<String>> {
+    static PARSED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    let parsed = PARSED.get_or_init(|| serde_json::from_str(DOCUMENT).unwrap_or_default());
+    let wanted: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    let (_, operations) = parsed["paths"].as_object()?.iter().find(|(template, _)| {
+        let segments: Vec<&str> = template.split('/').collect();
+        segments.len() == wanted.len()
+            && segments.iter().zip(&wanted).all(|(template, actual)| {
+                template == actual || (template.starts_with('{') && !actual.is_empty())
+            })
+    })?;
+    let mut methods: Vec<String> = operations
+        .as_object()?
+        .keys()
+        .filter(|key| ["get", "post", "put", "patch", "delete"].contains(&key.as_str()))
+        .map(|key| key.to_uppercase())
+        .collect();
+    methods.sort();
+    Some(methods)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn allowed_methods_match_templates() {
+        let methods = super::allowed_methods("/v1/ledgers/0190/proposals/abc/approval");
+        assert_eq!(methods, Some(vec!["POST".to_owned()]));
+        let both = super::allowed_methods("/v1/ledgers/0190/payments").unwrap();
+        assert_eq!(both, ["GET", "POST"]);
+        assert_eq!(super::allowed_methods("/v1/nothing/here"), None);
+        assert_eq!(super::allowed_methods("/v1/ledgers//payments"), None);
+    }
+
     #[test]
     fn document_is_valid_json_with_every_path() {
         let document: serde_json::Value = serde_json::from_str(super::DOCUMENT).unwrap();
