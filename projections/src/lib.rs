@@ -31,7 +31,10 @@ mod timestamp;
 
 pub use aba_batches::AbaBatch;
 pub use audit::{AuditEntry, AuditQuery};
-pub use dead_letters::{DeadLetter, DeadLetterStats};
+pub use dead_letters::{
+    DeadLetter, DeadLetterDetail, DeadLetterQuery, DeadLetterStats, DeadLetterStep, ALL_STATUSES,
+    OPEN_STATUSES,
+};
 pub use error::ProjectionError;
 pub use page::{AsOf, Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use payees::Payee;

@@ -247,10 +247,49 @@ impl ReadModels {
 }
 
 async fn create_schema(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query(schema::VERSION_TABLE).execute(pool).await?;
+    let stored: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM read_model_schema WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    if stored != Some(schema::SCHEMA_VERSION) {
+        // Tables of another version are dropped, and the runner projects the ledger again
+        // from position 0, because the checkpoints go with them.
+        if stored.is_some() || has_checkpoints_table(pool).await? {
+            tracing::warn!(
+                ?stored,
+                current = schema::SCHEMA_VERSION,
+                "read-model schema changed; rebuilding every read model from the ledger"
+            );
+        }
+        for (table, _) in schema::TABLES {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(pool)
+                .await?;
+        }
+    }
     for statement in schema::CREATE {
         sqlx::query(statement).execute(pool).await?;
     }
+    sqlx::query(
+        "INSERT INTO read_model_schema (id, version) VALUES (1, $1)
+         ON CONFLICT (id) DO UPDATE SET version = $1",
+    )
+    .bind(schema::SCHEMA_VERSION)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Returns whether the database has a `checkpoints` table, that is, read models written
+/// before the schema version was recorded.
+async fn has_checkpoints_table(pool: &AnyPool) -> Result<bool, sqlx::Error> {
+    // Selecting from a missing table fails on both engines; any other failure repeats on
+    // the next statement and is reported there.
+    Ok(sqlx::query("SELECT 1 FROM checkpoints LIMIT 1")
+        .fetch_optional(pool)
+        .await
+        .is_ok())
 }
 
 fn check_continuity(
