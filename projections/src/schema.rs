@@ -199,3 +199,19 @@ pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS read_model_sc
     id INTEGER NOT NULL PRIMARY KEY,
     version BIGINT NOT NULL
 )";
+/// Each read model by name, with its tables, for `folio projections rebuild NAME`.
+pub(crate) const MODELS: &[(&str, &[&str])] = &[
+    ("audit", &["audit_events"]),
+    ("payments", &["payments", "payment_history"]),
+    ("payees", &["payees", "payee_lookalikes"]),
+    (
+        "dlq",
+        &[
+            "dead_letters",
+            "dead_letter_history",
+            "dlq_decisions",
+            "dlq_decision_payments",
+        ],
+    ),
+    ("aba_batches", &["aba_batches"]),
+];
