@@ -405,12 +405,15 @@ impl LedgerWorker {
             let recorder =
                 PaymentRecorder::new(&self.inner.store, self.ledger_id, payment_id, parked);
             if let Err(error) = recorder.release(&released).await {
+                // Back in the queue for the next tick. If another dispatcher recorded the
+                // release, its event reaches this one and takes the entry out again.
                 tracing::warn!(
                     ledger = %self.ledger_id,
                     payment = %payment_id,
                     %error,
-                    "DLQ retry release not recorded; the next start releases it again"
+                    "DLQ retry release not recorded; retrying at the next tick"
                 );
+                self.releases.queue.push_back((decision_id, payment_id));
             }
         }
     }

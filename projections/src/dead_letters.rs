@@ -245,6 +245,9 @@ async fn history(
     Ok(())
 }
 
+// NOTE: no event marks a decision as expired, so the payments of an expired proposal keep
+// their `*_pending_approval` status here until a new decision names them. The API shows
+// such a decision as `expired` and lets a new one take its payments.
 async fn proposed(
     conn: &mut AnyConnection,
     context: &EventContext<'_>,

@@ -478,8 +478,17 @@ async fn check_diff(story: &Story, source: &EventSource) {
     assert!(later.operators.added.is_empty());
     assert_eq!(later.payments.added.len(), 1);
 
+    let [decision] = diff.dlq_decisions.as_slice() else {
+        panic!("one DLQ decision: {:?}", diff.dlq_decisions);
+    };
+    assert_eq!(decision.released, vec![story.payment]);
+
     let text = api::cli::replay::diff_text(&diff);
     assert!(text.contains(&format!("- payee {}", story.ann)), "{text}");
+    assert!(
+        text.contains(&format!("approved by {} at position", story.admin)),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("approved by {}", story.approver)),
         "{text}"
