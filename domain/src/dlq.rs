@@ -1,8 +1,8 @@
 //! Dead-letter queue decisions: viewing a parked payment, and retrying or ignoring parked
 //! payments once a second operator approves.
 //!
-//! A decision names an explicit list of payments, so an approver sees exactly what is
-//! retried or ignored; a filter is resolved to such a list before it is proposed. The
+//! A decision names an explicit list of payments, so an approver reviews exactly what is
+//! retried or ignored. A filter is resolved to such a list before it is proposed. The
 //! approval is bound to a hash over the ledger, the decision, its action, reason and
 //! payment list, and the proposer can never approve their own decision. An approved retry
 //! is released to the dispatcher in paced batches (`dlq.retry_released` on each payment's
@@ -47,7 +47,7 @@ pub enum IgnoreReason {
     CancelledByClient,
     /// The payment was made by other means.
     PaidOutsideFolio,
-    /// Anything else; the free text says what.
+    /// Anything else, explained in the free text.
     Other,
 }
 
@@ -90,7 +90,7 @@ impl FromStr for IgnoreReason {
     }
 }
 
-/// What a decision does to its payments.
+/// Action of a decision on its payments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DlqAction {
     /// Send the payments to the bank again, with their original idempotency keys.
@@ -120,7 +120,7 @@ impl DlqAction {
     }
 }
 
-/// Someone read a parked payment's full detail; the sealed event's actor says who.
+/// A parked payment's full detail was read; the sealed event's actor names the reader.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DlqItemViewed {
     /// Payment viewed.
@@ -462,7 +462,7 @@ impl DlqBook {
             DecisionStatus::Pending => now_micros < decision.expires_at_micros,
             DecisionStatus::Approved => match decision.action {
                 DlqAction::Ignore { .. } => true,
-                // A retry that was parked again after its approval no longer holds it.
+                // A payment parked again after the retry's approval is free for a new decision.
                 DlqAction::Retry => self
                     .approved_at
                     .get(&decision_id)
@@ -628,7 +628,7 @@ mod tests {
     }
 
     #[test]
-    fn a_payment_is_held_by_one_decision_at_a_time() {
+    fn payment_in_one_open_decision_at_a_time() {
         let mut book = DlqBook::default();
         let payment = Uuid::from_u128(5);
         assert!(book.check_free(payment, 1, 0).is_ok());

@@ -64,7 +64,7 @@ pub struct DeadLetter {
     /// `parked`, `retry_pending_approval`, `ignore_pending_approval`, `retrying`,
     /// `resolved` or `ignored`.
     pub status: String,
-    /// Decision that holds the payment, if any.
+    /// Decision that currently names the payment, if any.
     pub decision_id: Option<Uuid>,
 }
 
@@ -315,7 +315,7 @@ async fn proposed(
     Ok(())
 }
 
-/// Moves every payment that a decision holds to `status`, with a history step each.
+/// Moves every payment that a decision names to `status`, with a history step each.
 async fn decide_payments(
     conn: &mut AnyConnection,
     context: &EventContext<'_>,

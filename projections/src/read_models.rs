@@ -40,7 +40,7 @@ const SERVER_POOL_SIZE: u32 = 8;
 const SQLITE_FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
     PRAGMA busy_timeout = 5000;";
 
-/// Where a read-model database lives.
+/// Location of a read-model database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Location {
     /// An SQLite file.
@@ -73,7 +73,7 @@ pub type Dump = BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     pub(crate) pool: AnyPool,
-    /// Where the models live, so a rebuild can place its fresh copy beside them.
+    /// Location of the models, so a rebuild can place its fresh copy beside them.
     pub(crate) location: Location,
     // Bumped after every committed batch so waiters recheck their ledger's checkpoint.
     applied: Arc<watch::Sender<u64>>,

@@ -2,11 +2,11 @@
 //!
 //! A rebuild projects every ledger from position 0 into a fresh copy of the read-model
 //! tables: a file beside an SQLite database, or the schema `folio_rebuild` of a PostgreSQL
-//! database. It builds up to the checkpoint the live models have reached, catches up while
-//! they move on, and then, in one transaction that holds off the projection runner,
-//! checks that both copies stand at the same checkpoint of every ledger and replaces the
-//! rows of the chosen tables with the fresh ones. Queries keep reading the live rows until
-//! that transaction commits, and then read the rebuilt ones.
+//! database. It builds up to the checkpoint the live models have reached and catches up
+//! while they move on. Then one transaction blocks the projection runner's writes, checks
+//! that both copies are at the same checkpoint of every ledger, and replaces the rows of
+//! the chosen tables with the fresh ones. Queries keep reading the live rows until that
+//! transaction commits, and then read the rebuilt ones.
 
 use std::path::PathBuf;
 
@@ -49,7 +49,7 @@ pub fn model_names() -> Vec<&'static str> {
     schema::MODELS.iter().map(|(name, _)| *name).collect()
 }
 
-/// What a rebuild did.
+/// Summary of a finished rebuild.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RebuildReport {
     /// Tables whose rows were replaced.

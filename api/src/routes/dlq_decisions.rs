@@ -2,8 +2,8 @@
 //! reason and approved by a different one, both with a fresh step-up.
 //!
 //! A retry names an explicit list of payments, or a filter that is resolved to such a
-//! list; either way the count is shown first (`dry_run`), and a list above `dlq.max_bulk`
-//! is refused. There is no action that retries every parked payment. An approved retry is
+//! list. Either way `dry_run` shows the count first, and a list above `dlq.max_bulk` is
+//! rejected. There is no action that retries every parked payment. An approved retry is
 //! released to the dispatcher in paced batches, which an operator can pause and resume.
 
 use actix_web::http::StatusCode;
@@ -28,7 +28,7 @@ use crate::operators::{OperatorSession, StepUp};
 use crate::problem::ApiError;
 use crate::state::AppState;
 
-/// Longest free-text reason, in characters.
+/// Maximum length of a free-text reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
 /// Conditions that pick parked payments for a bulk retry.
@@ -358,7 +358,7 @@ fn decision_id(text: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::invalid(format!("decision id {text:?} is not a UUID")))
 }
 
-/// The scope an operator needs to decide on `action`.
+/// Returns the scope an operator needs to decide on `action`.
 fn scope_of(action: DlqAction) -> OperatorScope {
     match action {
         DlqAction::Retry => OperatorScope::DlqRetry,
