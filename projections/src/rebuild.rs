@@ -19,6 +19,8 @@ use crate::read_models::{Checkpoint, Location};
 use crate::{schema, ProjectionError, ReadModels};
 
 /// Name of the fresh copy: the schema on PostgreSQL, the attached database on SQLite.
+// NOTE: the name is fixed, so two rebuilds of the same read models at once would drop each
+// other's copy; run one at a time.
 const STAGING: &str = "folio_rebuild";
 
 /// Events read from the store per call and applied per transaction.
