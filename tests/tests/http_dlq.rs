@@ -268,7 +268,28 @@ async fn bulk_retry_is_bounded_paced_and_pausable() {
     let (status, problem) = dora.post(&retries, &no_condition).await.unwrap();
     assert_eq!(status, StatusCode::BAD_REQUEST, "{problem}");
 
-    // Ignore one: the code must come from the list, the free text is required.
+    // A retry of the fourth, rejected by the second operator, frees it for an ignore.
+    let one = json!({"payment_ids": [parked[3]], "reason": "try it alone"});
+    let (status, lone) = dora.post(&retries, &one).await.unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{lone}");
+    let id = lone["decision_id"].as_str().unwrap();
+    let rejection = format!("{base}/dlq-decisions/{id}/rejection");
+    let (status, rejected) = admin
+        .post(&rejection, &json!({"reason": "the client paid it already"}))
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{rejected}");
+    let (status, late) = admin
+        .post(
+            &format!("{base}/dlq-decisions/{id}/approval"),
+            &json!({"content_hash": lone["content_hash"]}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CONFLICT, "{late}");
+    assert_eq!(late["code"], "dlq_decision_not_pending");
+
+    // Ignore it: the code must come from the list, the free text is required.
     let ignores = format!("{base}/dlq/ignores");
     let bad_code = json!({"payment_ids": [parked[3]], "reason_code": "lost", "reason": "x"});
     let (status, problem) = dora.post(&ignores, &bad_code).await.unwrap();
