@@ -39,6 +39,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Signed checkpoints and the witnesses they are published to.
     pub checkpoints: CheckpointsConfig,
+    /// Dead-letter queue decisions and the pace of approved retries.
+    pub dlq: DlqConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,69 @@ impl Default for Config {
             cluster: Default::default(),
             store: StoreConfig::default(),
             checkpoints: CheckpointsConfig::default(),
+            dlq: DlqConfig::default(),
+        }
+    }
+}
+
+/// Dead-letter queue decisions and the pace at which approved retries reach the bank.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Most payments one retry or ignore decision may name; a larger list or filter is
+    /// refused with the count and this limit. At most 500.
+    pub max_bulk: u32,
+    /// Payments of an approved retry released to the dispatcher at each tick.
+    pub release_batch_size: u32,
+    /// Pause between two release batches, in milliseconds.
+    pub release_interval_ms: u64,
+    /// Time a proposed decision waits for its approver before it expires, in seconds.
+    pub decision_ttl_seconds: u64,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        DlqConfig {
+            max_bulk: 100,
+            release_batch_size: 10,
+            release_interval_ms: 1_000,
+            decision_ttl_seconds: 24 * 3_600,
+        }
+    }
+}
+
+/// Largest `dlq.max_bulk` accepted: the size of one read-model page.
+pub const DLQ_MAX_BULK_LIMIT: u32 = 500;
+
+impl DlqConfig {
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.max_bulk == 0 || self.max_bulk > DLQ_MAX_BULK_LIMIT {
+            bail!(
+                "dlq.max_bulk is {}; set it between 1 and {DLQ_MAX_BULK_LIMIT}",
+                self.max_bulk
+            );
+        }
+        if self.release_batch_size == 0 || self.release_interval_ms == 0 {
+            bail!(
+                "dlq.release_batch_size and dlq.release_interval_ms must be above 0; the \
+                 defaults are 10 payments every 1000 ms"
+            );
+        }
+        if self.decision_ttl_seconds < 60 {
+            bail!(
+                "dlq.decision_ttl_seconds is {}; set at least 60 so an approver has time to \
+                 review",
+                self.decision_ttl_seconds
+            );
+        }
+        Ok(())
+    }
+
+    /// Returns the release pace of approved retries.
+    pub fn release_pace(&self) -> crate::dispatcher::ReleasePace {
+        crate::dispatcher::ReleasePace {
+            batch_size: self.release_batch_size,
+            interval: Duration::from_millis(self.release_interval_ms),
         }
     }
 }
@@ -478,6 +543,7 @@ impl Config {
         }
         self.read_models.validate()?;
         self.cluster.validate()?;
+        self.dlq.validate()?;
         Ok(())
     }
 }

@@ -8,11 +8,19 @@
 //! so a payment whose receipt was lost in the crash is not paid twice.
 //! An attempt is appended with the payment stream's exact expected version, so
 //! two dispatchers racing on one payment cannot both record an attempt.
+//!
+//! A parked payment goes back to the bank only through an approved DLQ retry. The
+//! dispatcher releases the payments of an approved retry in batches at the configured
+//! pace ([`ReleasePace`]), each with a `dlq.retry_released` event on the payment's stream,
+//! and skips decisions whose release is paused. A released payment is dispatched like any
+//! other, with the idempotency key of its submission, so the bank books it at most once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex as StdMutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use domain::dlq::{DlqAction, DlqRetryReleased};
 use domain::events::{
     BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent, EventPayload,
     PaymentDeadLettered, PaymentSubmitted, ReceiptRecorded,
@@ -33,6 +41,24 @@ use crate::config::BankConfig;
 /// Stream that records circuit-breaker transitions.
 const BANK_STREAM: &str = "bank-dispatch";
 
+/// Pace at which the payments of an approved DLQ retry go back to the bank.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleasePace {
+    /// Payments released at each tick.
+    pub batch_size: u32,
+    /// Pause between two ticks.
+    pub interval: Duration,
+}
+
+impl Default for ReleasePace {
+    fn default() -> Self {
+        ReleasePace {
+            batch_size: 10,
+            interval: Duration::from_secs(1),
+        }
+    }
+}
+
 /// Handle to the dispatcher; cheap to clone.
 #[derive(Clone)]
 pub struct Dispatcher {
@@ -45,6 +71,7 @@ struct Inner {
     breaker: Arc<CircuitBreaker>,
     policy: RetryPolicy,
     permits: Arc<Semaphore>,
+    pace: ReleasePace,
     tracked: StdMutex<HashSet<Uuid>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     /// Payment dispatches in progress, so shutdown can wait for them to end.
@@ -63,22 +90,25 @@ impl Dispatcher {
     /// Fails when the certificates or key cannot be loaded.
     pub fn start(
         config: &BankConfig,
+        pace: ReleasePace,
         store: EventStore,
         metrics: Arc<BankMetrics>,
     ) -> anyhow::Result<Dispatcher> {
         let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
         let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
         let policy = RetryPolicy::from_config(config);
-        Ok(Self::with_adapter(
+        let limits = (config.max_in_flight, pace);
+        Ok(Self::paced(
             store,
             Arc::new(adapter),
             breaker,
             policy,
-            config.max_in_flight,
+            limits,
         ))
     }
 
-    /// Starts a dispatcher over any adapter.
+    /// Starts a dispatcher over any adapter, releasing approved DLQ retries at the default
+    /// pace.
     pub fn with_adapter(
         store: EventStore,
         adapter: Arc<dyn BankAdapter>,
@@ -86,6 +116,20 @@ impl Dispatcher {
         policy: RetryPolicy,
         max_in_flight: usize,
     ) -> Dispatcher {
+        let limits = (max_in_flight, ReleasePace::default());
+        Self::paced(store, adapter, breaker, policy, limits)
+    }
+
+    /// Starts a dispatcher with at most `limits.0` bank calls in flight, releasing approved
+    /// DLQ retries at the pace `limits.1`.
+    fn paced(
+        store: EventStore,
+        adapter: Arc<dyn BankAdapter>,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        limits: (usize, ReleasePace),
+    ) -> Dispatcher {
+        let (max_in_flight, pace) = limits;
         let (stop, _) = watch::channel(false);
         let dispatcher = Dispatcher {
             inner: Arc::new(Inner {
@@ -94,6 +138,7 @@ impl Dispatcher {
                 breaker: Arc::new(breaker),
                 policy,
                 permits: Arc::new(Semaphore::new(max_in_flight)),
+                pace,
                 tracked: StdMutex::new(HashSet::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
                 jobs: StdMutex::new(JoinSet::new()),
@@ -169,6 +214,22 @@ struct LedgerWorker {
     ledger_id: Uuid,
     pending: HashMap<Uuid, Pending>,
     in_flight: HashSet<Uuid>,
+    /// Dead-lettered payments, kept so an approved retry can send them again.
+    parked: HashMap<Uuid, Pending>,
+    releases: Releases,
+}
+
+/// Approved DLQ retries waiting for release, rebuilt from the ledger like the payments.
+#[derive(Default)]
+struct Releases {
+    /// Payments of each proposed retry decision.
+    proposed: HashMap<Uuid, Vec<Uuid>>,
+    /// Decision and payment, in approval order.
+    queue: VecDeque<(Uuid, Uuid)>,
+    /// Decisions whose release is paused.
+    paused: HashSet<Uuid>,
+    /// Last batch number released per decision.
+    batches: HashMap<Uuid, u32>,
 }
 
 impl LedgerWorker {
@@ -178,6 +239,8 @@ impl LedgerWorker {
             ledger_id,
             pending: HashMap::new(),
             in_flight: HashSet::new(),
+            parked: HashMap::new(),
+            releases: Releases::default(),
         }
     }
 
@@ -192,10 +255,16 @@ impl LedgerWorker {
         };
         let mut subscription = self.inner.store.subscribe(self.ledger_id, 0);
         let mut live = false;
+        let mut release_tick = tokio::time::interval(self.inner.pace.interval);
+        release_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tracing::info!(ledger = %self.ledger_id, "dispatcher following ledger");
         loop {
             let next = tokio::select! {
                 next = subscription.next() => next,
+                _ = release_tick.tick(), if live => {
+                    self.release_batch().await;
+                    continue;
+                }
                 _ = stop.changed() => break,
             };
             let event = match next {
@@ -248,8 +317,104 @@ impl LedgerWorker {
                 );
             }
             DomainEvent::ReceiptRecorded(done) => self.finish(done.payment_id),
-            DomainEvent::PaymentDeadLettered(done) => self.finish(done.payment_id),
+            DomainEvent::PaymentDeadLettered(done) => {
+                self.park(done.payment_id, event.stream_version, done.attempts);
+            }
+            other => self.apply_dlq(event, &other),
+        }
+    }
+
+    fn park(&mut self, payment_id: Uuid, version: u64, attempts: u32) {
+        self.in_flight.remove(&payment_id);
+        if let Some(mut pending) = self.pending.remove(&payment_id) {
+            pending.stream_version = version;
+            pending.attempts_done = pending.attempts_done.max(attempts);
+            self.parked.insert(payment_id, pending);
+        }
+    }
+
+    /// Follows DLQ decisions: approved retries join the release queue, releases move a
+    /// parked payment back to the pending set, pauses hold a decision's queue.
+    fn apply_dlq(&mut self, event: &SealedEvent, decoded: &DomainEvent) {
+        let releases = &mut self.releases;
+        match decoded {
+            DomainEvent::DlqDecisionProposed(proposed) if proposed.action == DlqAction::Retry => {
+                let ids = proposed.payment_ids.clone();
+                releases.proposed.insert(proposed.decision_id, ids);
+            }
+            DomainEvent::DlqDecisionApproved(approved) => {
+                let Some(ids) = releases.proposed.remove(&approved.decision_id) else {
+                    return;
+                };
+                let parked = ids.into_iter().filter(|id| self.parked.contains_key(id));
+                let decision = approved.decision_id;
+                releases.queue.extend(parked.map(|id| (decision, id)));
+            }
+            DomainEvent::DlqReleasePaused(paused) => {
+                releases.paused.insert(paused.decision_id);
+            }
+            DomainEvent::DlqReleaseResumed(resumed) => {
+                releases.paused.remove(&resumed.decision_id);
+            }
+            DomainEvent::DlqRetryReleased(released) => {
+                let key = (released.decision_id, released.payment_id);
+                releases.queue.retain(|entry| *entry != key);
+                let batch = releases.batches.entry(released.decision_id).or_default();
+                *batch = (*batch).max(released.batch);
+                if let Some(mut pending) = self.parked.remove(&released.payment_id) {
+                    pending.stream_version = event.stream_version;
+                    self.pending.insert(released.payment_id, pending);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Releases the next batch of approved retries: at most `pace.batch_size` payments
+    /// whose decision is not paused, each recorded before the dispatcher may send it.
+    async fn release_batch(&mut self) {
+        let limit = usize::try_from(self.inner.pace.batch_size).unwrap_or(usize::MAX);
+        let mut taken = Vec::new();
+        let mut kept = VecDeque::new();
+        while let Some(entry) = self.releases.queue.pop_front() {
+            if taken.len() < limit && !self.releases.paused.contains(&entry.0) {
+                taken.push(entry);
+            } else {
+                kept.push_back(entry);
+            }
+        }
+        self.releases.queue = kept;
+        let mut numbered: HashMap<Uuid, u32> = HashMap::new();
+        for (decision_id, payment_id) in taken {
+            let batch = *numbered.entry(decision_id).or_insert_with(|| {
+                self.releases
+                    .batches
+                    .get(&decision_id)
+                    .copied()
+                    .unwrap_or(0)
+                    + 1
+            });
+            let Some(parked) = self.parked.get(&payment_id) else {
+                continue;
+            };
+            let released = DlqRetryReleased {
+                decision_id,
+                payment_id,
+                batch,
+            };
+            let recorder =
+                PaymentRecorder::new(&self.inner.store, self.ledger_id, payment_id, parked);
+            if let Err(error) = recorder.release(&released).await {
+                // Back in the queue for the next tick. If another dispatcher recorded the
+                // release, its event reaches this one and takes the entry out again.
+                tracing::warn!(
+                    ledger = %self.ledger_id,
+                    payment = %payment_id,
+                    %error,
+                    "DLQ retry release not recorded; retrying at the next tick"
+                );
+                self.releases.queue.push_back((decision_id, payment_id));
+            }
         }
     }
 
@@ -400,6 +565,28 @@ impl PaymentRecorder {
             actor: Actor::system("dispatcher"),
             bank_idempotency_key: pending.request.idempotency_key.clone(),
         }
+    }
+
+    /// Records the release of a parked payment by an approved DLQ retry.
+    async fn release(&self, released: &DlqRetryReleased) -> anyhow::Result<()> {
+        let version = *self.version.lock().await;
+        let mut event = draft(
+            released,
+            &Actor::system("dlq-release"),
+            released.decision_id,
+        );
+        event.causation_id = Some(self.causation_id);
+        let write = StreamWrite {
+            stream_id: self.stream_id.clone(),
+            expected: ExpectedVersion::Exact(version),
+            events: vec![event],
+        };
+        let request = AppendRequest {
+            writes: vec![write],
+            idempotency: None,
+        };
+        self.store.append(self.ledger_id, request).await?;
+        Ok(())
     }
 
     async fn record<P: EventPayload>(&self, payload: &P) -> anyhow::Result<()> {

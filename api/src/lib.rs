@@ -15,6 +15,7 @@ pub mod commands;
 pub mod config;
 pub mod controls;
 pub mod dispatcher;
+pub mod dlq;
 pub mod files;
 pub mod idempotency;
 pub mod keys;

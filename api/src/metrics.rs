@@ -198,6 +198,8 @@ pub struct LedgerGauges {
     pub verification_failed: Option<bool>,
     /// Allow-list proposals waiting for approval and not yet expired.
     pub approvals_pending: Option<u64>,
+    /// DLQ retry and ignore decisions waiting for approval and not yet expired.
+    pub dlq_decisions_pending: Option<u64>,
 }
 
 /// Renders one gauge family with a line per ledger that has a value.
@@ -266,6 +268,13 @@ pub fn render_ledgers(out: &mut String, ledgers: &[LedgerGauges]) {
         "folio_approvals_pending",
         "Allow-list proposals waiting for a second operator's approval.",
         |g| g.approvals_pending,
+    );
+    render_gauge(
+        out,
+        ledgers,
+        "folio_dlq_decisions_pending",
+        "DLQ retry and ignore decisions waiting for a second operator's approval.",
+        |g| g.dlq_decisions_pending,
     );
     render_gauge(
         out,

@@ -61,6 +61,8 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
     pub allow_lists: Mutex<HashMap<Uuid, CachedAllowList>>,
+    /// DLQ decisions by ledger, refreshed from the store before each decision.
+    pub dlq_books: Mutex<HashMap<Uuid, crate::dlq::CachedDlqBook>>,
     /// Dispatcher and shared projections, running while this node holds the lease.
     pub workers: LeasedWorkers,
     /// Bank call metrics.
@@ -124,6 +126,7 @@ impl AppState {
         }
         let start_workers = worker_starter(
             config.bank.clone(),
+            config.dlq.release_pace(),
             store.clone(),
             shared_models.then(|| models.clone()),
             Arc::clone(&bank_metrics),
@@ -144,6 +147,7 @@ impl AppState {
             mfa,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
+            dlq_books: Mutex::new(HashMap::new()),
             workers,
             bank_metrics,
             ledger_creation: Mutex::new(()),
@@ -271,6 +275,7 @@ impl AppState {
 /// `shared_models` is set, and the dispatcher when a bank is configured.
 fn worker_starter(
     bank: BankConfig,
+    pace: crate::dispatcher::ReleasePace,
     store: EventStore,
     shared_models: Option<ReadModels>,
     metrics: Arc<BankMetrics>,
@@ -281,6 +286,7 @@ fn worker_starter(
         } else {
             Some(Dispatcher::start(
                 &bank,
+                pace,
                 store.clone(),
                 Arc::clone(&metrics),
             )?)

@@ -33,8 +33,8 @@ pub const NO_SECRETS_IN_LOGS: &str = "no_secrets_in_logs";
 pub const STEP_UP_FRESH: &str = "step_up_fresh";
 /// Stable identifier of the control that no TOTP time step was accepted twice.
 pub const TOTP_STEP_UNIQUE: &str = "totp_step_unique";
-/// Stable identifier of the control that every allow-list change and MFA reset had two
-/// distinct people, a proposer and an approver.
+/// Stable identifier of the control that every allow-list change, MFA reset and DLQ
+/// retry or ignore had two distinct people, a proposer and an approver.
 pub const DUAL_APPROVAL: &str = "dual_approval";
 
 /// Maximum age of the second factor behind a sensitive action, in microseconds (five
@@ -136,6 +136,10 @@ pub struct ControlsEvaluator {
     proposals: HashMap<(Uuid, u32), (Uuid, [u8; 32])>,
     /// Payee events waiting for the approval recorded in the same append.
     unapproved_payee_events: Vec<u64>,
+    /// Proposer and content hash of each DLQ decision.
+    dlq_proposals: HashMap<Uuid, (Uuid, [u8; 32])>,
+    /// DLQ decisions approved by a second operator.
+    dlq_approved: HashSet<Uuid>,
     /// Position and tree size of the last checkpoint event seen.
     last_checkpoint: Option<(u64, u64)>,
 }
@@ -198,6 +202,8 @@ impl ControlsEvaluator {
             totp_steps: HashSet::new(),
             proposals: HashMap::new(),
             unapproved_payee_events: Vec::new(),
+            dlq_proposals: HashMap::new(),
+            dlq_approved: HashSet::new(),
             last_checkpoint: None,
         }
     }
@@ -310,6 +316,59 @@ impl ControlsEvaluator {
             DomainEvent::OperatorUnlocked(unlocked) => {
                 self.check_step_up(&unlocked.by, at, position, "operator unlock");
             }
+            _ => self.apply_dlq(at, position, decoded),
+        }
+    }
+
+    /// DLQ decisions: each rests on a fresh step-up, each approval comes from someone other
+    /// than the proposer for the hash proposed, and each release follows an approval.
+    fn apply_dlq(&mut self, at: i64, position: u64, decoded: &DomainEvent) {
+        match decoded {
+            DomainEvent::DlqDecisionProposed(proposed) => {
+                self.check_step_up(&proposed.auth, at, position, "DLQ decision proposal");
+                let entry = (proposed.auth.operator_id, proposed.content_hash);
+                self.dlq_proposals.insert(proposed.decision_id, entry);
+            }
+            DomainEvent::DlqDecisionApproved(approved) => {
+                self.check_step_up(&approved.auth, at, position, "DLQ decision approval");
+                let proposal = self.dlq_proposals.get(&approved.decision_id).copied();
+                let approver = approved.auth.operator_id;
+                let ok = proposal.is_some_and(|(proposer, hash)| {
+                    proposer != approver && hash == approved.content_hash
+                });
+                if ok {
+                    self.dlq_approved.insert(approved.decision_id);
+                }
+                self.dual.check(ok, || match proposal {
+                    None => format!("DLQ approval at position {position} has no proposal"),
+                    Some((proposer, _)) if proposer == approver => format!(
+                        "operator {approver} approved their own DLQ decision at position \
+                         {position}"
+                    ),
+                    Some(_) => format!(
+                        "DLQ approval at position {position} names a different content hash"
+                    ),
+                });
+            }
+            DomainEvent::DlqDecisionRejected(rejected) => {
+                self.check_step_up(&rejected.auth, at, position, "DLQ decision rejection");
+            }
+            DomainEvent::DlqReleasePaused(paused) => {
+                self.check_step_up(&paused.auth, at, position, "DLQ release pause");
+            }
+            DomainEvent::DlqReleaseResumed(resumed) => {
+                self.check_step_up(&resumed.auth, at, position, "DLQ release resume");
+            }
+            DomainEvent::DlqRetryReleased(released) => {
+                let approved = self.dlq_approved.contains(&released.decision_id);
+                self.dual.check(approved, || {
+                    format!(
+                        "payment {} was released for retry at position {position} without an \
+                         approved DLQ decision",
+                        released.payment_id
+                    )
+                });
+            }
             _ => {}
         }
     }
@@ -385,7 +444,8 @@ impl ControlsEvaluator {
             ),
             self.dual.result(
                 DUAL_APPROVAL,
-                "every allow-list change and MFA reset had a proposer and a different approver",
+                "every allow-list change, MFA reset and DLQ decision had a proposer and a \
+                 different approver",
                 "review those changes and reverse any that were not approved",
             ),
         ];
@@ -683,6 +743,63 @@ mod tests {
         let run = run(&events);
         assert_eq!(status(&run, DUAL_APPROVAL), ControlStatus::Pass);
         assert_eq!(status(&run, STEP_UP_FRESH), ControlStatus::Pass);
+    }
+
+    fn dlq_events(proposer: Uuid, approver: Uuid) -> Vec<SealedEvent> {
+        use crate::dlq::{DlqAction, DlqDecisionApproved, DlqDecisionProposed, DlqRetryReleased};
+        let (decision, payment) = (Uuid::now_v7(), Uuid::now_v7());
+        vec![
+            event(
+                0,
+                T0,
+                &DlqDecisionProposed {
+                    decision_id: decision,
+                    action: DlqAction::Retry,
+                    payment_ids: vec![payment],
+                    reason: "bank back".into(),
+                    content_hash: [3; 32],
+                    expires_at_micros: T0 + 1_000_000,
+                    auth: auth(proposer, T0),
+                },
+            ),
+            event(
+                1,
+                T0 + 10,
+                &DlqDecisionApproved {
+                    decision_id: decision,
+                    content_hash: [3; 32],
+                    auth: auth(approver, T0),
+                },
+            ),
+            event(
+                2,
+                T0 + 20,
+                &DlqRetryReleased {
+                    decision_id: decision,
+                    payment_id: payment,
+                    batch: 1,
+                },
+            ),
+        ]
+    }
+
+    #[test]
+    fn dlq_decisions_need_two_people() {
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let run_two = run(&dlq_events(ann, bob));
+        assert_eq!(status(&run_two, DUAL_APPROVAL), ControlStatus::Pass);
+        assert_eq!(status(&run_two, STEP_UP_FRESH), ControlStatus::Pass);
+
+        let run_one = run(&dlq_events(ann, ann));
+        let dual = run_one
+            .results
+            .iter()
+            .find(|result| result.control == DUAL_APPROVAL)
+            .unwrap();
+        assert_eq!(dual.status, ControlStatus::Fail);
+        // The self-approval and the release it allowed are both findings.
+        assert!(dual.detail.starts_with("2 failure(s)"), "{}", dual.detail);
+        assert!(dual.detail.contains("own DLQ decision"), "{}", dual.detail);
     }
 
     #[test]

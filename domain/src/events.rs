@@ -6,6 +6,10 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
+use crate::dlq::{
+    DlqDecisionApproved, DlqDecisionProposed, DlqDecisionRejected, DlqItemViewed, DlqReleasePaused,
+    DlqReleaseResumed, DlqRetryReleased,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -338,6 +342,13 @@ pub enum DomainEvent {
     ChangeApproved(ChangeApproved),
     ChangeRejected(ChangeRejected),
     ChangeExpired(ChangeExpired),
+    DlqItemViewed(DlqItemViewed),
+    DlqDecisionProposed(DlqDecisionProposed),
+    DlqDecisionApproved(DlqDecisionApproved),
+    DlqDecisionRejected(DlqDecisionRejected),
+    DlqRetryReleased(DlqRetryReleased),
+    DlqReleasePaused(DlqReleasePaused),
+    DlqReleaseResumed(DlqReleaseResumed),
 }
 
 impl DomainEvent {
@@ -391,7 +402,14 @@ impl DomainEvent {
             ChangeProposed,
             ChangeApproved,
             ChangeRejected,
-            ChangeExpired
+            ChangeExpired,
+            DlqItemViewed,
+            DlqDecisionProposed,
+            DlqDecisionApproved,
+            DlqDecisionRejected,
+            DlqRetryReleased,
+            DlqReleasePaused,
+            DlqReleaseResumed
         );
         Err(PayloadError::Unknown {
             event_type: event_type.to_owned(),

@@ -1,5 +1,9 @@
 //! Dispatch of one sealed event to every read model.
 
+use domain::dlq::{
+    DlqDecisionApproved, DlqDecisionProposed, DlqDecisionRejected, DlqItemViewed, DlqReleasePaused,
+    DlqReleaseResumed, DlqRetryReleased,
+};
 use domain::events::{
     AbaBatchImported, BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent,
     EventPayload, LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeRemoved, PayloadError,
@@ -28,6 +32,13 @@ const KNOWN_EVENT_TYPES: &[&str] = &[
     ReceiptRecorded::EVENT_TYPE,
     PaymentDeadLettered::EVENT_TYPE,
     BreakerStateChanged::EVENT_TYPE,
+    DlqItemViewed::EVENT_TYPE,
+    DlqDecisionProposed::EVENT_TYPE,
+    DlqDecisionApproved::EVENT_TYPE,
+    DlqDecisionRejected::EVENT_TYPE,
+    DlqRetryReleased::EVENT_TYPE,
+    DlqReleasePaused::EVENT_TYPE,
+    DlqReleaseResumed::EVENT_TYPE,
 ];
 
 /// The event being applied, with the values every model writes.

@@ -23,6 +23,7 @@ mod page;
 mod payees;
 mod payments;
 mod read_models;
+mod rebuild;
 mod row;
 mod runner;
 mod schema;
@@ -31,12 +32,16 @@ mod timestamp;
 
 pub use aba_batches::AbaBatch;
 pub use audit::{AuditEntry, AuditQuery};
-pub use dead_letters::{DeadLetter, DeadLetterStats};
+pub use dead_letters::{
+    DeadLetter, DeadLetterDetail, DeadLetterQuery, DeadLetterStats, DeadLetterStep, ALL_STATUSES,
+    OPEN_STATUSES,
+};
 pub use error::ProjectionError;
 pub use page::{AsOf, Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use payees::Payee;
 pub use payments::{PaymentDetail, PaymentStatus, PaymentView, StatusChange};
 pub use read_models::{Checkpoint, Dump, ReadModels};
+pub use rebuild::{model_names, rebuild, RebuildReport};
 pub use runner::{ProjectionRunner, ProjectionState, ProjectionStatus, RunnerHandle};
 pub use summary::{mask_account, mask_account_number, summarize};
 pub use timestamp::{format_micros, parse_time_bound};

@@ -40,6 +40,17 @@ const SERVER_POOL_SIZE: u32 = 8;
 const SQLITE_FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
     PRAGMA busy_timeout = 5000;";
 
+/// Location of a read-model database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    /// An SQLite file.
+    File(std::path::PathBuf),
+    /// A database server, by URL.
+    Server(String),
+    /// An SQLite database in memory.
+    Memory,
+}
+
 /// The position and head hash that every read model of a ledger reflects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checkpoint {
@@ -62,6 +73,8 @@ pub type Dump = BTreeMap<String, Vec<serde_json::Map<String, serde_json::Value>>
 #[derive(Debug, Clone)]
 pub struct ReadModels {
     pub(crate) pool: AnyPool,
+    /// Location of the models, so a rebuild can place its fresh copy beside them.
+    pub(crate) location: Location,
     // Bumped after every committed batch so waiters recheck their ledger's checkpoint.
     applied: Arc<watch::Sender<u64>>,
 }
@@ -95,7 +108,7 @@ impl ReadModels {
                 })
             })
             .connect_with(options);
-        Self::with_pool(pool.await?).await
+        Self::with_pool(pool.await?, Location::File(path.to_owned())).await
     }
 
     /// Connects to read models on a database server, such as
@@ -110,7 +123,7 @@ impl ReadModels {
             .max_connections(SERVER_POOL_SIZE)
             .acquire_timeout(BUSY_TIMEOUT)
             .connect_with(options);
-        Self::with_pool(pool.await?).await
+        Self::with_pool(pool.await?, Location::Server(url.to_owned())).await
     }
 
     /// Creates an empty read-model database in memory, for tests and one-off rebuilds.
@@ -127,10 +140,10 @@ impl ReadModels {
             .idle_timeout(None)
             .max_lifetime(None)
             .connect_with(options);
-        Self::with_pool(pool.await?).await
+        Self::with_pool(pool.await?, Location::Memory).await
     }
 
-    async fn with_pool(pool: AnyPool) -> Result<Self, ProjectionError> {
+    async fn with_pool(pool: AnyPool, location: Location) -> Result<Self, ProjectionError> {
         // Two nodes creating the same PostgreSQL table at once can both pass `IF NOT
         // EXISTS`, and the later one can fail on a unique index of the catalog. A second pass
         // then finds the table.
@@ -141,6 +154,7 @@ impl ReadModels {
         let (applied, _) = watch::channel(0);
         Ok(ReadModels {
             pool,
+            location,
             applied: Arc::new(applied),
         })
     }
@@ -247,10 +261,49 @@ impl ReadModels {
 }
 
 async fn create_schema(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    sqlx::query(schema::VERSION_TABLE).execute(pool).await?;
+    let stored: Option<i64> =
+        sqlx::query_scalar("SELECT version FROM read_model_schema WHERE id = 1")
+            .fetch_optional(pool)
+            .await?;
+    if stored != Some(schema::SCHEMA_VERSION) {
+        // Tables of another version are dropped, and the runner projects the ledger again
+        // from position 0, because the checkpoints go with them.
+        if stored.is_some() || has_checkpoints_table(pool).await? {
+            tracing::warn!(
+                ?stored,
+                current = schema::SCHEMA_VERSION,
+                "read-model schema changed; rebuilding every read model from the ledger"
+            );
+        }
+        for (table, _) in schema::TABLES {
+            sqlx::query(&format!("DROP TABLE IF EXISTS {table}"))
+                .execute(pool)
+                .await?;
+        }
+    }
     for statement in schema::CREATE {
         sqlx::query(statement).execute(pool).await?;
     }
+    sqlx::query(
+        "INSERT INTO read_model_schema (id, version) VALUES (1, $1)
+         ON CONFLICT (id) DO UPDATE SET version = $1",
+    )
+    .bind(schema::SCHEMA_VERSION)
+    .execute(pool)
+    .await?;
     Ok(())
+}
+
+/// Returns whether the database has a `checkpoints` table, that is, read models written
+/// before the schema version was recorded.
+async fn has_checkpoints_table(pool: &AnyPool) -> Result<bool, sqlx::Error> {
+    // Selecting from a missing table fails on both engines; any other failure repeats on
+    // the next statement and is reported there.
+    Ok(sqlx::query("SELECT 1 FROM checkpoints LIMIT 1")
+        .fetch_optional(pool)
+        .await
+        .is_ok())
 }
 
 fn check_continuity(

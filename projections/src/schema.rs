@@ -98,6 +98,9 @@ pub(crate) const CREATE: &[&str] = &[
         lookalike_of TEXT NOT NULL,
         PRIMARY KEY (ledger_id, payee_id, lookalike_of)
     )",
+    // One row per payment that was ever parked; `status` follows the operators'
+    // decisions: parked, retry_pending_approval, ignore_pending_approval, retrying,
+    // resolved or ignored.
     "CREATE TABLE IF NOT EXISTS dead_letters (
         ledger_id TEXT NOT NULL,
         payment_id TEXT NOT NULL,
@@ -109,9 +112,49 @@ pub(crate) const CREATE: &[&str] = &[
         amount_minor BIGINT NOT NULL,
         currency TEXT NOT NULL,
         payee_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decision_id TEXT,
+        updated_position BIGINT NOT NULL,
         PRIMARY KEY (ledger_id, payment_id)
     )",
     "CREATE INDEX IF NOT EXISTS dead_letters_order ON dead_letters (ledger_id, parked_position)",
+    "CREATE INDEX IF NOT EXISTS dead_letters_decision ON dead_letters (ledger_id, decision_id)",
+    // What happened to each parked payment, one row per payment and event.
+    "CREATE TABLE IF NOT EXISTS dead_letter_history (
+        ledger_id TEXT NOT NULL,
+        position BIGINT NOT NULL,
+        payment_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        at_micros BIGINT NOT NULL,
+        actor_id TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, position, payment_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS dead_letter_history_payment
+        ON dead_letter_history (ledger_id, payment_id, position)",
+    "CREATE TABLE IF NOT EXISTS dlq_decisions (
+        ledger_id TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        proposed_position BIGINT NOT NULL,
+        action TEXT NOT NULL,
+        reason_code TEXT,
+        reason TEXT NOT NULL,
+        proposer_id TEXT NOT NULL,
+        expires_at_micros BIGINT NOT NULL,
+        status TEXT NOT NULL,
+        approver_id TEXT,
+        decided_position BIGINT,
+        paused INTEGER NOT NULL,
+        payment_count BIGINT NOT NULL,
+        released_count BIGINT NOT NULL,
+        PRIMARY KEY (ledger_id, decision_id)
+    )",
+    "CREATE TABLE IF NOT EXISTS dlq_decision_payments (
+        ledger_id TEXT NOT NULL,
+        decision_id TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        PRIMARY KEY (ledger_id, decision_id, payment_id)
+    )",
     "CREATE TABLE IF NOT EXISTS aba_batches (
         ledger_id TEXT NOT NULL,
         batch_id TEXT NOT NULL,
@@ -137,5 +180,38 @@ pub(crate) const TABLES: &[(&str, &str)] = &[
     ("payees", "ledger_id, payee_id"),
     ("payee_lookalikes", "ledger_id, payee_id, lookalike_of"),
     ("dead_letters", "ledger_id, payment_id"),
+    ("dead_letter_history", "ledger_id, position, payment_id"),
+    ("dlq_decisions", "ledger_id, decision_id"),
+    (
+        "dlq_decision_payments",
+        "ledger_id, decision_id, payment_id",
+    ),
     ("aba_batches", "ledger_id, batch_id"),
+];
+
+/// Version of the tables above. A database that records another version (or none, as
+/// before versions were recorded) has its read-model tables dropped and rebuilt from the
+/// ledger, which is always possible because the read models hold nothing else.
+pub(crate) const SCHEMA_VERSION: i64 = 2;
+
+/// Table that records [`SCHEMA_VERSION`].
+pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS read_model_schema (
+    id INTEGER NOT NULL PRIMARY KEY,
+    version BIGINT NOT NULL
+)";
+/// Each read model by name, with its tables, for `folio projections rebuild NAME`.
+pub(crate) const MODELS: &[(&str, &[&str])] = &[
+    ("audit", &["audit_events"]),
+    ("payments", &["payments", "payment_history"]),
+    ("payees", &["payees", "payee_lookalikes"]),
+    (
+        "dlq",
+        &[
+            "dead_letters",
+            "dead_letter_history",
+            "dlq_decisions",
+            "dlq_decision_payments",
+        ],
+    ),
+    ("aba_batches", &["aba_batches"]),
 ];

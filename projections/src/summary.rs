@@ -126,8 +126,52 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
             DomainEvent::BreakerStateChanged(e) => {
                 format!("bank circuit breaker {} -> {} ({})", e.from, e.to, e.reason)
             }
-            _ => return None,
+            _ => return summarize_dlq(event),
         };
+    Some(text)
+}
+
+/// Summarises the DLQ decisions: who asked for what, on how many payments.
+fn summarize_dlq(event: &DomainEvent) -> Option<String> {
+    let text = match event {
+        DomainEvent::DlqItemViewed(e) => format!("parked payment {} viewed", e.payment_id),
+        DomainEvent::DlqDecisionProposed(e) => {
+            let code = e
+                .action
+                .reason_code()
+                .map(|code| format!(" ({})", code.as_str()))
+                .unwrap_or_default();
+            format!(
+                "DLQ {}{code} of {} payment(s) proposed by operator {} in decision {}: {}",
+                e.action.kind(),
+                e.payment_ids.len(),
+                e.auth.operator_id,
+                e.decision_id,
+                e.reason
+            )
+        }
+        DomainEvent::DlqDecisionApproved(e) => format!(
+            "DLQ decision {} approved by operator {}",
+            e.decision_id, e.auth.operator_id
+        ),
+        DomainEvent::DlqDecisionRejected(e) => format!(
+            "DLQ decision {} rejected by operator {}: {}",
+            e.decision_id, e.auth.operator_id, e.reason
+        ),
+        DomainEvent::DlqRetryReleased(e) => format!(
+            "payment {} released for retry in batch {} of DLQ decision {}",
+            e.payment_id, e.batch, e.decision_id
+        ),
+        DomainEvent::DlqReleasePaused(e) => format!(
+            "release of DLQ decision {} paused by operator {}: {}",
+            e.decision_id, e.auth.operator_id, e.reason
+        ),
+        DomainEvent::DlqReleaseResumed(e) => format!(
+            "release of DLQ decision {} resumed by operator {}",
+            e.decision_id, e.auth.operator_id
+        ),
+        _ => return None,
+    };
     Some(text)
 }
 

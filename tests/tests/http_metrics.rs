@@ -51,6 +51,7 @@ async fn metrics_cover_append_projection_and_dlq() {
         "folio_projection_stopped",
         "folio_dlq_depth",
         "folio_approvals_pending",
+        "folio_dlq_decisions_pending",
     ] {
         let labelled = format!("{family}{{ledger=\"{ledger}\"}}");
         assert!(text.contains(&labelled), "{labelled} missing from:\n{text}");

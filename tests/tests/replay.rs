@@ -3,11 +3,9 @@
 //!
 //! The story has three points. At point A, an administrator and an approver are enrolled and
 //! payees Ann and Bob are added through proposals and approvals. At point B, a DLQ operator
-//! exists and Ann is removed. At the head, the bank has failed and a payment to Bob is parked
-//! in the dead-letter queue.
-//!
-//! TODO: extend the story with a payment retried from the dead-letter queue once DLQ retry
-//! exists; today a parked payment is the last chapter.
+//! exists and Ann is removed. At the head, the bank has failed and a payment to Bob was
+//! parked in the dead-letter queue; the DLQ operator proposed a retry, the administrator
+//! approved it, and the retry was receipted.
 
 use std::path::Path;
 
@@ -83,6 +81,12 @@ async fn build_story() -> (Story, tempfile::TempDir) {
         .wait_status(ledger, &payment, &["dead_lettered"])
         .await
         .unwrap();
+    stack.sim.set_fault(api::bank::sim::FaultMode::Ok, None);
+    retry_from_dlq(&dlq_operator, &operators.proposer, ledger, &payment).await;
+    stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
 
     let (http_state_b, http_diff_a) = http_answers(&stack, ledger, point_a.position, point_b).await;
     let story = Story {
@@ -100,6 +104,24 @@ async fn build_story() -> (Story, tempfile::TempDir) {
     };
     drop(operators);
     (story, stack.stop().await.unwrap())
+}
+
+/// Proposes a retry of a parked payment as `proposer` and approves it as `approver`.
+async fn retry_from_dlq(
+    proposer: &api::operators::client::OperatorClient,
+    approver: &api::operators::client::OperatorClient,
+    ledger: Uuid,
+    payment: &str,
+) {
+    let body = json!({"payment_ids": [payment], "reason": "bank answered again"});
+    let path = format!("/v1/ledgers/{ledger}/dlq/retries");
+    let (status, decision) = proposer.post(&path, &body).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{decision}");
+    let id = decision["decision_id"].as_str().unwrap();
+    let path = format!("/v1/ledgers/{ledger}/dlq-decisions/{id}/approval");
+    let hash = json!({"content_hash": decision["content_hash"]});
+    let (status, approved) = approver.post(&path, &hash).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{approved}");
 }
 
 /// Asks the running server for the state at B and the diff from A, and checks that a bad
@@ -180,12 +202,15 @@ async fn http_answers(
     let (status, parked_at_b) = stack.get(&format!("{dlq}?as_of={point_b}")).await.unwrap();
     assert_eq!(status, reqwest::StatusCode::OK, "{parked_at_b}");
     assert_eq!(parked_at_b["items"].as_array().unwrap().len(), 0);
-    let (status, parked_now) = stack
+    let (status, open_now) = stack
         .get(&format!("{dlq}?min_position={point_b}"))
         .await
         .unwrap();
-    assert_eq!(status, reqwest::StatusCode::OK, "{parked_now}");
-    assert_eq!(parked_now["items"].as_array().unwrap().len(), 1);
+    assert_eq!(status, reqwest::StatusCode::OK, "{open_now}");
+    assert_eq!(open_now["items"].as_array().unwrap().len(), 0, "{open_now}");
+    let (status, resolved) = stack.get(&format!("{dlq}?status=resolved")).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{resolved}");
+    assert_eq!(resolved["items"].as_array().unwrap().len(), 1, "{resolved}");
     (state_b, diff_a)
 }
 
@@ -296,9 +321,20 @@ fn check_head(story: &Story, state: &LedgerState) {
     assert_eq!(payment.payment_id, story.payment);
     assert_eq!(payment.payee_id, story.bob);
     assert_eq!(payment.amount_minor, 25_000);
-    assert_eq!(payment.status, "dead_lettered");
-    assert_eq!(payment.attempts, 3);
-    assert_eq!(state.dlq, vec![story.payment]);
+    assert_eq!(payment.status, "receipted");
+    assert_eq!(
+        payment.attempts, 4,
+        "three before parking, one after the retry"
+    );
+    assert!(state.dlq.is_empty(), "{:?}", state.dlq);
+    let [decision] = state.dlq_decisions.as_slice() else {
+        panic!("one DLQ decision: {:?}", state.dlq_decisions);
+    };
+    assert_eq!(decision.action, "retry");
+    assert_eq!(decision.status, "approved");
+    assert_eq!(decision.proposed_by, story.dlq_operator);
+    assert_eq!(decision.decided_by, Some(story.admin));
+    assert_eq!(decision.released, vec![story.payment]);
     assert_eq!(payee_ids(state), vec![story.bob]);
 }
 
@@ -398,6 +434,15 @@ async fn replay_answers_story_from_store_and_export() {
     run_cli(&["diff", export_arg, "--from", &point_a]);
     run_cli(&["diff", "--data-dir", data_arg, "--from", &point_a, "--json"]);
     run_cli(&["replay", "--data-dir", data_arg, "--as-of", &point_a]);
+
+    // A rebuild of every read model gives back the rows the server projected.
+    let models = projections::ReadModels::open(data_dir.join("read.sqlite"))
+        .await
+        .unwrap();
+    let before = models.dump().await.unwrap();
+    assert!(!before["dlq_decisions"].is_empty());
+    run_cli(&["projections", "rebuild", "all", "--data-dir", data_arg]);
+    assert_eq!(models.dump().await.unwrap(), before);
 }
 
 async fn check_diff(story: &Story, source: &EventSource) {
@@ -420,9 +465,9 @@ async fn check_diff(story: &Story, source: &EventSource) {
     let [payment] = diff.payments.added.as_slice() else {
         panic!("one payment added: {:?}", diff.payments.added);
     };
-    assert_eq!(payment.status, "dead_lettered");
+    assert_eq!(payment.status, "receipted");
     assert!(diff.payments.by_status_from.is_empty());
-    assert_eq!(diff.payments.by_status_to.get("dead_lettered"), Some(&1));
+    assert_eq!(diff.payments.by_status_to.get("receipted"), Some(&1));
 
     // From B to the head only the payment changes.
     let from_b = Cutoff::Position(story.point_b);
@@ -433,8 +478,17 @@ async fn check_diff(story: &Story, source: &EventSource) {
     assert!(later.operators.added.is_empty());
     assert_eq!(later.payments.added.len(), 1);
 
+    let [decision] = diff.dlq_decisions.as_slice() else {
+        panic!("one DLQ decision: {:?}", diff.dlq_decisions);
+    };
+    assert_eq!(decision.released, vec![story.payment]);
+
     let text = api::cli::replay::diff_text(&diff);
     assert!(text.contains(&format!("- payee {}", story.ann)), "{text}");
+    assert!(
+        text.contains(&format!("approved by {} at position", story.admin)),
+        "{text}"
+    );
     assert!(
         text.contains(&format!("approved by {}", story.approver)),
         "{text}"
@@ -467,9 +521,11 @@ async fn check_history(story: &Story, source: &EventSource) {
             .filter(|event| event.event_type == event_type)
             .count()
     };
-    assert_eq!(count("payment.dispatch_attempted"), 3);
+    assert_eq!(count("payment.dispatch_attempted"), 4);
     assert_eq!(count("payment.dispatch_failed"), 3);
     assert_eq!(count("payment.dead_lettered"), 1);
+    assert_eq!(count("dlq.retry_released"), 1);
+    assert_eq!(count("payment.receipt_recorded"), 1);
 
     // Why was the payment parked? Back to its submission.
     let parked = find("payment.dead_lettered");

@@ -110,6 +110,9 @@ pub const AUDIT_HEADER: &str =
 /// Header of `payments.csv`.
 pub const PAYMENTS_HEADER: &str =
     "position,payment_id,payee_id,outcome,amount_minor,currency,reference,code\n";
+// TODO: add the DLQ decisions (proposed, approved, rejected, released) to
+// `dlq_actions.csv`; it lists only the parkings, and the decisions are in audit.csv and
+// events.jsonl.
 /// Header of `dlq_actions.csv`.
 pub const DLQ_HEADER: &str = "position,payment_id,attempts,last_error_kind,last_error\n";
 /// Header of `controls.csv`: one row per control of each recorded controls run.

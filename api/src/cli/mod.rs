@@ -13,6 +13,7 @@ pub mod history;
 mod import_aba;
 pub mod migrate;
 mod operator;
+mod projections;
 pub mod replay;
 mod serve;
 mod token;
@@ -75,6 +76,9 @@ pub enum Command {
     Replay(replay::ReplayArgs),
     /// Show what changed in a ledger's read models between two positions or times.
     Diff(replay::DiffArgs),
+    /// Rebuild read models from the ledger without stopping the server.
+    #[command(subcommand)]
+    Projections(projections::Command),
 }
 
 impl Command {
@@ -119,6 +123,7 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::History(args) => history::run(args).await,
             Command::Replay(args) => replay::run_replay(args).await,
             Command::Diff(args) => replay::run_diff(args).await,
+            Command::Projections(command) => projections::run(command).await,
             Command::VerifyProof(args) => checkpoints::run_proof(args).await,
             Command::ExportBundle(args) => bundle::run_export(args).await,
             Command::VerifyBundle(args) => bundle::run_verify(args).await,

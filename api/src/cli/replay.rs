@@ -157,6 +157,21 @@ pub fn diff_text(diff: &StateDiff) -> String {
             change.payment_id, change.before, change.after, change.changed_at
         ));
     }
+    for decision in &diff.dlq_decisions {
+        let decided = match (decision.decided_by, decision.decided_at) {
+            (Some(by), Some(at)) => format!(", {} by {by} at position {at}", decision.status),
+            _ => format!(", {}", decision.status),
+        };
+        lines.push(format!(
+            "~ DLQ {} {} of {} payment(s) proposed by {} at position {}{decided}, {} released",
+            decision.action,
+            decision.decision_id,
+            decision.payment_ids.len(),
+            decision.proposed_by,
+            decision.proposed_at,
+            decision.released.len()
+        ));
+    }
     for key in &diff.signing_keys_added {
         lines.push(format!(
             "+ signing key {} named at position {}",

@@ -13,9 +13,8 @@
 //! `POST /v1/sessions/current/verification` and retries. API tokens never pass
 //! [`StepUp`]: they are machines, not people.
 //!
-//! NOTE: dead-letter retry and ignore, evidence export and key rotation have no routes
-//! yet. When they are added they must take [`StepUp`]; the OpenAPI route test fails until
-//! each new POST route is listed as sensitive or not.
+//! NOTE: key rotation has no route yet. When it is added it must take [`StepUp`]; the
+//! OpenAPI route test fails until each new POST route is listed as sensitive or not.
 
 use std::collections::BTreeSet;
 use std::future::Future;

@@ -7,7 +7,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::state::{
-    Approval, KeyState, LedgerState, OperatorState, PayeeState, PaymentState, Point, RemovedPayee,
+    Approval, DlqDecisionState, KeyState, LedgerState, OperatorState, PayeeState, PaymentState,
+    Point, RemovedPayee,
 };
 
 /// Changes between two states of a ledger.
@@ -27,6 +28,9 @@ pub struct StateDiff {
     pub payments: PaymentChanges,
     /// Signing keys named between the two points.
     pub signing_keys_added: Vec<KeyState>,
+    /// DLQ decisions proposed, decided or released from between the two points, as they
+    /// stand at `to`.
+    pub dlq_decisions: Vec<DlqDecisionState>,
 }
 
 /// Allow-list changes.
@@ -123,6 +127,12 @@ pub fn diff(from: &LedgerState, to: &LedgerState) -> StateDiff {
             .signing_keys
             .iter()
             .filter(|key| key.named_at > from.as_of.position)
+            .cloned()
+            .collect(),
+        dlq_decisions: to
+            .dlq_decisions
+            .iter()
+            .filter(|decision| !from.dlq_decisions.contains(decision))
             .cloned()
             .collect(),
     }

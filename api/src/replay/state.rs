@@ -134,6 +134,36 @@ impl PaymentState {
     }
 }
 
+/// A decision on parked payments: who proposed it, who approved or rejected it, and
+/// which payments an approved retry has released so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DlqDecisionState {
+    /// Decision id.
+    pub decision_id: Uuid,
+    /// `retry` or `ignore`.
+    pub action: String,
+    /// Reason code of an ignore.
+    pub reason_code: Option<String>,
+    /// Free-text reason.
+    pub reason: String,
+    /// Payments concerned.
+    pub payment_ids: Vec<Uuid>,
+    /// Operator who proposed it.
+    pub proposed_by: Uuid,
+    /// Position of the proposal.
+    pub proposed_at: u64,
+    /// `pending`, `approved` or `rejected`.
+    pub status: String,
+    /// Operator who approved or rejected it.
+    pub decided_by: Option<Uuid>,
+    /// Position of the approval or rejection.
+    pub decided_at: Option<u64>,
+    /// Payments of an approved retry released to the dispatcher, in release order.
+    pub released: Vec<Uuid>,
+    /// Whether the release is paused.
+    pub paused: bool,
+}
+
 /// A signing key named by the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyState {
@@ -161,8 +191,10 @@ pub struct LedgerState {
     pub operators: Vec<OperatorState>,
     /// Payments, accepted and rejected.
     pub payments: Vec<PaymentState>,
-    /// Ids of the payments parked in the dead-letter queue.
+    /// Ids of the payments parked in the dead-letter queue and not ignored.
     pub dlq: Vec<Uuid>,
+    /// Decisions on parked payments.
+    pub dlq_decisions: Vec<DlqDecisionState>,
     /// Signing keys, oldest first; the last is the active one.
     pub signing_keys: Vec<KeyState>,
 }
@@ -189,6 +221,8 @@ pub struct Replayer {
     approvals_removing: HashMap<Uuid, Approval>,
     operators: BTreeMap<Uuid, OperatorState>,
     payments: BTreeMap<Uuid, PaymentState>,
+    dlq_decisions: BTreeMap<Uuid, DlqDecisionState>,
+    ignored: std::collections::BTreeSet<Uuid>,
     keys: Vec<KeyState>,
 }
 
@@ -375,6 +409,70 @@ impl Replayer {
         }
     }
 
+    fn apply_dlq(&mut self, position: u64, event: &DomainEvent) {
+        match event {
+            DomainEvent::DlqDecisionProposed(proposed) => {
+                let decision = DlqDecisionState {
+                    decision_id: proposed.decision_id,
+                    action: proposed.action.kind().to_owned(),
+                    reason_code: (proposed.action.reason_code()).map(|c| c.as_str().to_owned()),
+                    reason: proposed.reason.clone(),
+                    payment_ids: proposed.payment_ids.clone(),
+                    proposed_by: proposed.auth.operator_id,
+                    proposed_at: position,
+                    status: "pending".to_owned(),
+                    decided_by: None,
+                    decided_at: None,
+                    released: Vec::new(),
+                    paused: false,
+                };
+                self.dlq_decisions.insert(proposed.decision_id, decision);
+            }
+            DomainEvent::DlqDecisionApproved(approved) => {
+                let decided = (approved.decision_id, approved.auth.operator_id);
+                if let Some(decision) = self.decide(decided, position, "approved") {
+                    if decision.action == "ignore" {
+                        let ids = decision.payment_ids.clone();
+                        self.ignored.extend(ids);
+                    }
+                }
+            }
+            DomainEvent::DlqDecisionRejected(rejected) => {
+                let decided = (rejected.decision_id, rejected.auth.operator_id);
+                self.decide(decided, position, "rejected");
+            }
+            DomainEvent::DlqRetryReleased(released) => {
+                if let Some(decision) = self.dlq_decisions.get_mut(&released.decision_id) {
+                    decision.released.push(released.payment_id);
+                }
+            }
+            DomainEvent::DlqReleasePaused(paused) => self.set_paused(paused.decision_id, true),
+            DomainEvent::DlqReleaseResumed(resumed) => {
+                self.set_paused(resumed.decision_id, false);
+            }
+            _ => {}
+        }
+    }
+
+    fn decide(
+        &mut self,
+        (decision_id, by): (Uuid, Uuid),
+        position: u64,
+        status: &str,
+    ) -> Option<&DlqDecisionState> {
+        let decision = self.dlq_decisions.get_mut(&decision_id)?;
+        decision.status = status.to_owned();
+        decision.decided_by = Some(by);
+        decision.decided_at = Some(position);
+        Some(decision)
+    }
+
+    fn set_paused(&mut self, decision_id: Uuid, paused: bool) {
+        if let Some(decision) = self.dlq_decisions.get_mut(&decision_id) {
+            decision.paused = paused;
+        }
+    }
+
     fn apply_payment(&mut self, position: u64, event: &DomainEvent) {
         let (payment_id, status) = match event {
             DomainEvent::PaymentSubmitted(submitted) => {
@@ -410,8 +508,11 @@ impl Replayer {
                 (failed.payment_id, "failed_retrying")
             }
             DomainEvent::ReceiptRecorded(receipt) => (receipt.payment_id, "receipted"),
-            DomainEvent::PaymentDeadLettered(parked) => (parked.payment_id, "dead_lettered"),
-            _ => return,
+            DomainEvent::PaymentDeadLettered(parked) => {
+                self.ignored.remove(&parked.payment_id);
+                (parked.payment_id, "dead_lettered")
+            }
+            _ => return self.apply_dlq(position, event),
         };
         if let Some(payment) = self.payments.get_mut(&payment_id) {
             payment.status = status.to_owned();
@@ -440,6 +541,7 @@ impl Replayer {
             .payments
             .values()
             .filter(|payment| payment.status == "dead_lettered")
+            .filter(|payment| !self.ignored.contains(&payment.payment_id))
             .map(|payment| payment.payment_id)
             .collect();
         Some(LedgerState {
@@ -450,6 +552,7 @@ impl Replayer {
             operators: self.operators.values().cloned().collect(),
             payments: self.payments.values().cloned().collect(),
             dlq,
+            dlq_decisions: self.dlq_decisions.values().cloned().collect(),
             signing_keys: self.keys.clone(),
         })
     }

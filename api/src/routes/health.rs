@@ -101,6 +101,13 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
             });
             gauges.approvals_pending = Some(pending.count() as u64);
         }
+        if let Ok((book, _)) = state.dlq_book(info.ledger_id).await {
+            let pending = book.iter().filter(|decision| {
+                decision.status == domain::dlq::DecisionStatus::Pending
+                    && decision.expires_at_micros > now
+            });
+            gauges.dlq_decisions_pending = Some(pending.count() as u64);
+        }
         if let Some(result) = verification.get(&info.ledger_id) {
             gauges.verified_position = result.verified_position;
             gauges.verification_failed = Some(result.failure.is_some());

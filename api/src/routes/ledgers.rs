@@ -137,7 +137,9 @@ async fn ledger_json(state: &AppState, info: &eventstore_adapter::LedgerInfo) ->
         "head_position": info.head.position,
         "head_hash": hex::encode(info.head.hash),
         "projection": projection.map(|status| json!({
+            "state": status.state,
             "position": status.position,
+            "head_hash": status.head_hash,
             "lag": status.lag,
             "error": status.error,
         })),

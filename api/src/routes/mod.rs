@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod console;
 pub mod controls;
 pub mod dlq;
+pub mod dlq_decisions;
 pub mod health;
 pub mod ledgers;
 pub mod openapi;
@@ -63,6 +64,14 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payments::list)
                 .service(payments::get)
                 .service(dlq::list)
+                .service(dlq::view)
+                .service(dlq_decisions::propose_retry)
+                .service(dlq_decisions::propose_ignore)
+                .service(dlq_decisions::list)
+                .service(dlq_decisions::approve)
+                .service(dlq_decisions::reject)
+                .service(dlq_decisions::pause)
+                .service(dlq_decisions::resume)
                 .service(audit::query)
                 .service(replay::state_at)
                 .service(replay::diff)
