@@ -410,22 +410,133 @@ async function proposalsView() {
 
 async function dlqView() {
   const page = await api("GET", ledgerPath("/dlq?limit=200"));
+  const book = await api("GET", ledgerPath("/dlq-decisions"));
+  const detail = el("div", { id: "dlq-detail" });
   const rows = page.items.map((item) =>
     el(
       "tr",
       { "data-payment": item.payment_id },
+      el("td", {}, el("input", { type: "checkbox", class: "pick", value: item.payment_id, "aria-label": "select" })),
       el("td", { class: "mono" }, item.payment_id),
       el("td", { class: "num" }, money(item.amount_minor, item.currency)),
       el("td", { class: "num" }, String(item.attempts)),
       el("td", {}, `${item.last_error_kind}: ${item.last_error}`),
+      el("td", {}, item.status),
       el("td", {}, item.parked_at),
+      el("td", {}, el("button", {
+        type: "button",
+        class: "view",
+        onclick: () => showDeadLetter(item.payment_id, detail).catch((error) => say(error.message, true)),
+      }, "View")),
     ),
   );
-  // TODO: retry and ignore actions, once the DLQ decision routes exist (issue 5).
+  const picked = () => [...main.querySelectorAll("input.pick:checked")].map((box) => box.value);
+  const reason = el("input", { name: "reason", placeholder: "reason (required)", size: 40 });
+  const code = el(
+    "select",
+    { name: "reason_code" },
+    ["duplicate", "beneficiary_closed", "cancelled_by_client", "paid_outside_folio", "other"].map((value) =>
+      el("option", { value }, value.replaceAll("_", " ")),
+    ),
+  );
+  const propose = el(
+    "form",
+    { class: "inline", id: "dlq-propose" },
+    el("label", {}, "Reason", reason),
+    el("button", {
+      type: "button",
+      id: "dlq-retry",
+      onclick: () => act("Proposing a retry", () =>
+        api("POST", ledgerPath("/dlq/retries"), { payment_ids: picked(), reason: reason.value.trim() })),
+    }, "Propose retry"),
+    el("label", {}, "Ignore reason", code),
+    el("button", {
+      type: "button",
+      id: "dlq-ignore",
+      onclick: () => act("Proposing to ignore", () =>
+        api("POST", ledgerPath("/dlq/ignores"), {
+          payment_ids: picked(),
+          reason_code: code.value,
+          reason: reason.value.trim(),
+        })),
+    }, "Propose ignore"),
+  );
   return [
     el("h2", {}, "Dead-letter queue"),
-    table(["Payment", "Amount", "Attempts", "Last error", "Parked at"], rows),
+    el("p", {}, "A retry reuses the payment's bank idempotency key, so it cannot pay twice. "
+      + "Every decision needs a second operator's approval."),
+    table(["", "Payment", "Amount", "Attempts", "Last error", "Status", "Parked at", ""], rows),
+    propose,
+    detail,
+    el("h2", {}, "Decisions"),
+    table(
+      ["Action", "Payments", "Reason", "Proposer", "Status", "Expires", "Actions"],
+      book.decisions.map(decisionRow),
+    ),
   ];
+}
+
+/** Shows one parked payment in full; the server records who viewed it. */
+async function showDeadLetter(paymentId, target) {
+  const item = await api("GET", ledgerPath(`/dlq/${paymentId}`));
+  const history = item.history.map((step) =>
+    el("li", {}, `${step.at} (position ${step.position}): ${step.status}, ${step.detail} (by ${step.actor_id})`),
+  );
+  const payment = item.payment || {};
+  target.replaceChildren(
+    el("h3", {}, `Payment ${paymentId}`),
+    el("p", {}, `${money(item.amount_minor, item.currency)} to payee ${item.payee_id}, reference ${payment.reference || ""}`),
+    el("p", { id: "dlq-view-recorded" }, `Your view of this payment is recorded in the ledger at position ${item.view_position}.`),
+    el("ol", {}, history),
+  );
+}
+
+function decisionRow(decision) {
+  const mine = session.me && decision.proposer === session.me.operator_id;
+  const path = (verb) => ledgerPath(`/dlq-decisions/${decision.decision_id}/${verb}`);
+  const reason = el("input", { placeholder: "reason", "aria-label": "reason" });
+  const buttons = [];
+  if (decision.status === "pending") {
+    if (!mine) {
+      buttons.push(el("button", {
+        type: "button",
+        class: "approve",
+        onclick: () => act("Approving the decision", () =>
+          api("POST", path("approval"), { content_hash: decision.content_hash })),
+      }, "Approve"));
+    }
+    buttons.push(reason, el("button", {
+      type: "button",
+      class: "reject",
+      onclick: () => act("Rejecting the decision", () =>
+        api("POST", path("rejection"), { reason: reason.value.trim() })),
+    }, mine ? "Withdraw" : "Reject"));
+  } else if (decision.status === "approved" && decision.action === "retry") {
+    buttons.push(decision.paused
+      ? el("button", {
+        type: "button",
+        class: "resume",
+        onclick: () => act("Resuming the release", () => api("POST", path("resume"), {})),
+      }, "Resume release")
+      : el("span", {}, reason, el("button", {
+        type: "button",
+        class: "pause",
+        onclick: () => act("Pausing the release", () =>
+          api("POST", path("pause"), { reason: reason.value.trim() })),
+      }, "Pause release")));
+  }
+  const action = decision.reason_code ? `${decision.action} (${decision.reason_code})` : decision.action;
+  return el(
+    "tr",
+    { "data-decision": decision.decision_id },
+    el("td", {}, action),
+    el("td", { class: "num" }, String(decision.count)),
+    el("td", {}, decision.reason),
+    el("td", { class: "mono" }, decision.proposer),
+    el("td", {}, decision.paused ? `${decision.status}, paused` : decision.status),
+    el("td", {}, time(decision.expires_at_micros)),
+    el("td", {}, buttons),
+  );
 }
 
 async function controlsView() {

@@ -91,7 +91,14 @@ async fn operator_works_the_console_with_totp_and_step_up() {
         .await
         .unwrap();
     let proposal_id = proposal["proposal_id"].as_str().unwrap().to_owned();
-    park_a_payment(&stack, ledger, payee).await;
+    let parked = park_a_payment(&stack, ledger, payee).await;
+    let retry = json!({"payment_ids": [parked], "reason": "bank is back"});
+    let (status, decision) = admin
+        .post(&format!("/v1/ledgers/{ledger}/dlq/retries"), &retry)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{decision}");
+    let decision_id = decision["decision_id"].as_str().unwrap().to_owned();
     let (status, body) = stack
         .post(
             &format!("/v1/ledgers/{ledger}/controls/runs"),
@@ -252,13 +259,67 @@ async fn operator_works_the_console_with_totp_and_step_up() {
         .unwrap();
     browser.screenshot(&shots.join("audit.png")).await.unwrap();
 
-    // The parked payment, and the controls run with its verdict.
+    // The parked payment: viewing it is recorded; the administrator's retry is approved
+    // here by a second person, and the bank books the payment once.
     browser.go_to_view("#/dlq").await.unwrap();
+    let parked_row = format!("tr[data-payment='{parked}']");
     browser
-        .wait_for_text("#view-dlq table", "250.00 AUD")
+        .wait_for_text(&parked_row, "250.00 AUD")
+        .await
+        .unwrap();
+    browser
+        .click(&format!("{parked_row} button.view"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#dlq-view-recorded", "recorded in the ledger at position")
+        .await
+        .unwrap();
+    let booked_before = stack.sim.ledger_stats().distinct_payments;
+    let decision_row = format!("tr[data-decision='{decision_id}']");
+    browser
+        .wait_for_text(&decision_row, "pending")
         .await
         .unwrap();
     browser.screenshot(&shots.join("dlq.png")).await.unwrap();
+    browser
+        .click(&format!("{decision_row} button.approve"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#message", "Approving the decision: done.")
+        .await
+        .unwrap();
+    stack
+        .wait_status(ledger, &parked, &["receipted"])
+        .await
+        .unwrap();
+    assert_eq!(
+        stack.sim.ledger_stats().distinct_payments,
+        booked_before + 1
+    );
+    let viewed = stack
+        .state
+        .store
+        .read_ledger(ledger, 0, 10_000)
+        .await
+        .unwrap();
+    let viewers: Vec<_> = viewed
+        .iter()
+        .filter(|event| event.event_type == "dlq.item_viewed")
+        .map(|event| event.actor.id.clone())
+        .collect();
+    assert_eq!(viewers, [reviewer.to_string()]);
+    browser.go_to_view("#/dlq?after").await.unwrap();
+    browser
+        .wait_for_text(&decision_row, "approved")
+        .await
+        .unwrap();
+    browser
+        .screenshot(&shots.join("dlq-approved.png"))
+        .await
+        .unwrap();
+
     browser.go_to_view("#/controls").await.unwrap();
     browser
         .wait_for_text("#view-controls", "step_up_fresh")
@@ -288,7 +349,7 @@ fn shown_head(text: &str) -> (u64, String) {
 }
 
 /// Parks a payment in the dead-letter queue: the bank fails every attempt.
-async fn park_a_payment(stack: &Stack, ledger: Uuid, payee: Uuid) {
+async fn park_a_payment(stack: &Stack, ledger: Uuid, payee: Uuid) -> String {
     stack.sim.set_fault(api::bank::sim::FaultMode::Fail, None);
     let (status, body) = stack
         .pay(ledger, payee, json!(25_000), "console-parked")
@@ -301,4 +362,5 @@ async fn park_a_payment(stack: &Stack, ledger: Uuid, payee: Uuid) {
         .await
         .unwrap();
     stack.sim.set_fault(api::bank::sim::FaultMode::Ok, None);
+    payment
 }
