@@ -5,6 +5,7 @@
 //! are hashed and signed. Changing a type's fields is a breaking change that
 //! needs a new `SCHEMA_VERSION`.
 
+use crate::anomaly_events::{PaymentFlagged, PaymentReviewed};
 use crate::controls::ControlsRunRecorded;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
@@ -338,6 +339,8 @@ pub enum DomainEvent {
     ChangeApproved(ChangeApproved),
     ChangeRejected(ChangeRejected),
     ChangeExpired(ChangeExpired),
+    PaymentFlagged(PaymentFlagged),
+    PaymentReviewed(PaymentReviewed),
 }
 
 impl DomainEvent {
@@ -391,7 +394,9 @@ impl DomainEvent {
             ChangeProposed,
             ChangeApproved,
             ChangeRejected,
-            ChangeExpired
+            ChangeExpired,
+            PaymentFlagged,
+            PaymentReviewed
         );
         Err(PayloadError::Unknown {
             event_type: event_type.to_owned(),
