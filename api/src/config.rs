@@ -39,6 +39,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// Signed checkpoints and the witnesses they are published to.
     pub checkpoints: CheckpointsConfig,
+    /// Anomaly rules that hold payments for review.
+    pub anomalies: crate::anomalies::AnomaliesConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             cluster: Default::default(),
             store: StoreConfig::default(),
             checkpoints: CheckpointsConfig::default(),
+            anomalies: Default::default(),
         }
     }
 }
@@ -475,6 +478,7 @@ impl Config {
         }
         self.read_models.validate()?;
         self.cluster.validate()?;
+        self.anomalies.validate()?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use domain::events::{
     BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent, EventPayload,
     PaymentDeadLettered, PaymentSubmitted, ReceiptRecorded,
 };
+use domain::anomaly_events::ReviewDecision;
 use domain::record::{Actor, SealedEvent};
 use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
 use tokio::sync::{watch, Semaphore};
@@ -27,6 +28,7 @@ use crate::bank::{
     dispatch_payment, BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt,
     CircuitBreaker, DispatchOutcome, DispatchRecorder, RetryPolicy,
 };
+use crate::anomalies::ReviewState;
 use crate::commands::draft;
 use crate::config::BankConfig;
 
@@ -162,6 +164,8 @@ struct Pending {
     stream_version: u64,
     submitted_event: Uuid,
     correlation_id: Uuid,
+    /// Flagged by the anomaly rules and not yet released by a reviewer.
+    held: bool,
 }
 
 struct LedgerWorker {
@@ -229,6 +233,7 @@ impl LedgerWorker {
                     stream_version: event.stream_version,
                     submitted_event: event.event_id,
                     correlation_id: event.correlation_id,
+                    held: false,
                 };
                 self.pending.insert(submitted.payment_id, pending);
             }
@@ -249,7 +254,27 @@ impl LedgerWorker {
             }
             DomainEvent::ReceiptRecorded(done) => self.finish(done.payment_id),
             DomainEvent::PaymentDeadLettered(done) => self.finish(done.payment_id),
+            DomainEvent::PaymentFlagged(flagged) => {
+                self.hold(flagged.payment_id, true, event.stream_version)
+            }
+            DomainEvent::PaymentReviewed(reviewed) => match reviewed.decision {
+                ReviewDecision::Release => {
+                    self.hold(reviewed.payment_id, false, event.stream_version)
+                }
+                ReviewDecision::Reject => self.finish(reviewed.payment_id),
+            },
             _ => {}
+        }
+    }
+
+    /// Holds or releases a payment. A job started for it before the flag was applied
+    /// finds the flag in the payment's stream and ends without calling the bank, so the
+    /// payment is no longer in flight.
+    fn hold(&mut self, payment_id: Uuid, held: bool, version: u64) {
+        self.in_flight.remove(&payment_id);
+        self.update(payment_id, version, None);
+        if let Some(pending) = self.pending.get_mut(&payment_id) {
+            pending.held = held;
         }
     }
 
@@ -273,9 +298,9 @@ impl LedgerWorker {
     fn dispatch_ready(&mut self) {
         let ready: Vec<Uuid> = self
             .pending
-            .keys()
-            .filter(|id| !self.in_flight.contains(id))
-            .copied()
+            .iter()
+            .filter(|(id, pending)| !pending.held && !self.in_flight.contains(*id))
+            .map(|(id, _)| *id)
             .collect();
         for payment_id in ready {
             let Some(pending) = self.pending.get(&payment_id) else {
@@ -328,6 +353,9 @@ impl DispatchJob {
     }
 
     async fn dispatch(&self) {
+        if !self.cleared_for_dispatch().await {
+            return;
+        }
         let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else {
             return;
         };
@@ -359,6 +387,40 @@ impl DispatchJob {
                 error = %error,
                 "payment dispatch stopped; it resumes from the ledger on restart"
             ),
+        }
+    }
+}
+
+impl DispatchJob {
+    /// Reads the payment's stream and answers whether anomaly review lets it go to the
+    /// bank: never flagged, or released. The flag is committed with the submission, so
+    /// this read sees it even when the worker has not applied it yet.
+    async fn cleared_for_dispatch(&self) -> bool {
+        let store = &self.inner.store;
+        let events =
+            crate::anomalies::read_payment_stream(store, self.ledger_id, self.payment_id).await;
+        let state = events
+            .map_err(|e| e.to_string())
+            .and_then(|events| crate::anomalies::review_state(&events).map_err(|e| e.to_string()));
+        match state {
+            Ok(ReviewState::NotFlagged | ReviewState::Decided(ReviewDecision::Release)) => true,
+            Ok(ReviewState::Held { .. } | ReviewState::Decided(ReviewDecision::Reject)) => {
+                tracing::info!(
+                    ledger = %self.ledger_id,
+                    payment = %self.payment_id,
+                    "payment held for anomaly review; not dispatched"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::error!(
+                    ledger = %self.ledger_id,
+                    payment = %self.payment_id,
+                    %error,
+                    "could not read the payment's review state; not dispatched"
+                );
+                false
+            }
         }
     }
 }

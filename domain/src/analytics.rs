@@ -189,6 +189,16 @@ impl Analytics {
         self.position
     }
 
+    /// Moves past an event at `position` whose type this build does not know.
+    ///
+    /// # Panics
+    /// As [`Analytics::apply`].
+    pub fn skip(&mut self, position: u64) {
+        let expected = self.position.map_or(0, |last| last + 1);
+        assert_eq!(position, expected, "analytics folded out of order");
+        self.position = Some(position);
+    }
+
     /// Folds one event.
     ///
     /// # Panics

@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource, all under `/v1`.
 
+pub mod anomalies;
 pub mod audit;
 pub mod bundles;
 pub mod controls;
@@ -59,6 +60,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payments::list)
                 .service(payments::get)
                 .service(dlq::list)
+                .service(anomalies::list)
+                .service(anomalies::release)
+                .service(anomalies::reject)
+                .service(anomalies::analytics)
                 .service(audit::query)
                 .service(replay::state_at)
                 .service(replay::diff)

@@ -93,6 +93,17 @@ impl History {
         self.position
     }
 
+    /// Moves past an event at `position` that the rules do not read (one whose type
+    /// this build does not know).
+    ///
+    /// # Panics
+    /// As [`History::apply`].
+    pub fn skip(&mut self, position: u64) {
+        let expected = self.position.map_or(0, |last| last + 1);
+        assert_eq!(position, expected, "anomaly history applied out of order");
+        self.position = Some(position);
+    }
+
     /// Applies one event recorded at `position` and `at_micros`.
     ///
     /// # Panics
