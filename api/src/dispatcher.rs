@@ -13,22 +13,22 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex as StdMutex};
 
 use async_trait::async_trait;
+use domain::anomaly_events::ReviewDecision;
 use domain::events::{
     BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent, EventPayload,
     PaymentDeadLettered, PaymentSubmitted, ReceiptRecorded,
 };
-use domain::anomaly_events::ReviewDecision;
 use domain::record::{Actor, SealedEvent};
 use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StreamWrite};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::anomalies::ReviewState;
 use crate::bank::{
     dispatch_payment, BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt,
     CircuitBreaker, DispatchOutcome, DispatchRecorder, RetryPolicy,
 };
-use crate::anomalies::ReviewState;
 use crate::commands::draft;
 use crate::config::BankConfig;
 

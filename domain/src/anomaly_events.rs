@@ -40,7 +40,10 @@ pub struct AnomalyFinding {
 impl AnomalyFinding {
     /// Returns the value of a measure by name.
     pub fn measure(&self, name: &str) -> Option<i64> {
-        self.measures.iter().find(|m| m.name == name).map(|m| m.value)
+        self.measures
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
     }
 }
 

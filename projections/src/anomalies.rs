@@ -222,9 +222,8 @@ impl ReadModels {
     ) -> Result<Page<Anomaly>, ProjectionError> {
         let mut tx = self.pool.begin().await?;
         let checkpoint = load_checkpoint(&mut tx, ledger_id).await?;
-        let mut sql = String::from(
-            "SELECT * FROM anomalies WHERE ledger_id = $1 AND flag_position > $2",
-        );
+        let mut sql =
+            String::from("SELECT * FROM anomalies WHERE ledger_id = $1 AND flag_position > $2");
         let mut binds: Vec<String> = Vec::new();
         let mut condition = |sql: &mut String, clause: &str, value: String| {
             binds.push(value);
@@ -266,7 +265,8 @@ fn anomaly_from_row(row: &AnyRow) -> Result<Anomaly, ProjectionError> {
     let decided_at_micros: Option<i64> = row.try_get("decided_at_micros")?;
     let rules: String = row.try_get("rules")?;
     let findings: String = row.try_get("findings")?;
-    let findings = serde_json::from_str(&findings).map_err(|e| corrupt("findings", e.to_string()))?;
+    let findings =
+        serde_json::from_str(&findings).map_err(|e| corrupt("findings", e.to_string()))?;
     let status: String = row.try_get("status")?;
     let status = status
         .parse::<ReviewStatus>()

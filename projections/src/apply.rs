@@ -11,7 +11,9 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::row::to_db;
-use crate::{aba_batches, anomalies, audit, dead_letters, payees, payments, summary, ProjectionError};
+use crate::{
+    aba_batches, anomalies, audit, dead_letters, payees, payments, summary, ProjectionError,
+};
 
 /// Event types this build decodes. A payload of one of these types that does not decode,
 /// or that has a schema version this build does not know, stops the projection. Events of

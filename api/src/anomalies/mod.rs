@@ -82,7 +82,8 @@ impl AnomaliesConfig {
     /// # Errors
     /// The first value out of range.
     pub fn validate(&self) -> anyhow::Result<()> {
-        parse_time_zone(&self.time_zone).map_err(|e| anyhow::anyhow!("anomalies.time_zone: {e}"))?;
+        parse_time_zone(&self.time_zone)
+            .map_err(|e| anyhow::anyhow!("anomalies.time_zone: {e}"))?;
         if self.amount_ratio_percent <= 100 {
             bail!(
                 "anomalies.amount_ratio_percent is {}; set a ratio above 100 percent (the \
@@ -290,7 +291,9 @@ pub async fn read_payment_stream(
     let mut events = Vec::new();
     loop {
         let from = events.len() as u64;
-        let page = store.read_stream(ledger_id, &stream, from, STREAM_PAGE).await?;
+        let page = store
+            .read_stream(ledger_id, &stream, from, STREAM_PAGE)
+            .await?;
         let done = page.len() < STREAM_PAGE as usize;
         events.extend(page);
         if done {

@@ -94,7 +94,15 @@ pub(crate) async fn release(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&state, &session.0, &path, &request, &body, ReviewDecision::Release).await
+    decide(
+        &state,
+        &session.0,
+        &path,
+        &request,
+        &body,
+        ReviewDecision::Release,
+    )
+    .await
 }
 
 /// Rejects a held payment: it is never dispatched.
@@ -106,7 +114,15 @@ pub(crate) async fn reject(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    decide(&state, &session.0, &path, &request, &body, ReviewDecision::Reject).await
+    decide(
+        &state,
+        &session.0,
+        &path,
+        &request,
+        &body,
+        ReviewDecision::Reject,
+    )
+    .await
 }
 
 async fn decide(

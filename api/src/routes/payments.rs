@@ -119,7 +119,11 @@ fn accepted(
     let submitted_event = draft(submitted, actor, correlation_id);
     let mut events = Vec::with_capacity(2);
     if let Some(flag) = flag {
-        let findings: Vec<Value> = flag.findings.iter().map(projections::finding_json).collect();
+        let findings: Vec<Value> = flag
+            .findings
+            .iter()
+            .map(projections::finding_json)
+            .collect();
         body["anomalies"] = Value::from(findings);
         let mut flagged = draft(flag, &Actor::system("anomaly-rules"), correlation_id);
         flagged.causation_id = Some(submitted_event.event_id);

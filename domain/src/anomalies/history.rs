@@ -209,7 +209,10 @@ impl History {
             currency: submitted.currency.clone(),
             rejected_in_review: false,
         });
-        assert!(payments.len() <= PAYMENTS_PER_PAYEE, "payment history over its bound");
+        assert!(
+            payments.len() <= PAYMENTS_PER_PAYEE,
+            "payment history over its bound"
+        );
     }
 
     fn reviewed(&mut self, reviewed: &crate::anomaly_events::PaymentReviewed) {

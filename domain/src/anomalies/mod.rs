@@ -105,7 +105,11 @@ pub struct Candidate<'a> {
 /// Scores a payment: the findings of every rule that fires, in [`RULES`] order.
 ///
 /// An empty result means the payment is not held.
-pub fn score(history: &History, candidate: &Candidate<'_>, rules: &AnomalyRules) -> Vec<AnomalyFinding> {
+pub fn score(
+    history: &History,
+    candidate: &Candidate<'_>,
+    rules: &AnomalyRules,
+) -> Vec<AnomalyFinding> {
     let payee = history.payee(candidate.payee_id);
     let findings = [
         payee.and_then(|_| rules::amount_above_usual(history, candidate, rules)),

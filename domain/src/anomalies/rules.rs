@@ -93,9 +93,16 @@ pub(super) fn amount_above_usual(
         ("median_minor", signed(median)),
         ("ratio_hundredths", signed(ratio)),
         ("payments_considered", signed(count as u64)),
-        ("threshold_ratio_hundredths", signed(rules.amount_ratio_percent)),
+        (
+            "threshold_ratio_hundredths",
+            signed(rules.amount_ratio_percent),
+        ),
     ];
-    Some(finding(super::RULE_AMOUNT_ABOVE_USUAL, &measures, explanation))
+    Some(finding(
+        super::RULE_AMOUNT_ABOVE_USUAL,
+        &measures,
+        explanation,
+    ))
 }
 
 /// First payment to a payee added recently (its lineage has no payment yet).
@@ -131,7 +138,9 @@ pub(super) fn first_payment_to_new_payee(
 fn describe_account(account: &PayeeAccount) -> String {
     let tail = |digits: &str| {
         let chars: Vec<char> = digits.chars().collect();
-        chars[chars.len().saturating_sub(3)..].iter().collect::<String>()
+        chars[chars.len().saturating_sub(3)..]
+            .iter()
+            .collect::<String>()
     };
     match account {
         PayeeAccount::Bsb { bsb, account } => {
@@ -185,7 +194,10 @@ pub(super) fn in_quiet_hours(hour: u32, start: u32, end: u32) -> bool {
 }
 
 /// Submitted during the quiet hours of the tenant's time zone, daylight saving included.
-pub(super) fn unusual_hour(candidate: &Candidate<'_>, rules: &AnomalyRules) -> Option<AnomalyFinding> {
+pub(super) fn unusual_hour(
+    candidate: &Candidate<'_>,
+    rules: &AnomalyRules,
+) -> Option<AnomalyFinding> {
     let utc = DateTime::from_timestamp_micros(candidate.at_micros)?;
     let local = utc.with_timezone(&rules.time_zone);
     let hour = local.hour();
@@ -263,7 +275,9 @@ pub(super) fn lookalike_name(
     }
     let mut best: Option<(u32, &PayeeRecord)> = None;
     for other in history.active_payees() {
-        if other.lineage == payee.lineage || other.first_added_at_micros > payee.first_added_at_micros {
+        if other.lineage == payee.lineage
+            || other.first_added_at_micros > payee.first_added_at_micros
+        {
             continue;
         }
         let score = super::similarity_permille(&payee.lookalike_key, &other.lookalike_key);

@@ -41,7 +41,10 @@ pub fn similarity_permille(left: &str, right: &str) -> u32 {
         return 1000;
     }
     let distance = levenshtein(left, right);
-    assert!(distance <= longest, "edit distance beyond the longer string");
+    assert!(
+        distance <= longest,
+        "edit distance beyond the longer string"
+    );
     let same = longest - distance;
     // Both are at most MAX_CHARS, so the product fits any integer type used here.
     u32::try_from(same * 1000 / longest).unwrap_or(0)

@@ -6,8 +6,8 @@ use uuid::Uuid;
 
 use super::*;
 use crate::anomaly_events::{PaymentFlagged, PaymentReviewed, ReviewDecision};
-use crate::events::{DomainEvent, PayeeAccount, PayeeAdded, PayeeRemoved, PaymentSource};
 use crate::events::PaymentSubmitted;
+use crate::events::{DomainEvent, PayeeAccount, PayeeAdded, PayeeRemoved, PaymentSource};
 use crate::operator_events::{AuthContext, ChangeApproved, ChangeProposed};
 use crate::operators::AllowListChange;
 
@@ -163,7 +163,10 @@ mod amount_above_usual {
             .paid(start + HOUR, PAYEE, 100)
             .paid(start + 2 * HOUR, PAYEE, 100);
         let findings = given.score(PAYEE, 1_000_000, base());
-        assert!(only(&findings, RULE_AMOUNT_ABOVE_USUAL).is_none(), "{findings:?}");
+        assert!(
+            only(&findings, RULE_AMOUNT_ABOVE_USUAL).is_none(),
+            "{findings:?}"
+        );
     }
 
     #[test]
@@ -342,7 +345,11 @@ mod unusual_hour {
         let after = hour_finding(utc(2026, 10, 3, 16, 30)).expect("03:30 AEDT is quiet");
         assert_eq!(after.measure("local_hour"), Some(3));
         assert_eq!(after.measure("utc_offset_seconds"), Some(39_600));
-        assert!(after.explanation.contains("(AEDT, UTC+11:00)"), "{}", after.explanation);
+        assert!(
+            after.explanation.contains("(AEDT, UTC+11:00)"),
+            "{}",
+            after.explanation
+        );
         // 19:15Z that day is 06:15 AEDT, past the quiet hours; a fixed UTC+10 would
         // have read 05:15 and flagged it.
         assert_eq!(hour_finding(utc(2026, 10, 3, 19, 15)), None);
@@ -375,7 +382,10 @@ mod unusual_hour {
         let finding = only(&findings, RULE_UNUSUAL_HOUR).expect("hour finding");
         assert_eq!(finding.measure("local_hour"), Some(3));
         let error = parse_time_zone("Sydney").unwrap_err();
-        assert!(error.contains("\"Sydney\"") && error.contains("Australia/Sydney"), "{error}");
+        assert!(
+            error.contains("\"Sydney\"") && error.contains("Australia/Sydney"),
+            "{error}"
+        );
     }
 }
 
@@ -418,7 +428,12 @@ mod payee_name_lookalike {
 
     fn pair() -> Given {
         Given::default()
-            .payee(base() - 40 * 24 * HOUR, OTHER, "Acme Plumbing Pty Ltd", "11111111")
+            .payee(
+                base() - 40 * 24 * HOUR,
+                OTHER,
+                "Acme Plumbing Pty Ltd",
+                "11111111",
+            )
             .payee(base() - 20 * 24 * HOUR, PAYEE, "ACME Plumbinq", "22222222")
     }
 
@@ -448,7 +463,12 @@ mod payee_name_lookalike {
     #[test]
     fn different_names_are_quiet() {
         let given = Given::default()
-            .payee(base() - 40 * 24 * HOUR, OTHER, "Globex Corporation", "11111111")
+            .payee(
+                base() - 40 * 24 * HOUR,
+                OTHER,
+                "Globex Corporation",
+                "11111111",
+            )
             .payee(base() - 20 * 24 * HOUR, PAYEE, "Initech", "22222222");
         assert!(given.score(PAYEE, 10_000, base()).is_empty());
     }
@@ -502,8 +522,12 @@ fn findings_come_in_rule_order_and_repeat_exactly() {
 #[should_panic(expected = "out of order")]
 fn history_refuses_a_gap() {
     let mut history = History::new();
-    history.apply(1, 0, &DomainEvent::PayeeRemoved(PayeeRemoved {
-        payee_id: PAYEE,
-        reason: String::new(),
-    }));
+    history.apply(
+        1,
+        0,
+        &DomainEvent::PayeeRemoved(PayeeRemoved {
+            payee_id: PAYEE,
+            reason: String::new(),
+        }),
+    );
 }

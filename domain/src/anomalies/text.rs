@@ -29,7 +29,12 @@ fn group_thousands(value: u64) -> String {
 /// `45 minutes` or `12 seconds`.
 pub fn format_duration(seconds: i64) -> String {
     let seconds = seconds.max(0);
-    let units = [(86_400, "day"), (3_600, "hour"), (60, "minute"), (1, "second")];
+    let units = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
     let mut parts = Vec::new();
     let mut rest = seconds;
     for (size, name) in units {
@@ -68,7 +73,10 @@ mod tests {
         assert_eq!(format_duration(12), "12 seconds");
         assert_eq!(format_duration(2_700), "45 minutes");
         assert_eq!(format_duration(3_600), "1 hour");
-        assert_eq!(format_duration(2 * 86_400 + 3 * 3_600 + 59), "2 days 3 hours");
+        assert_eq!(
+            format_duration(2 * 86_400 + 3 * 3_600 + 59),
+            "2 days 3 hours"
+        );
         assert_eq!(format_duration(86_400 + 240), "1 day");
     }
 }
