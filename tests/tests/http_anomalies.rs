@@ -189,7 +189,54 @@ async fn outlier_is_held_released_to_the_bank_and_a_rejected_one_never_sent() {
     assert_decisions_are_linked_to_flags(&stack, ledger, &held_id, &released).await;
     assert_flag_replays(&stack, ledger, &held).await;
     assert_analytics(&stack, ledger).await;
+    assert_replay_and_bundle(&stack, ledger, &held_id, &doomed_id).await;
     stack.stop().await.unwrap();
+}
+
+/// The auditor's replay state and the bundle's `anomaly_decisions.csv` show both decisions
+/// with the flags they decided on.
+async fn assert_replay_and_bundle(stack: &Stack, ledger: Uuid, released: &str, rejected: &str) {
+    let events = stack
+        .state
+        .store
+        .read_ledger(ledger, 0, 10_000)
+        .await
+        .unwrap();
+    let state = api::replay::state::replay(&events).unwrap();
+    let reviews: Vec<(String, &str)> = (state.anomaly_reviews.iter())
+        .map(|r| (r.payment_id.to_string(), r.status.as_str()))
+        .collect();
+    let mut expected = vec![
+        (released.to_owned(), "released"),
+        (rejected.to_owned(), "rejected"),
+    ];
+    expected.sort();
+    assert_eq!(reviews, expected);
+    let statuses: Vec<&str> = (state.payments.iter())
+        .filter(|p| [released, rejected].contains(&p.payment_id.to_string().as_str()))
+        .map(|p| p.status.as_str())
+        .collect();
+    assert!(statuses.contains(&"receipted") && statuses.contains(&"review_rejected"));
+
+    let sinks = api::bundle::content::Sinks {
+        events: Vec::new(),
+        audit: Vec::new(),
+        payments: Vec::new(),
+        dlq: Vec::new(),
+        controls: Vec::new(),
+    };
+    let scope = api::bundle::content::Scope::Ledger;
+    let mut content = api::bundle::content::Content::new(scope, sinks).unwrap();
+    for event in &events {
+        content.push(event).unwrap();
+    }
+    let csv = String::from_utf8(content.anomaly_csv()).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    assert!(lines[1].contains(&format!("{released},release,")), "{csv}");
+    assert!(lines[1].contains("annual service contract"), "{csv}");
+    assert!(lines[1].contains("median payment of AUD 100.00"), "{csv}");
+    assert!(lines[2].contains(&format!("{rejected},reject,")), "{csv}");
 }
 
 /// The audit trail shows the flag with its explanation and the decision caused by it.
