@@ -46,7 +46,7 @@ pub(super) fn median(amounts: &mut [u64]) -> Option<u64> {
     }
     amounts.sort_unstable();
     let middle = amounts.len() / 2;
-    if amounts.len() % 2 == 1 {
+    if !amounts.len().is_multiple_of(2) {
         return Some(amounts[middle]);
     }
     let sum = u128::from(amounts[middle - 1]) + u128::from(amounts[middle]);
