@@ -195,6 +195,8 @@ pub(crate) async fn submit_batch(
     let correlation_id = crate::request_id::correlation_id(&request);
     let actor = caller.actor();
 
+    // TODO(aba anomalies): score each record as single payments are, counting the earlier
+    // records of the same file in the burst and median, and hold the flagged ones.
     commands::run(&state, ledger_id, &request, &body, || async {
         let file_hash = *blake3::hash(&body).as_bytes();
         crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
