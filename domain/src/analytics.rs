@@ -335,3 +335,194 @@ impl Analytics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::anomaly_events::{AnomalyFinding, PaymentFlagged, PaymentReviewed};
+    use crate::events::{DispatchAttempted, PaymentDeadLettered};
+    use crate::operator_events::{AuthContext, ChangeApproved, ChangeProposed, OperatorCreated};
+    use crate::operators::AllowListChange;
+
+    const SECOND: i64 = 1_000_000;
+    const ALICE: Uuid = Uuid::from_u128(0xa11ce);
+    const BOB: Uuid = Uuid::from_u128(0xb0b);
+
+    fn operator(id: Uuid) -> Actor {
+        Actor {
+            kind: ActorKind::Operator,
+            id: id.to_string(),
+            credential: "session".into(),
+        }
+    }
+
+    fn auth(id: Uuid) -> AuthContext {
+        AuthContext {
+            operator_id: id,
+            session_id: Uuid::from_u128(1),
+            factor: "totp".into(),
+            factor_verified_at_micros: 0,
+        }
+    }
+
+    struct Given(Analytics, u64);
+
+    impl Given {
+        fn at(mut self, seconds: i64, actor: &Actor, kind: &str, event: DomainEvent) -> Self {
+            let meta = EventMeta {
+                position: self.1,
+                at_micros: seconds * SECOND,
+                actor,
+                event_type: kind,
+            };
+            self.0.apply(&meta, &event);
+            self.1 += 1;
+            self
+        }
+    }
+
+    fn flag(payment: u128) -> DomainEvent {
+        let finding = AnomalyFinding {
+            rule: "amount_above_usual".into(),
+            measures: Vec::new(),
+            explanation: String::new(),
+            related_payee_id: None,
+        };
+        DomainEvent::PaymentFlagged(PaymentFlagged {
+            payment_id: Uuid::from_u128(payment),
+            payee_id: Uuid::from_u128(9),
+            amount_minor: 1,
+            currency: "AUD".into(),
+            findings: vec![finding],
+            history_position: 0,
+            evaluated_at_micros: 0,
+            time_zone: "UTC".into(),
+        })
+    }
+
+    fn parked(payment: u128) -> DomainEvent {
+        DomainEvent::PaymentDeadLettered(PaymentDeadLettered {
+            payment_id: Uuid::from_u128(payment),
+            attempts: 3,
+            last_error_kind: "timeout".into(),
+            last_error: String::new(),
+        })
+    }
+
+    #[test]
+    fn report_counts_and_times_each_part() {
+        let system = Actor::system("dispatcher");
+        let proposal_id = Uuid::from_u128(0x9);
+        let change = AllowListChange::Remove {
+            payee_id: Uuid::from_u128(8),
+            reason: "closed".into(),
+        };
+        let created = OperatorCreated {
+            operator_id: ALICE,
+            username: "alice".into(),
+            roles: vec!["admin".into()],
+            created_by: None,
+        };
+        let proposed = ChangeProposed {
+            proposal_id,
+            revision: 1,
+            change,
+            content_hash: [0; 32],
+            expires_at_micros: 0,
+            auth: auth(ALICE),
+        };
+        let approved = ChangeApproved {
+            proposal_id,
+            revision: 1,
+            content_hash: [0; 32],
+            payee_id: None,
+            payable_from_micros: 0,
+            auth: auth(BOB),
+        };
+        let retried = DispatchAttempted {
+            payment_id: Uuid::from_u128(1),
+            attempt: 4,
+            bank_idempotency_key: String::new(),
+        };
+        let released = PaymentReviewed {
+            payment_id: Uuid::from_u128(3),
+            flag_event_id: Uuid::from_u128(30),
+            decision: ReviewDecision::Release,
+            reason: "known supplier".into(),
+            auth: auth(BOB),
+        };
+        let given = Given(Analytics::new(), 0)
+            .at(
+                0,
+                &system,
+                "operator.created",
+                DomainEvent::OperatorCreated(created),
+            )
+            .at(
+                10,
+                &operator(ALICE),
+                "allowlist.change_proposed",
+                DomainEvent::ChangeProposed(proposed),
+            )
+            .at(
+                100,
+                &operator(BOB),
+                "allowlist.change_approved",
+                DomainEvent::ChangeApproved(approved),
+            )
+            .at(200, &system, "payment.dead_lettered", parked(1))
+            .at(
+                800,
+                &system,
+                "payment.dispatch_attempted",
+                DomainEvent::DispatchAttempted(retried),
+            )
+            .at(900, &system, "payment.dead_lettered", parked(2))
+            .at(1_000, &system, "payment.flagged", flag(3))
+            .at(
+                1_120,
+                &operator(BOB),
+                "payment.reviewed",
+                DomainEvent::PaymentReviewed(released),
+            )
+            .at(1_200, &system, "payment.flagged", flag(4));
+        let report = given.0.report();
+
+        assert_eq!(report.as_of_position, Some(8));
+        assert_eq!(report.approvals.proposed, 1);
+        assert_eq!(report.approvals.approved, 1);
+        assert_eq!(report.approvals.turnaround.median_seconds, Some(90));
+        assert_eq!(report.dead_letters.parked, 2);
+        assert_eq!(report.dead_letters.resolved, 1);
+        assert_eq!(report.dead_letters.open, 1);
+        assert_eq!(
+            report.dead_letters.time_to_resolution.max_seconds,
+            Some(600)
+        );
+        assert_eq!(report.anomalies.flagged, 2);
+        assert_eq!(report.anomalies.released, 1);
+        assert_eq!(report.anomalies.pending, 1);
+        assert_eq!(report.anomalies.time_to_decision.total_seconds, 120);
+        assert_eq!(report.anomalies.findings_by_rule["amount_above_usual"], 2);
+        assert_eq!(report.anomalies.by_reviewer[&BOB.to_string()].released, 1);
+
+        let names: Vec<(Option<&str>, u64)> = (report.operators.iter())
+            .map(|o| (o.username.as_deref(), o.actions))
+            .collect();
+        // Sorted by operator id: 0xa11ce after 0xb0b.
+        assert_eq!(names, [(None, 2), (Some("alice"), 1)]);
+    }
+
+    #[test]
+    fn median_takes_the_lower_middle() {
+        let mut durations = Durations::default();
+        for seconds in [30, 10, 20, 40] {
+            durations.add(0, seconds * SECOND);
+        }
+        let stats = durations.stats();
+        assert_eq!(stats.count, 4);
+        assert_eq!(stats.median_seconds, Some(20));
+        assert_eq!(stats.max_seconds, Some(40));
+        assert_eq!(stats.total_seconds, 100);
+    }
+}
