@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use domain::anomalies::{score, Candidate, History};
 use domain::events::DomainEvent;
-use folio_e2e::harness::Stack;
+use folio_e2e::harness::{read_fixture, Stack};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -340,4 +340,58 @@ async fn assert_analytics(stack: &Stack, ledger: Uuid) {
     assert_eq!(report["approvals"]["approved"], 1, "{report}");
     assert_eq!(report["approvals"]["turnaround"]["count"], 1);
     assert_eq!(report["dead_letters"]["parked"], 0);
+}
+
+/// Every record of an ABA file paying payees added minutes ago is held, and none reaches
+/// the bank.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aba_records_to_new_payees_are_held() {
+    let stack = Stack::start_with(|config| {
+        config.anomalies.enabled = true;
+        config.anomalies.quiet_start_hour = 0;
+        config.anomalies.quiet_end_hour = 0;
+    })
+    .await
+    .unwrap();
+    let ledger = stack.create_ledger("anomaly-aba").await.unwrap();
+    let sidecar: Value =
+        serde_json::from_slice(&read_fixture("aba/generated-leading-zeros.json").unwrap()).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for record in sidecar["records"].as_array().unwrap() {
+        let bsb = record["bsb"].as_str().unwrap();
+        let account = record["account_number"].as_str().unwrap();
+        if seen.insert((bsb.to_owned(), account.to_owned())) {
+            let name = record["account_title"].as_str().unwrap().trim();
+            stack.add_payee(ledger, name, bsb, account).await.unwrap();
+        }
+    }
+
+    let file = read_fixture("aba/generated-leading-zeros.aba").unwrap();
+    let path = format!("/v1/ledgers/{ledger}/payments/batches");
+    let (status, body) = stack.post_bytes(&path, "aba-held", file).await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let items = body["payments"].as_array().unwrap();
+    assert_eq!(body["held_for_review"], items.len(), "{body}");
+    for item in items {
+        assert_eq!(item["status"], "held_for_review", "{item}");
+        let rules: Vec<&str> = (item["anomalies"].as_array().unwrap().iter())
+            .map(|f| f["rule"].as_str().unwrap())
+            .collect();
+        assert!(rules.contains(&"first_payment_to_new_payee"), "{item}");
+    }
+
+    settle().await;
+    assert_eq!(
+        stack.sim.ledger_stats().calls,
+        0,
+        "a held ABA payment reached the bank"
+    );
+    let queue = format!(
+        "/v1/ledgers/{ledger}/anomalies?rule=first_payment_to_new_payee&min_position={}",
+        body["position"]
+    );
+    let (status, page) = stack.get(&queue).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), items.len());
+    stack.stop().await.unwrap();
 }

@@ -12,7 +12,7 @@ use anyhow::bail;
 use domain::analytics::{Analytics, AnalyticsReport, EventMeta};
 use domain::anomalies::{parse_time_zone, AnomalyRules, History};
 use domain::anomaly_events::{PaymentFlagged, ReviewDecision};
-use domain::events::{DomainEvent, PayloadError};
+use domain::events::{DomainEvent, PayloadError, PaymentSubmitted};
 use domain::record::SealedEvent;
 use eventstore_adapter::EventStore;
 use serde::Deserialize;
@@ -310,39 +310,58 @@ pub async fn read_payment_stream(
 pub async fn flag_for(
     state: &crate::state::AppState,
     ledger_id: Uuid,
-    submitted: &domain::events::PaymentSubmitted,
+    submitted: &PaymentSubmitted,
     at_micros: i64,
 ) -> Result<Option<PaymentFlagged>, ApiError> {
+    let mut flags = flags_for(state, ledger_id, std::slice::from_ref(submitted), at_micros).await?;
+    Ok(flags.remove(&submitted.payment_id))
+}
+
+/// Scores accepted payments (the records of an ABA file) against the ledger's history at
+/// `at_micros`, and returns the flags of those that any rule holds, by payment id.
+///
+/// Each payment is scored against the ledger alone: the other payments of the same file
+/// are not part of its history.
+///
+/// # Errors
+/// As [`Insights::read`].
+pub async fn flags_for(
+    state: &crate::state::AppState,
+    ledger_id: Uuid,
+    payments: &[PaymentSubmitted],
+    at_micros: i64,
+) -> Result<HashMap<Uuid, PaymentFlagged>, ApiError> {
     let config = &state.config.anomalies;
     if !config.enabled {
-        return Ok(None);
+        return Ok(HashMap::new());
     }
     let rules = config.rules()?;
-    let candidate = domain::anomalies::Candidate {
-        payment_id: submitted.payment_id,
-        payee_id: submitted.payee_id,
-        amount_minor: submitted.amount_minor,
-        currency: &submitted.currency,
-        at_micros,
-    };
     let scored = state.insights.read(&state.store, ledger_id, |insight| {
-        let findings = domain::anomalies::score(&insight.history, &candidate, &rules);
         // Every ledger starts with its genesis event, so a ledger being paid into has a
         // position; 0 would only name that genesis.
-        (findings, insight.history.position().unwrap_or(0))
+        let history_position = insight.history.position().unwrap_or(0);
+        let flags = payments.iter().filter_map(|submitted| {
+            let candidate = domain::anomalies::Candidate {
+                payment_id: submitted.payment_id,
+                payee_id: submitted.payee_id,
+                amount_minor: submitted.amount_minor,
+                currency: &submitted.currency,
+                at_micros,
+            };
+            let findings = domain::anomalies::score(&insight.history, &candidate, &rules);
+            let flag = (!findings.is_empty()).then(|| PaymentFlagged {
+                payment_id: submitted.payment_id,
+                payee_id: submitted.payee_id,
+                amount_minor: submitted.amount_minor,
+                currency: submitted.currency.clone(),
+                findings,
+                history_position,
+                evaluated_at_micros: at_micros,
+                time_zone: rules.time_zone.name().to_owned(),
+            });
+            flag.map(|flag| (submitted.payment_id, flag))
+        });
+        flags.collect()
     });
-    let (findings, history_position) = scored.await?;
-    if findings.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(PaymentFlagged {
-        payment_id: submitted.payment_id,
-        payee_id: submitted.payee_id,
-        amount_minor: submitted.amount_minor,
-        currency: submitted.currency.clone(),
-        findings,
-        history_position,
-        evaluated_at_micros: at_micros,
-        time_zone: rules.time_zone.name().to_owned(),
-    }))
+    scored.await
 }

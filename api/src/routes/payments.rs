@@ -195,20 +195,15 @@ pub(crate) async fn submit_batch(
     let correlation_id = crate::request_id::correlation_id(&request);
     let actor = caller.actor();
 
-    // TODO(aba anomalies): score each record as single payments are, counting the earlier
-    // records of the same file in the burst and median, and hold the flagged ones.
     commands::run(&state, ledger_id, &request, &body, || async {
         let file_hash = *blake3::hash(&body).as_bytes();
         crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
         let (allow_list, version) = state.allow_list(ledger_id).await?;
-        let batch = crate::aba_import::decide(
-            &state.payment_policy(),
-            &allow_list,
-            &file,
-            &body,
-            ledger_id,
-        )?;
-        let mut decision = batch.into_decision(&actor, correlation_id);
+        let policy = state.payment_policy();
+        let batch = crate::aba_import::decide(&policy, &allow_list, &file, &body, ledger_id)?;
+        let at = policy.decided_at_micros;
+        let flags = crate::anomalies::flags_for(&state, ledger_id, batch.payments(), at).await?;
+        let mut decision = batch.into_decision(&actor, correlation_id, &flags);
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })
