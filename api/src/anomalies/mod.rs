@@ -189,6 +189,9 @@ impl LedgerInsight {
 }
 
 /// Per-ledger insights, caught up from the event store on each use.
+///
+/// NOTE: the first use of a ledger after a start reads its whole chain, and one lock covers
+/// every ledger, as the allow-list cache does.
 #[derive(Debug, Default)]
 pub struct Insights {
     ledgers: Mutex<HashMap<Uuid, LedgerInsight>>,
@@ -364,4 +367,58 @@ pub async fn flags_for(
         flags.collect()
     });
     scored.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn load(vars: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let env = vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config::load(None, env)
+    }
+
+    #[test]
+    fn defaults_validate_and_match_the_domain() {
+        let config = load(&[]).unwrap();
+        let rules = config.anomalies.rules().unwrap();
+        assert_eq!(rules, AnomalyRules::default());
+        assert!(config.anomalies.enabled);
+    }
+
+    #[test]
+    fn variables_set_thresholds() {
+        let config = load(&[
+            ("FOLIO_ANOMALIES__TIME_ZONE", "Australia/Perth"),
+            ("FOLIO_ANOMALIES__AMOUNT_RATIO_PERCENT", "300"),
+        ])
+        .unwrap();
+        let rules = config.anomalies.rules().unwrap();
+        assert_eq!(rules.time_zone.name(), "Australia/Perth");
+        assert_eq!(rules.amount_ratio_percent, 300);
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_fix() {
+        let cases = [
+            ("FOLIO_ANOMALIES__TIME_ZONE", "Perth", "anomalies.time_zone"),
+            (
+                "FOLIO_ANOMALIES__AMOUNT_RATIO_PERCENT",
+                "100",
+                "above 100 percent",
+            ),
+            ("FOLIO_ANOMALIES__QUIET_END_HOUR", "24", "from 0 to 23"),
+            (
+                "FOLIO_ANOMALIES__LOOKALIKE_PERMILLE",
+                "1001",
+                "from 1 to 1000",
+            ),
+            ("FOLIO_ANOMALIES__BURST_COUNT", "1", "at least 2"),
+        ];
+        for (name, value, expected) in cases {
+            let error = load(&[(name, value)]).unwrap_err().to_string();
+            assert!(error.contains(expected), "{name}={value}: {error}");
+        }
+    }
 }
