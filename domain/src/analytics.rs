@@ -64,7 +64,7 @@ impl Durations {
     }
 }
 
-/// What one operator did.
+/// Actions of one operator.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct OperatorActions {
     /// Operator id.
@@ -235,9 +235,9 @@ impl Analytics {
             }
             DomainEvent::DispatchAttempted(attempted) => attempted.payment_id,
             DomainEvent::ReceiptRecorded(receipt) => receipt.payment_id,
-            // TODO(dlq decisions): when the DLQ retry and ignore events land, resolve a
-            // parking at the operator's decision (ignore ends it; retry ends it at the
-            // decision, not at the next attempt) and count decisions by kind.
+            // TODO(dlq decisions): when the DLQ retry and ignore events exist, end a parking
+            // at the operator's decision and count decisions by kind. An ignore ends it, and
+            // a retry ends it at the decision rather than at the next attempt.
             _ => return,
         };
         if let Some(parked_at) = self.parked_at.remove(&payment_id) {

@@ -73,7 +73,7 @@ impl Default for AnomaliesConfig {
     }
 }
 
-/// Longest window any rule accepts: ten years, in seconds.
+/// Maximum window of any rule: ten years, in seconds.
 const MAX_WINDOW_SECONDS: u64 = 10 * 366 * 86_400;
 
 impl AnomaliesConfig {
@@ -145,7 +145,7 @@ impl AnomaliesConfig {
     }
 }
 
-/// What the rules and the analytics know about one ledger.
+/// History and analytics of one ledger.
 #[derive(Debug, Clone, Default)]
 pub struct LedgerInsight {
     /// History for the anomaly rules.
@@ -236,7 +236,7 @@ impl Insights {
     }
 }
 
-/// Where a payment stands in anomaly review, read from its stream.
+/// Review state of a payment, read from its stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReviewState {
     /// The payment was not flagged.
@@ -277,7 +277,7 @@ pub fn review_state(events: &[SealedEvent]) -> Result<ReviewState, PayloadError>
     Ok(state)
 }
 
-/// Events of a payment stream read per call; a stream holds its submission, a flag, a
+/// Events of a payment stream read per call. A stream contains its submission, a flag, a
 /// decision and a few attempts per retry.
 const STREAM_PAGE: u32 = 256;
 

@@ -54,7 +54,7 @@ pub(super) fn median(amounts: &mut [u64]) -> Option<u64> {
     Some(u64::try_from(sum / 2).unwrap_or(u64::MAX))
 }
 
-/// Amount far above this payee's usual: the ratio of the amount to the median of the
+/// Flags an amount far above this payee's usual: the ratio of the amount to the median of the
 /// payee's past payments in the same currency (those rejected in review left out).
 pub(super) fn amount_above_usual(
     history: &History,
@@ -105,7 +105,7 @@ pub(super) fn amount_above_usual(
     ))
 }
 
-/// First payment to a payee added recently (its lineage has no payment yet).
+/// Flags the first payment to a payee added recently (its lineage has no payment yet).
 pub(super) fn first_payment_to_new_payee(
     history: &History,
     payee: &PayeeRecord,
@@ -155,7 +155,7 @@ fn describe_account(account: &PayeeAccount) -> String {
     }
 }
 
-/// The payee's bank account was changed by an approved change shortly before.
+/// Flags a payment to a payee whose bank account an approved change replaced shortly before.
 pub(super) fn account_changed(
     payee: &PayeeRecord,
     candidate: &Candidate<'_>,
@@ -193,7 +193,8 @@ pub(super) fn in_quiet_hours(hour: u32, start: u32, end: u32) -> bool {
     }
 }
 
-/// Submitted during the quiet hours of the tenant's time zone, daylight saving included.
+/// Flags a payment submitted during the quiet hours of the tenant's time zone, with
+/// daylight saving applied.
 pub(super) fn unusual_hour(
     candidate: &Candidate<'_>,
     rules: &AnomalyRules,
@@ -230,7 +231,7 @@ fn format_offset(seconds: i32) -> String {
     format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
 }
 
-/// Many payments to one payee within a short window, this one included.
+/// Flags many payments to one payee within a short window, this one included.
 pub(super) fn burst(
     history: &History,
     candidate: &Candidate<'_>,
@@ -262,9 +263,9 @@ pub(super) fn burst(
     Some(finding(super::RULE_BURST, &measures, explanation))
 }
 
-/// The payee's name looks like an older payee's: the highest similarity of their
-/// look-alike keys, when this payee was added after the other and no reviewer has yet
-/// released a payment to it that was flagged for its name.
+/// Flags a payment to a payee whose name looks like an older payee's name, by the highest
+/// similarity of their look-alike keys. A reviewer's release of a payment to this payee
+/// that was flagged for its name ends the rule for that payee.
 pub(super) fn lookalike_name(
     history: &History,
     payee: &PayeeRecord,
