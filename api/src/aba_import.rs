@@ -1,13 +1,16 @@
 //! Turning a parsed ABA file into payments: every detail record must pay an
 //! allow-listed account, or the whole file is rejected.
 
+use std::collections::HashMap;
+
 use actix_web::http::StatusCode;
 use domain::aba::AbaFile;
+use domain::anomaly_events::PaymentFlagged;
 use domain::events::{AbaBatchImported, PaymentSource, PaymentSubmitted};
 use domain::payments::{decide_submission, AllowList, PaymentPolicy};
 use domain::record::Actor;
 use eventstore_adapter::{ExpectedVersion, StreamWrite};
-use serde_json::json;
+use serde_json::{json, Value};
 use uuid::Uuid;
 
 use crate::commands::{draft, Decision};
@@ -109,8 +112,20 @@ pub fn decide(
 }
 
 impl AbaBatch {
-    /// Builds the response and the atomic append: the batch stream and one stream per payment.
-    pub fn into_decision(self, actor: &Actor, correlation_id: Uuid) -> Decision {
+    /// Returns the accepted payments, in file order.
+    pub fn payments(&self) -> &[PaymentSubmitted] {
+        &self.payments
+    }
+
+    /// Builds the response and the atomic append: the batch stream and one stream per
+    /// payment. A payment with a flag in `flags` gets its `payment.flagged` event after its
+    /// submission, and is listed as held.
+    pub fn into_decision(
+        self,
+        actor: &Actor,
+        correlation_id: Uuid,
+        flags: &HashMap<Uuid, PaymentFlagged>,
+    ) -> Decision {
         let batch_id = self.imported.batch_id;
         let mut writes = vec![StreamWrite {
             stream_id: file_stream_id(&self.imported.file_blake3),
@@ -118,23 +133,44 @@ impl AbaBatch {
             events: vec![draft(&self.imported, actor, correlation_id)],
         }];
         let mut items = Vec::with_capacity(self.payments.len());
+        let mut held = 0usize;
         for payment in &self.payments {
-            items.push(json!({
+            let flag = flags.get(&payment.payment_id);
+            let mut item = json!({
                 "payment_id": payment.payment_id,
                 "line": match payment.source { PaymentSource::AbaFile { line, .. } => line, PaymentSource::Api => 0 },
                 "amount_minor": payment.amount_minor,
                 "payee_id": payment.payee_id,
-            }));
+                "status": if flag.is_some() { "held_for_review" } else { "submitted" },
+            });
+            let submitted = draft(payment, actor, correlation_id);
+            let mut events = Vec::with_capacity(2);
+            if let Some(flag) = flag {
+                held += 1;
+                let findings: Vec<Value> = flag
+                    .findings
+                    .iter()
+                    .map(projections::finding_json)
+                    .collect();
+                item["anomalies"] = Value::from(findings);
+                let mut flagged = draft(flag, &Actor::system("anomaly-rules"), correlation_id);
+                flagged.causation_id = Some(submitted.event_id);
+                events.extend([submitted, flagged]);
+            } else {
+                events.push(submitted);
+            }
+            items.push(item);
             writes.push(StreamWrite {
                 stream_id: payment_stream(payment.payment_id),
                 expected: ExpectedVersion::NoStream,
-                events: vec![draft(payment, actor, correlation_id)],
+                events,
             });
         }
         let body = json!({
             "batch_id": batch_id,
             "file_blake3": hex::encode(self.imported.file_blake3),
             "count": self.payments.len(),
+            "held_for_review": held,
             "credit_total_minor": self.imported.credit_total_minor,
             "payments": items,
         });

@@ -41,6 +41,8 @@ pub struct Config {
     pub checkpoints: CheckpointsConfig,
     /// Dead-letter queue decisions and the pace of approved retries.
     pub dlq: DlqConfig,
+    /// Anomaly rules that hold payments for review.
+    pub anomalies: crate::anomalies::AnomaliesConfig,
 }
 
 impl Default for Config {
@@ -59,6 +61,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             checkpoints: CheckpointsConfig::default(),
             dlq: DlqConfig::default(),
+            anomalies: Default::default(),
         }
     }
 }
@@ -544,6 +547,7 @@ impl Config {
         self.read_models.validate()?;
         self.cluster.validate()?;
         self.dlq.validate()?;
+        self.anomalies.validate()?;
         Ok(())
     }
 }

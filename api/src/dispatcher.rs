@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use domain::anomaly_events::ReviewDecision;
 use domain::dlq::{DlqAction, DlqRetryReleased};
 use domain::events::{
     BreakerStateChanged, DispatchAttempted, DispatchFailed, DomainEvent, EventPayload,
@@ -31,6 +32,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::anomalies::ReviewState;
 use crate::bank::{
     dispatch_payment, BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt,
     CircuitBreaker, DispatchOutcome, DispatchRecorder, RetryPolicy,
@@ -207,6 +209,8 @@ struct Pending {
     stream_version: u64,
     submitted_event: Uuid,
     correlation_id: Uuid,
+    /// Flagged by the anomaly rules and not yet released by a reviewer.
+    held: bool,
 }
 
 struct LedgerWorker {
@@ -298,6 +302,7 @@ impl LedgerWorker {
                     stream_version: event.stream_version,
                     submitted_event: event.event_id,
                     correlation_id: event.correlation_id,
+                    held: false,
                 };
                 self.pending.insert(submitted.payment_id, pending);
             }
@@ -320,6 +325,15 @@ impl LedgerWorker {
             DomainEvent::PaymentDeadLettered(done) => {
                 self.park(done.payment_id, event.stream_version, done.attempts);
             }
+            DomainEvent::PaymentFlagged(flagged) => {
+                self.hold(flagged.payment_id, true, event.stream_version)
+            }
+            DomainEvent::PaymentReviewed(reviewed) => match reviewed.decision {
+                ReviewDecision::Release => {
+                    self.hold(reviewed.payment_id, false, event.stream_version)
+                }
+                ReviewDecision::Reject => self.finish(reviewed.payment_id),
+            },
             other => self.apply_dlq(event, &other),
         }
     }
@@ -418,6 +432,17 @@ impl LedgerWorker {
         }
     }
 
+    /// Holds or releases a payment. A job started for it before the flag was applied
+    /// finds the flag in the payment's stream and ends without calling the bank, so the
+    /// payment is no longer in flight.
+    fn hold(&mut self, payment_id: Uuid, held: bool, version: u64) {
+        self.in_flight.remove(&payment_id);
+        self.update(payment_id, version, None);
+        if let Some(pending) = self.pending.get_mut(&payment_id) {
+            pending.held = held;
+        }
+    }
+
     fn update(&mut self, payment_id: Uuid, version: u64, attempt: Option<u32>) {
         if self.in_flight.contains(&payment_id) {
             return;
@@ -438,9 +463,9 @@ impl LedgerWorker {
     fn dispatch_ready(&mut self) {
         let ready: Vec<Uuid> = self
             .pending
-            .keys()
-            .filter(|id| !self.in_flight.contains(id))
-            .copied()
+            .iter()
+            .filter(|(id, pending)| !pending.held && !self.in_flight.contains(*id))
+            .map(|(id, _)| *id)
             .collect();
         for payment_id in ready {
             let Some(pending) = self.pending.get(&payment_id) else {
@@ -493,6 +518,9 @@ impl DispatchJob {
     }
 
     async fn dispatch(&self) {
+        if !self.cleared_for_dispatch().await {
+            return;
+        }
         let Ok(_permit) = Arc::clone(&self.inner.permits).acquire_owned().await else {
             return;
         };
@@ -524,6 +552,40 @@ impl DispatchJob {
                 error = %error,
                 "payment dispatch stopped; it resumes from the ledger on restart"
             ),
+        }
+    }
+}
+
+impl DispatchJob {
+    /// Reads the payment's stream and answers whether anomaly review lets it go to the
+    /// bank: never flagged, or released. The flag is committed with the submission, so
+    /// this read sees it even when the worker has not applied it yet.
+    async fn cleared_for_dispatch(&self) -> bool {
+        let store = &self.inner.store;
+        let events =
+            crate::anomalies::read_payment_stream(store, self.ledger_id, self.payment_id).await;
+        let state = events
+            .map_err(|e| e.to_string())
+            .and_then(|events| crate::anomalies::review_state(&events).map_err(|e| e.to_string()));
+        match state {
+            Ok(ReviewState::NotFlagged | ReviewState::Decided(ReviewDecision::Release)) => true,
+            Ok(ReviewState::Held { .. } | ReviewState::Decided(ReviewDecision::Reject)) => {
+                tracing::info!(
+                    ledger = %self.ledger_id,
+                    payment = %self.payment_id,
+                    "payment held for anomaly review; not dispatched"
+                );
+                false
+            }
+            Err(error) => {
+                tracing::error!(
+                    ledger = %self.ledger_id,
+                    payment = %self.payment_id,
+                    %error,
+                    "could not read the payment's review state; not dispatched"
+                );
+                false
+            }
         }
     }
 }

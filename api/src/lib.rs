@@ -7,6 +7,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aba_import;
+pub mod anomalies;
 pub mod auth;
 pub mod bank;
 pub mod bundle;

@@ -72,6 +72,8 @@ pub struct AppState {
     pub ledger_creation: Mutex<()>,
     /// Publisher of signed checkpoints to the configured witnesses.
     pub witness: Mutex<Option<crate::witness::Publisher>>,
+    /// Anomaly history and operator analytics by ledger, caught up from the store.
+    pub insights: crate::anomalies::Insights,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
@@ -152,6 +154,7 @@ impl AppState {
             bank_metrics,
             ledger_creation: Mutex::new(()),
             witness: Mutex::new(witness),
+            insights: crate::anomalies::Insights::default(),
             _data_dir_lock: lock,
         }))
     }

@@ -316,6 +316,9 @@ impl ControlsEvaluator {
             DomainEvent::OperatorUnlocked(unlocked) => {
                 self.check_step_up(&unlocked.by, at, position, "operator unlock");
             }
+            DomainEvent::PaymentReviewed(reviewed) => {
+                self.check_step_up(&reviewed.auth, at, position, "anomaly review decision");
+            }
             _ => self.apply_dlq(at, position, decoded),
         }
     }
@@ -882,6 +885,23 @@ mod tests {
         assert_eq!(status(&fresh, STEP_UP_FRESH), ControlStatus::Pass);
         let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
         let stale = run(&[event(0, late, &export(T0))]);
+        assert_eq!(status(&stale, STEP_UP_FRESH), ControlStatus::Fail);
+    }
+
+    #[test]
+    fn anomaly_review_needs_a_fresh_step_up() {
+        let ann = Uuid::now_v7();
+        let review = |verified_at| crate::anomaly_events::PaymentReviewed {
+            payment_id: Uuid::now_v7(),
+            flag_event_id: Uuid::now_v7(),
+            decision: crate::anomaly_events::ReviewDecision::Release,
+            reason: "known supplier".into(),
+            auth: auth(ann, verified_at),
+        };
+        let fresh = run(&[event(0, T0 + 10, &review(T0))]);
+        assert_eq!(status(&fresh, STEP_UP_FRESH), ControlStatus::Pass);
+        let late = T0 + MAX_STEP_UP_AGE_MICROS + 1;
+        let stale = run(&[event(0, late, &review(T0))]);
         assert_eq!(status(&stale, STEP_UP_FRESH), ControlStatus::Fail);
     }
 

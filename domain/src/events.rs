@@ -5,6 +5,7 @@
 //! are hashed and signed. Changing a type's fields is a breaking change that
 //! needs a new `SCHEMA_VERSION`.
 
+use crate::anomaly_events::{PaymentFlagged, PaymentReviewed};
 use crate::controls::ControlsRunRecorded;
 use crate::dlq::{
     DlqDecisionApproved, DlqDecisionProposed, DlqDecisionRejected, DlqItemViewed, DlqReleasePaused,
@@ -349,6 +350,8 @@ pub enum DomainEvent {
     DlqRetryReleased(DlqRetryReleased),
     DlqReleasePaused(DlqReleasePaused),
     DlqReleaseResumed(DlqReleaseResumed),
+    PaymentFlagged(PaymentFlagged),
+    PaymentReviewed(PaymentReviewed),
 }
 
 impl DomainEvent {
@@ -409,7 +412,9 @@ impl DomainEvent {
             DlqDecisionRejected,
             DlqRetryReleased,
             DlqReleasePaused,
-            DlqReleaseResumed
+            DlqReleaseResumed,
+            PaymentFlagged,
+            PaymentReviewed
         );
         Err(PayloadError::Unknown {
             event_type: event_type.to_owned(),

@@ -9,6 +9,9 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod aba;
+pub mod analytics;
+pub mod anomalies;
+pub mod anomaly_events;
 pub mod checkpoint;
 pub mod clock;
 pub mod controls;

@@ -1,5 +1,6 @@
 //! Dispatch of one sealed event to every read model.
 
+use domain::anomaly_events::{PaymentFlagged, PaymentReviewed};
 use domain::dlq::{
     DlqDecisionApproved, DlqDecisionProposed, DlqDecisionRejected, DlqItemViewed, DlqReleasePaused,
     DlqReleaseResumed, DlqRetryReleased,
@@ -14,7 +15,9 @@ use sqlx::AnyConnection;
 use uuid::Uuid;
 
 use crate::row::to_db;
-use crate::{aba_batches, audit, dead_letters, payees, payments, summary, ProjectionError};
+use crate::{
+    aba_batches, anomalies, audit, dead_letters, payees, payments, summary, ProjectionError,
+};
 
 /// Event types this build decodes. A payload of one of these types that does not decode,
 /// or that has a schema version this build does not know, stops the projection. Events of
@@ -39,6 +42,8 @@ const KNOWN_EVENT_TYPES: &[&str] = &[
     DlqRetryReleased::EVENT_TYPE,
     DlqReleasePaused::EVENT_TYPE,
     DlqReleaseResumed::EVENT_TYPE,
+    PaymentFlagged::EVENT_TYPE,
+    PaymentReviewed::EVENT_TYPE,
 ];
 
 /// The event being applied, with the values every model writes.
@@ -90,6 +95,7 @@ pub(crate) async fn apply_event(
     dead_letters::apply(conn, &context, &decoded).await?;
     payees::apply(conn, &context, &decoded).await?;
     aba_batches::apply(conn, &context, &decoded).await?;
+    anomalies::apply(conn, &context, &decoded).await?;
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod aba_batches;
+mod anomalies;
 mod apply;
 mod audit;
 mod dead_letters;
@@ -31,6 +32,7 @@ mod summary;
 mod timestamp;
 
 pub use aba_batches::AbaBatch;
+pub use anomalies::{finding_json, Anomaly, AnomalyFilter, ReviewStatus};
 pub use audit::{AuditEntry, AuditQuery};
 pub use dead_letters::{
     DeadLetter, DeadLetterDetail, DeadLetterQuery, DeadLetterStats, DeadLetterStep, ALL_STATUSES,

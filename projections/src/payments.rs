@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use domain::anomaly_events::ReviewDecision;
 use domain::events::{
     DispatchFailed, DomainEvent, PaymentDeadLettered, PaymentRejected, PaymentSource,
     PaymentSubmitted, ReceiptRecorded,
@@ -39,17 +40,23 @@ pub enum PaymentStatus {
     DeadLettered,
     /// The request broke a business rule (final).
     Rejected,
+    /// Flagged by the anomaly rules; waits for a reviewer before dispatch.
+    HeldForReview,
+    /// A reviewer rejected the held payment (final); it never reaches the bank.
+    ReviewRejected,
 }
 
 impl PaymentStatus {
     /// Every status, in lifecycle order.
-    pub const ALL: [PaymentStatus; 6] = [
+    pub const ALL: [PaymentStatus; 8] = [
         PaymentStatus::Submitted,
         PaymentStatus::Dispatching,
         PaymentStatus::Receipted,
         PaymentStatus::FailedRetrying,
         PaymentStatus::DeadLettered,
         PaymentStatus::Rejected,
+        PaymentStatus::HeldForReview,
+        PaymentStatus::ReviewRejected,
     ];
 
     /// Returns the stored and serialized name, such as `failed_retrying`.
@@ -61,12 +68,17 @@ impl PaymentStatus {
             PaymentStatus::FailedRetrying => "failed_retrying",
             PaymentStatus::DeadLettered => "dead_lettered",
             PaymentStatus::Rejected => "rejected",
+            PaymentStatus::HeldForReview => "held_for_review",
+            PaymentStatus::ReviewRejected => "review_rejected",
         }
     }
 
     /// Returns whether no later event may change the payment.
     fn is_final(self) -> bool {
-        matches!(self, PaymentStatus::Receipted | PaymentStatus::Rejected)
+        matches!(
+            self,
+            PaymentStatus::Receipted | PaymentStatus::Rejected | PaymentStatus::ReviewRejected
+        )
     }
 }
 
@@ -200,8 +212,45 @@ pub(crate) async fn apply(
         DomainEvent::DispatchFailed(e) => dispatch_failed(conn, context, e).await,
         DomainEvent::ReceiptRecorded(e) => transition(conn, context, receipt(e)).await,
         DomainEvent::PaymentDeadLettered(e) => transition(conn, context, dead_lettered(e)).await,
+        DomainEvent::PaymentFlagged(e) => {
+            let rules: Vec<&str> = e.findings.iter().map(|f| f.rule.as_str()).collect();
+            let detail = format!("held for review: {}", rules.join(", "));
+            let status = PaymentStatus::HeldForReview;
+            review_transition(conn, context, e.payment_id, status, detail).await
+        }
+        DomainEvent::PaymentReviewed(e) => {
+            let (status, verb) = match e.decision {
+                ReviewDecision::Release => (PaymentStatus::Submitted, "released"),
+                ReviewDecision::Reject => (PaymentStatus::ReviewRejected, "rejected in review"),
+            };
+            let detail = format!("{verb} by operator {}: {}", e.auth.operator_id, e.reason);
+            review_transition(conn, context, e.payment_id, status, detail).await
+        }
         _ => Ok(()),
     }
+}
+
+/// Moves a payment into or out of review, keeping its attempt count.
+async fn review_transition(
+    conn: &mut AnyConnection,
+    context: &EventContext<'_>,
+    payment_id: Uuid,
+    status: PaymentStatus,
+    detail: String,
+) -> Result<(), ProjectionError> {
+    let attempts = match load_state(conn, context, payment_id).await? {
+        Some((_, attempts)) => attempts,
+        None => return Err(context.inconsistent(format!("payment {payment_id} not found"))),
+    };
+    let change = Transition {
+        payment_id,
+        status,
+        attempts,
+        bank_reference: None,
+        error: None,
+        detail,
+    };
+    transition(conn, context, change).await
 }
 
 async fn submitted(

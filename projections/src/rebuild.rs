@@ -43,6 +43,7 @@ const LOCK_ORDER: &[&str] = &[
     "payees",
     "payee_lookalikes",
     "aba_batches",
+    "anomalies",
     "checkpoints",
 ];
 

@@ -169,6 +169,28 @@ pub(crate) const CREATE: &[&str] = &[
         PRIMARY KEY (ledger_id, batch_id)
     )",
     "CREATE INDEX IF NOT EXISTS aba_batches_order ON aba_batches (ledger_id, position)",
+    // `rules` holds the rule ids with a comma before and after each, so a filter on one
+    // id is a `LIKE '%,id,%'` on both engines; `findings` is the JSON the reviewer saw.
+    "CREATE TABLE IF NOT EXISTS anomalies (
+        ledger_id TEXT NOT NULL,
+        payment_id TEXT NOT NULL,
+        flag_event_id TEXT NOT NULL,
+        flag_position BIGINT NOT NULL,
+        flagged_at_micros BIGINT NOT NULL,
+        payee_id TEXT NOT NULL,
+        amount_minor BIGINT NOT NULL,
+        currency TEXT NOT NULL,
+        rules TEXT NOT NULL,
+        findings TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decided_by TEXT,
+        decided_at_micros BIGINT,
+        decision_reason TEXT,
+        decision_position BIGINT,
+        decision_event_id TEXT,
+        PRIMARY KEY (ledger_id, payment_id)
+    )",
+    "CREATE INDEX IF NOT EXISTS anomalies_order ON anomalies (ledger_id, flag_position)",
 ];
 
 /// Every table with the columns that order its rows uniquely, for [`crate::ReadModels::dump`].
@@ -187,12 +209,13 @@ pub(crate) const TABLES: &[(&str, &str)] = &[
         "ledger_id, decision_id, payment_id",
     ),
     ("aba_batches", "ledger_id, batch_id"),
+    ("anomalies", "ledger_id, payment_id"),
 ];
 
 /// Version of the tables above. A database that records another version (or none, as
 /// before versions were recorded) has its read-model tables dropped and rebuilt from the
 /// ledger, which is always possible because the read models hold nothing else.
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// Table that records [`SCHEMA_VERSION`].
 pub(crate) const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS read_model_schema (
@@ -214,4 +237,5 @@ pub(crate) const MODELS: &[(&str, &[&str])] = &[
         ],
     ),
     ("aba_batches", &["aba_batches"]),
+    ("anomalies", &["anomalies"]),
 ];

@@ -126,6 +126,26 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
             DomainEvent::BreakerStateChanged(e) => {
                 format!("bank circuit breaker {} -> {} ({})", e.from, e.to, e.reason)
             }
+            DomainEvent::PaymentFlagged(e) => {
+                let explanations: Vec<&str> =
+                    e.findings.iter().map(|f| f.explanation.as_str()).collect();
+                format!(
+                    "payment {} held for review: {}",
+                    e.payment_id,
+                    explanations.join("; ")
+                )
+            }
+            DomainEvent::PaymentReviewed(e) => format!(
+                "payment {} {} by operator {} in review of flag {}: {}",
+                e.payment_id,
+                match e.decision {
+                    domain::anomaly_events::ReviewDecision::Release => "released",
+                    domain::anomaly_events::ReviewDecision::Reject => "rejected",
+                },
+                e.auth.operator_id,
+                e.flag_event_id,
+                e.reason
+            ),
             _ => return summarize_dlq(event),
         };
     Some(text)

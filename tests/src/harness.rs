@@ -86,6 +86,9 @@ impl Stack {
         // a test sets a cooling-off period.
         config.mfa.test_hash_cost = true;
         config.allow_list.cooling_off_seconds = 0;
+        // Anomaly rules hold payments (a new payee, a night-time run); tests that want
+        // them turn them on.
+        config.anomalies.enabled = false;
         adjust(&mut config);
 
         let state = AppState::open_with_clock(config, clock).await?;

@@ -779,6 +779,8 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
         "POST /v1/ledgers/{ledger_id}/dlq-decisions/{decision_id}/rejection",
         "POST /v1/ledgers/{ledger_id}/dlq-decisions/{decision_id}/pause",
         "POST /v1/ledgers/{ledger_id}/dlq-decisions/{decision_id}/resume",
+        "POST /v1/ledgers/{ledger_id}/anomalies/{payment_id}/release",
+        "POST /v1/ledgers/{ledger_id}/anomalies/{payment_id}/rejection",
     ];
     const NOT_SENSITIVE: &[&str] = &[
         "POST /v1/ledgers",
@@ -829,7 +831,8 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
             .replace("{operator_id}", &admin.operator_id.to_string())
             .replace("{payee_id}", &Uuid::now_v7().to_string())
             .replace("{proposal_id}", &Uuid::now_v7().to_string())
-            .replace("{decision_id}", &Uuid::now_v7().to_string());
+            .replace("{decision_id}", &Uuid::now_v7().to_string())
+            .replace("{payment_id}", &Uuid::now_v7().to_string());
         let body = json!({"name": "X Pty Ltd", "bsb": "062-000", "account": "1"});
         let stale = admin.request(reqwest::Method::POST, &path);
         let (status, challenge, response) = post_with_challenge(stale, &body).await;

@@ -118,9 +118,11 @@ pub const DLQ_HEADER: &str = "position,payment_id,attempts,last_error_kind,last_
 /// Header of `controls.csv`: one row per control of each recorded controls run.
 pub const CONTROLS_HEADER: &str =
     "position,recorded_at_micros,last_position,control,status,examined,detail\n";
-/// Header of `anomaly_decisions.csv`. The ledger has no anomaly decision events yet, so the
-/// file carries only this header.
-pub const ANOMALY_HEADER: &str = "position,payment_id,decision,actor_id,reason\n";
+/// Header of `anomaly_decisions.csv`: one row per review decision in scope, with the flag it
+/// decided on and the explanations the reviewer was shown (rule ids joined by `;`,
+/// explanations by ` | `).
+pub const ANOMALY_HEADER: &str =
+    "position,payment_id,decision,actor_id,reason,flag_event_id,flag_position,rules,explanations\n";
 
 /// Outputs of the event-driven files: files on export, hashers on verification.
 #[derive(Debug)]
@@ -148,6 +150,11 @@ pub struct Content<W: Write> {
     /// Number of events the scope selected.
     pub selected: u64,
     summary: ReportFacts,
+    /// Flags not yet decided, by event id: position, rule ids and explanations. Kept for
+    /// every flag, in scope or not, so a decision in scope can name what it decided on.
+    open_flags: BTreeMap<Uuid, (u64, String, String)>,
+    /// `anomaly_decisions.csv`, built in memory: one row per human decision.
+    anomaly_csv: Vec<u8>,
 }
 
 /// Facts the HTML report shows.
@@ -174,6 +181,8 @@ impl<W: Write> Content<W> {
             sinks,
             selected: 0,
             summary: ReportFacts::default(),
+            open_flags: BTreeMap::new(),
+            anomaly_csv: ANOMALY_HEADER.as_bytes().to_vec(),
         })
     }
 
@@ -185,8 +194,12 @@ impl<W: Write> Content<W> {
         let decoded =
             DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).ok();
         self.push_json(event, decoded.as_ref())?;
+        let decision = self.follow_review(event, decoded.as_ref());
         if !self.selects(event, decoded.as_ref()) {
             return Ok(false);
+        }
+        if let Some(row) = decision {
+            push_row(&mut self.anomaly_csv, &row)?;
         }
         self.selected += 1;
         self.push_audit(event)?;
@@ -257,6 +270,46 @@ impl<W: Write> Content<W> {
             }
         }
         Ok(true)
+    }
+
+    /// Remembers flags and returns the `anomaly_decisions.csv` row of a decision.
+    fn follow_review(
+        &mut self,
+        event: &SealedEvent,
+        decoded: Option<&DomainEvent>,
+    ) -> Option<[String; 9]> {
+        match decoded? {
+            DomainEvent::PaymentFlagged(flag) => {
+                let rules: Vec<&str> = flag.findings.iter().map(|f| f.rule.as_str()).collect();
+                let texts: Vec<&str> = (flag.findings.iter())
+                    .map(|f| f.explanation.as_str())
+                    .collect();
+                let open = (event.position, rules.join(";"), texts.join(" | "));
+                self.open_flags.insert(event.event_id, open);
+                None
+            }
+            DomainEvent::PaymentReviewed(reviewed) => {
+                let flag = self.open_flags.remove(&reviewed.flag_event_id);
+                let (position, rules, texts) = flag.unwrap_or_default();
+                Some([
+                    event.position.to_string(),
+                    reviewed.payment_id.to_string(),
+                    reviewed.decision.as_str().to_owned(),
+                    event.actor.id.clone(),
+                    reviewed.reason.clone(),
+                    reviewed.flag_event_id.to_string(),
+                    position.to_string(),
+                    rules,
+                    texts,
+                ])
+            }
+            _ => None,
+        }
+    }
+
+    /// Returns the bytes of `anomaly_decisions.csv`.
+    pub fn anomaly_csv(&self) -> Vec<u8> {
+        self.anomaly_csv.clone()
     }
 
     fn selects(&mut self, event: &SealedEvent, decoded: Option<&DomainEvent>) -> bool {
@@ -410,6 +463,8 @@ fn payment_of(decoded: Option<&DomainEvent>) -> Option<Uuid> {
         DomainEvent::DispatchFailed(p) => Some(p.payment_id),
         DomainEvent::ReceiptRecorded(p) => Some(p.payment_id),
         DomainEvent::PaymentDeadLettered(p) => Some(p.payment_id),
+        DomainEvent::PaymentFlagged(p) => Some(p.payment_id),
+        DomainEvent::PaymentReviewed(p) => Some(p.payment_id),
         _ => None,
     }
 }

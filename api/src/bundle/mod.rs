@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use sha2::Digest;
 use uuid::Uuid;
 
-use self::content::{Content, Scope, Sinks, ANOMALY_HEADER};
+use self::content::{Content, Scope, Sinks};
 use crate::proofs::{checkpoint_json, inclusion_json};
 
 /// Events read from the store per page.
@@ -428,7 +428,7 @@ pub fn derived_files<W: Write>(
     let html = content.report_html(summary.ledger_id, &status);
     let pdf = pdf::render(&content.report_lines(summary.ledger_id, &status));
     Ok(vec![
-        ("anomaly_decisions.csv", ANOMALY_HEADER.as_bytes().to_vec()),
+        ("anomaly_decisions.csv", content.anomaly_csv()),
         ("keys.json", pretty(&keys_json(summary))),
         ("checkpoints.json", pretty(&checkpoints_json(summary))),
         (

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use anyhow::anyhow;
+use domain::anomaly_events::ReviewDecision;
 use domain::events::{DomainEvent, PayeeAccount};
 use domain::operator_events::{ChangeApproved, ChangeProposed, OperatorCreated};
 use domain::operators::{AllowListChange, Role};
@@ -104,7 +105,8 @@ pub struct PaymentState {
     /// ISO 4217 currency code.
     pub currency: String,
     /// Status, with the names of the payments read model (`submitted`, `dispatching`,
-    /// `receipted`, `failed_retrying`, `dead_lettered`, `rejected`).
+    /// `receipted`, `failed_retrying`, `dead_lettered`, `rejected`, `held_for_review`,
+    /// `review_rejected`).
     pub status: String,
     /// Bank attempts started.
     pub attempts: u32,
@@ -164,6 +166,29 @@ pub struct DlqDecisionState {
     pub paused: bool,
 }
 
+/// A payment held by the anomaly rules, with the findings and the decision on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AnomalyReviewState {
+    /// Payment held.
+    pub payment_id: Uuid,
+    /// Event id of the flag.
+    pub flag_event_id: Uuid,
+    /// Position of the flag.
+    pub flagged_at: u64,
+    /// Rule ids that fired, in rule order.
+    pub rules: Vec<String>,
+    /// The explanations the reviewer was shown, in rule order.
+    pub explanations: Vec<String>,
+    /// `pending`, `released` or `rejected`.
+    pub status: String,
+    /// Reviewer.
+    pub decided_by: Option<Uuid>,
+    /// Position of the decision.
+    pub decided_at: Option<u64>,
+    /// The reviewer's reason.
+    pub reason: Option<String>,
+}
+
 /// A signing key named by the ledger.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyState {
@@ -195,6 +220,8 @@ pub struct LedgerState {
     pub dlq: Vec<Uuid>,
     /// Decisions on parked payments.
     pub dlq_decisions: Vec<DlqDecisionState>,
+    /// Payments held by the anomaly rules, pending or decided, by payment id.
+    pub anomaly_reviews: Vec<AnomalyReviewState>,
     /// Signing keys, oldest first; the last is the active one.
     pub signing_keys: Vec<KeyState>,
 }
@@ -223,6 +250,7 @@ pub struct Replayer {
     payments: BTreeMap<Uuid, PaymentState>,
     dlq_decisions: BTreeMap<Uuid, DlqDecisionState>,
     ignored: std::collections::BTreeSet<Uuid>,
+    reviews: BTreeMap<Uuid, AnomalyReviewState>,
     keys: Vec<KeyState>,
 }
 
@@ -246,7 +274,10 @@ impl Replayer {
         );
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
         match decoded {
-            Ok(domain_event) => self.apply_decoded(position, &domain_event)?,
+            Ok(domain_event) => {
+                self.apply_review(event, &domain_event);
+                self.apply_decoded(position, &domain_event)?
+            }
             // Event types this build does not know change none of these read models.
             Err(domain::events::PayloadError::Unknown { .. }) => {}
             Err(error) => return Err(anyhow!("event at position {position}: {error}")),
@@ -512,11 +543,51 @@ impl Replayer {
                 self.ignored.remove(&parked.payment_id);
                 (parked.payment_id, "dead_lettered")
             }
+            DomainEvent::PaymentFlagged(flagged) => (flagged.payment_id, "held_for_review"),
+            DomainEvent::PaymentReviewed(reviewed) => match reviewed.decision {
+                ReviewDecision::Release => (reviewed.payment_id, "submitted"),
+                ReviewDecision::Reject => (reviewed.payment_id, "review_rejected"),
+            },
             _ => return self.apply_dlq(position, event),
         };
         if let Some(payment) = self.payments.get_mut(&payment_id) {
             payment.status = status.to_owned();
             payment.status_at = position;
+        }
+    }
+
+    /// Records flags and review decisions.
+    fn apply_review(&mut self, event: &SealedEvent, decoded: &DomainEvent) {
+        match decoded {
+            DomainEvent::PaymentFlagged(flagged) => {
+                let review = AnomalyReviewState {
+                    payment_id: flagged.payment_id,
+                    flag_event_id: event.event_id,
+                    flagged_at: event.position,
+                    rules: flagged.findings.iter().map(|f| f.rule.clone()).collect(),
+                    explanations: (flagged.findings.iter())
+                        .map(|f| f.explanation.clone())
+                        .collect(),
+                    status: "pending".to_owned(),
+                    decided_by: None,
+                    decided_at: None,
+                    reason: None,
+                };
+                self.reviews.insert(flagged.payment_id, review);
+            }
+            DomainEvent::PaymentReviewed(reviewed) => {
+                if let Some(review) = self.reviews.get_mut(&reviewed.payment_id) {
+                    review.status = match reviewed.decision {
+                        ReviewDecision::Release => "released",
+                        ReviewDecision::Reject => "rejected",
+                    }
+                    .to_owned();
+                    review.decided_by = Some(reviewed.auth.operator_id);
+                    review.decided_at = Some(event.position);
+                    review.reason = Some(reviewed.reason.clone());
+                }
+            }
+            _ => {}
         }
     }
 
@@ -553,6 +624,7 @@ impl Replayer {
             payments: self.payments.values().cloned().collect(),
             dlq,
             dlq_decisions: self.dlq_decisions.values().cloned().collect(),
+            anomaly_reviews: self.reviews.values().cloned().collect(),
             signing_keys: self.keys.clone(),
         })
     }

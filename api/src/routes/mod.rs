@@ -1,5 +1,6 @@
 //! HTTP routes, one module per resource, all under `/v1`.
 
+pub mod anomalies;
 pub mod audit;
 pub mod bundles;
 pub mod console;
@@ -72,6 +73,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(dlq_decisions::reject)
                 .service(dlq_decisions::pause)
                 .service(dlq_decisions::resume)
+                .service(anomalies::list)
+                .service(anomalies::release)
+                .service(anomalies::reject)
+                .service(anomalies::analytics)
                 .service(audit::query)
                 .service(replay::state_at)
                 .service(replay::diff)

@@ -19,13 +19,20 @@ pub fn allowed_methods(path: &str) -> Option<Vec<String>> {
     static PARSED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
     let parsed = PARSED.get_or_init(|| serde_json::from_str(DOCUMENT).unwrap_or_default());
     let wanted: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    let (_, operations) = parsed["paths"].as_object()?.iter().find(|(template, _)| {
+    // The most specific template wins: `/dlq/retries` over `/dlq/{payment_id}`.
+    let literal_matches = |template: &str| {
         let segments: Vec<&str> = template.split('/').collect();
-        segments.len() == wanted.len()
+        let fits = segments.len() == wanted.len()
             && segments.iter().zip(&wanted).all(|(template, actual)| {
                 template == actual || (template.starts_with('{') && !actual.is_empty())
-            })
-    })?;
+            });
+        fits.then(|| segments.iter().filter(|s| !s.starts_with('{')).count())
+    };
+    let (_, operations) = parsed["paths"]
+        .as_object()?
+        .iter()
+        .filter_map(|(template, operations)| Some((literal_matches(template)?, operations)))
+        .max_by_key(|(literals, _)| *literals)?;
     let mut methods: Vec<String> = operations
         .as_object()?
         .keys()
@@ -44,6 +51,8 @@ mod tests {
         assert_eq!(methods, Some(vec!["POST".to_owned()]));
         let both = super::allowed_methods("/v1/ledgers/0190/payments").unwrap();
         assert_eq!(both, ["GET", "POST"]);
+        let literal = super::allowed_methods("/v1/ledgers/0190/dlq/retries").unwrap();
+        assert_eq!(literal, ["POST"]);
         assert_eq!(super::allowed_methods("/v1/nothing/here"), None);
         assert_eq!(super::allowed_methods("/v1/ledgers//payments"), None);
     }

@@ -2,6 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
+use domain::anomaly_events::PaymentFlagged;
 use domain::events::{PaymentRejected, PaymentSource, PaymentSubmitted};
 use domain::payments::{decide_submission, AmountMinor, PaymentRequest};
 use domain::record::Actor;
@@ -64,7 +65,11 @@ pub(crate) async fn submit(
         let requested = payment.clone();
         let decision = decide_submission(&policy, &allow_list, payment, ledger_id);
         let mut decision = match decision {
-            Ok(submitted) => accepted(&submitted, &actor, correlation_id),
+            Ok(submitted) => {
+                let at = policy.decided_at_micros;
+                let flag = crate::anomalies::flag_for(&state, ledger_id, &submitted, at).await?;
+                accepted(&submitted, flag.as_ref(), &actor, correlation_id)
+            }
             Err(rejection) => rejected(
                 &requested,
                 rejection.code(),
@@ -94,19 +99,42 @@ fn pin_allow_list(version: Option<u64>) -> StreamWrite {
     }
 }
 
-fn accepted(submitted: &PaymentSubmitted, actor: &Actor, correlation_id: Uuid) -> Decision {
-    let body = json!({
+/// Builds the append of an accepted payment. A flagged payment's `payment.flagged` event
+/// follows its submission in the same append, caused by it, so the payment is never seen
+/// without its hold.
+fn accepted(
+    submitted: &PaymentSubmitted,
+    flag: Option<&PaymentFlagged>,
+    actor: &Actor,
+    correlation_id: Uuid,
+) -> Decision {
+    let mut body = json!({
         "payment_id": submitted.payment_id,
-        "status": "submitted",
+        "status": if flag.is_some() { "held_for_review" } else { "submitted" },
         "amount_minor": submitted.amount_minor,
         "currency": submitted.currency,
         "payee_id": submitted.payee_id,
         "bank_idempotency_key": submitted.bank_idempotency_key,
     });
+    let submitted_event = draft(submitted, actor, correlation_id);
+    let mut events = Vec::with_capacity(2);
+    if let Some(flag) = flag {
+        let findings: Vec<Value> = flag
+            .findings
+            .iter()
+            .map(projections::finding_json)
+            .collect();
+        body["anomalies"] = Value::from(findings);
+        let mut flagged = draft(flag, &Actor::system("anomaly-rules"), correlation_id);
+        flagged.causation_id = Some(submitted_event.event_id);
+        events.extend([submitted_event, flagged]);
+    } else {
+        events.push(submitted_event);
+    }
     let write = StreamWrite {
         stream_id: payment_stream(submitted.payment_id),
         expected: ExpectedVersion::NoStream,
-        events: vec![draft(submitted, actor, correlation_id)],
+        events,
     };
     Decision {
         status: StatusCode::CREATED,
@@ -171,14 +199,11 @@ pub(crate) async fn submit_batch(
         let file_hash = *blake3::hash(&body).as_bytes();
         crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
         let (allow_list, version) = state.allow_list(ledger_id).await?;
-        let batch = crate::aba_import::decide(
-            &state.payment_policy(),
-            &allow_list,
-            &file,
-            &body,
-            ledger_id,
-        )?;
-        let mut decision = batch.into_decision(&actor, correlation_id);
+        let policy = state.payment_policy();
+        let batch = crate::aba_import::decide(&policy, &allow_list, &file, &body, ledger_id)?;
+        let at = policy.decided_at_micros;
+        let flags = crate::anomalies::flags_for(&state, ledger_id, batch.payments(), at).await?;
+        let mut decision = batch.into_decision(&actor, correlation_id, &flags);
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })

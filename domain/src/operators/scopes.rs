@@ -24,11 +24,13 @@ pub enum OperatorScope {
     EvidenceExport,
     /// Create operators, release locks and reset second factors.
     Administer,
+    /// Release or reject payments held by the anomaly rules.
+    AnomalyReview,
 }
 
 impl OperatorScope {
     /// Every scope, in display order.
-    pub const ALL: [OperatorScope; 9] = [
+    pub const ALL: [OperatorScope; 10] = [
         OperatorScope::View,
         OperatorScope::PaymentsSubmit,
         OperatorScope::AllowListPropose,
@@ -38,6 +40,7 @@ impl OperatorScope {
         OperatorScope::DlqIgnore,
         OperatorScope::EvidenceExport,
         OperatorScope::Administer,
+        OperatorScope::AnomalyReview,
     ];
 
     /// Wire name, such as `allowlist:approve`.
@@ -52,6 +55,7 @@ impl OperatorScope {
             Self::DlqIgnore => "dlq:ignore",
             Self::EvidenceExport => "evidence:export",
             Self::Administer => "admin",
+            Self::AnomalyReview => "anomalies:review",
         }
     }
 }
@@ -78,7 +82,7 @@ impl FromStr for OperatorScope {
 pub enum Role {
     /// Every scope.
     Admin,
-    /// View, and approve or reject proposals.
+    /// View, approve or reject proposals, and review payments held as anomalies.
     Approver,
     /// View, submit payments and propose allow-list changes.
     Proposer,
@@ -118,7 +122,7 @@ impl Role {
         use OperatorScope as S;
         let scopes: &[OperatorScope] = match self {
             Self::Admin => &OperatorScope::ALL,
-            Self::Approver => &[S::View, S::AllowListApprove],
+            Self::Approver => &[S::View, S::AllowListApprove, S::AnomalyReview],
             Self::Proposer => &[S::View, S::PaymentsSubmit, S::AllowListPropose],
             Self::DlqOperator => &[S::View, S::DlqRead, S::DlqRetry, S::DlqIgnore],
             Self::Viewer => &[S::View],
