@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controls;
+pub mod credentials;
 pub mod dispatcher;
 pub mod files;
 pub mod idempotency;

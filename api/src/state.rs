@@ -114,10 +114,19 @@ impl AppState {
         let shared_models = config.read_models.is_shared();
         let local_runner =
             (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
-        let auth_path = data_dir.join("auth.sqlite");
-        crate::files::create_private_file(&auth_path)?;
-        let tokens = TokenStore::open(&auth_path).await?;
-        let mfa = crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list).await?;
+        // Operators and tokens follow the event store onto PostgreSQL, so every node
+        // accepts the same sessions and tokens.
+        let credentials = crate::credentials::CredentialsLocation::from_config(&config);
+        let tokens = TokenStore::open(&credentials).await?;
+        let mfa = crate::operators::Mfa::open(
+            &credentials,
+            &data_dir,
+            &config.mfa,
+            &config.allow_list,
+            clock.now_micros(),
+        )
+        .await?;
+        tracing::info!(store = %credentials.describe(), "operators and tokens opened");
         let bank_metrics = Arc::new(BankMetrics::default());
         if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");

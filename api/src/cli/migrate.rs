@@ -89,6 +89,9 @@ pub async fn migrate(
 ) -> anyhow::Result<Vec<Copied>> {
     let source = from.open_read_only().await?;
     let target = to.open(2).await?;
+    if let StoreLocation::Postgres(url) = to {
+        prepare_credentials(url).await?;
+    }
     let mut ledgers: Vec<Uuid> = source
         .ledgers()
         .await?
@@ -124,6 +127,19 @@ pub async fn migrate(
         });
     }
     Ok(copied)
+}
+
+/// Creates the tables of operators, sessions and API tokens in a PostgreSQL target, as the
+/// first `folio serve` on it would, so the owner role can set up every table at once.
+///
+/// TODO: copy the operators and tokens of an SQLite data directory as well. Until then the
+/// first node on the target issues a new bootstrap token, and operators are bootstrapped
+/// and enrol again.
+async fn prepare_credentials(url: &str) -> anyhow::Result<()> {
+    let location = crate::credentials::CredentialsLocation::Postgres(url.to_owned());
+    crate::operators::OperatorStore::open(&location).await?;
+    crate::auth::TokenStore::open(&location).await?;
+    Ok(())
 }
 
 /// Copies one ledger chunk by chunk up to the source's current signed head and returns the

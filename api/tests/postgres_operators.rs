@@ -1,0 +1,182 @@
+//! Operators, sessions, second factors and API tokens shared by two `folio serve` processes
+//! on one PostgreSQL database, driven over real HTTP and the command line: what one node
+//! records, the other enforces.
+//!
+//! Each test runs in a fresh database and passes as skipped, with a message, when
+//! PostgreSQL is unreachable outside CI.
+
+#[path = "../../eventstore-adapter/tests/support/pg.rs"]
+mod pg;
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use api::operators::client::OperatorClient;
+use reqwest::StatusCode;
+use serde_json::Value;
+use support::nodes::{bootstrap_admin, folio, serve_command, two_nodes, Approvals, Node, PASSWORD};
+use uuid::Uuid;
+
+/// Signs `username` in on `node` with the password only; the session still needs a code.
+async fn sign_in(node: &Node, ledger: Uuid, username: &str) -> OperatorClient {
+    OperatorClient::sign_in(&node.base, ledger, username, PASSWORD)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_enrolled_on_one_node_signs_in_and_approves_on_the_other() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second, _) = two_nodes(dir.path(), db.url());
+    let ledger = first.create_ledger("shared-operators").await;
+
+    // Ann is bootstrapped with the command line and enrols on the first node; Bob, whom
+    // she creates there, enrols on the second.
+    let approvals = Approvals::enrol(db.url(), ledger, &first, &second).await;
+
+    // Ann signs in on the second node with her password and a TOTP code: the second node
+    // opens the secret the first one sealed.
+    let mut ann_on_second = sign_in(&second, ledger, "ann").await;
+    ann_on_second.share_authenticator(&approvals.proposer);
+    ann_on_second.verify_totp().await.unwrap();
+
+    // A change proposed on the first node and approved on the second is in force on both.
+    let payee = approvals.add_payee(ledger, 7).await.expect("payee added");
+    assert!(second.pay(ledger, payee, "pay-on-second").await.is_some());
+    assert!(first.pay(ledger, payee, "pay-on-first").await.is_some());
+
+    // The session made on the second node works on the first; revoked there, it is
+    // refused on the second.
+    let current = "/v1/sessions/current";
+    let (status, body) = ann_on_second.get(current).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    ann_on_second.move_to(&first.base);
+    let (status, body) = ann_on_second.get(current).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let revocation = "/v1/sessions/current/revocation";
+    let (status, body) = ann_on_second
+        .post_json(revocation, None, &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::OK, "{body}");
+    ann_on_second.move_to(&second.base);
+    let (status, body) = ann_on_second.get(current).await.unwrap();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+
+    // A token issued with the command line against the shared database is accepted by
+    // both nodes, and refused by both once revoked.
+    let args = [
+        "token",
+        "create",
+        "--store-url",
+        db.url(),
+        "--client",
+        "shared-cli",
+        "--scopes",
+        "ledgers:read",
+    ];
+    let token = folio(&args, None).trim().to_owned();
+    let path = format!("/v1/ledgers/{ledger}");
+    for node in [&first, &second] {
+        assert_eq!(node.get_status(&path, &token).await, StatusCode::OK);
+    }
+    let id = token.split('_').nth(1).expect("folio_<id>_<secret>");
+    folio(
+        &["token", "revoke", "--store-url", db.url(), "--id", id],
+        None,
+    );
+    for node in [&first, &second] {
+        assert_eq!(
+            node.get_status(&path, &token).await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_code_is_accepted_once_across_nodes_and_failures_add_up() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second, _) = two_nodes(dir.path(), db.url());
+    let ledger = first.create_ledger("shared-factors").await;
+    bootstrap_admin(db.url(), ledger, "ann");
+    let mut enrolled = sign_in(&first, ledger, "ann").await;
+    enrolled.enrol().await.unwrap();
+
+    // Two sessions, one per node, both waiting for a code; the same code goes to both at
+    // once. The compare-and-set on the shared last step lets exactly one through.
+    let mut on_first = sign_in(&first, ledger, "ann").await;
+    let mut on_second = sign_in(&second, ledger, "ann").await;
+    on_first.share_authenticator(&enrolled);
+    on_second.share_authenticator(&enrolled);
+    let (a, b) = tokio::join!(on_first.verify_totp(), on_second.verify_totp());
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one node accepts the code: {a:?} / {b:?}"
+    );
+    let refusal = a.err().or(b.err()).unwrap().to_string();
+    assert!(refusal.contains("second_factor_failed"), "{refusal}");
+
+    // Wrong passwords on both nodes count in one window: after five, three on the first
+    // node and two on the second, the second node makes even the right password wait,
+    // although it saw only two failures itself.
+    bootstrap_admin(db.url(), ledger, "dora");
+    for n in 0..5 {
+        let node = if n % 2 == 0 { &first } else { &second };
+        let refused = OperatorClient::sign_in(&node.base, ledger, "dora", "not her password")
+            .await
+            .err()
+            .expect("a wrong password is refused")
+            .to_string();
+        assert!(refused.contains("401"), "{refused}");
+    }
+    let waited = OperatorClient::sign_in(&second.base, ledger, "dora", PASSWORD)
+        .await
+        .err()
+        .expect("the right password waits after five failures")
+        .to_string();
+    assert!(waited.contains("429"), "{waited}");
+    assert!(waited.contains("too_many_attempts"), "{waited}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_with_another_mfa_key_is_refused_at_start() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let first = Node::start(&dir.path().join("node-a"), db.url());
+
+    // The second node generates its own MFA key instead of copying the first's.
+    let mut other = serve_command(&dir.path().join("node-c"), db.url())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start folio serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = other.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            other.kill().unwrap();
+            panic!("a node with another MFA key kept running");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let output = other.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not open the operator records"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("mfa.secret_key_file"), "{stderr}");
+    drop(first);
+}
