@@ -45,6 +45,8 @@ struct Inner {
     breaker: Arc<CircuitBreaker>,
     policy: RetryPolicy,
     permits: Arc<Semaphore>,
+    /// The one ledger this dispatcher follows, or `None` for every ledger.
+    only: Option<Uuid>,
     tracked: StdMutex<HashSet<Uuid>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     /// Payment dispatches in progress, so shutdown can wait for them to end.
@@ -55,30 +57,51 @@ struct Inner {
     runtime: tokio::runtime::Handle,
 }
 
-impl Dispatcher {
-    /// Builds the mutual-TLS bank adapter from `config` and starts dispatching
-    /// for every existing ledger.
+/// What the dispatchers of one node share: the bank adapter, its circuit breaker and the
+/// retry policy. The breaker counts the bank's failures for every ledger of the node.
+#[derive(Clone)]
+pub struct BankLink {
+    adapter: Arc<dyn BankAdapter>,
+    breaker: Arc<CircuitBreaker>,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+}
+
+impl BankLink {
+    /// Builds the mutual-TLS bank adapter and the breaker from `config`.
     ///
     /// # Errors
     /// Fails when the certificates or key cannot be loaded.
-    pub fn start(
-        config: &BankConfig,
-        store: EventStore,
-        metrics: Arc<BankMetrics>,
-    ) -> anyhow::Result<Dispatcher> {
+    pub fn from_config(config: &BankConfig, metrics: Arc<BankMetrics>) -> anyhow::Result<Self> {
         let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
-        let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
-        let policy = RetryPolicy::from_config(config);
-        Ok(Self::with_adapter(
-            store,
-            Arc::new(adapter),
-            breaker,
-            policy,
-            config.max_in_flight,
-        ))
+        let breaker = CircuitBreaker::from_config(config).with_metrics(metrics);
+        Ok(BankLink {
+            adapter: Arc::new(adapter),
+            breaker: Arc::new(breaker),
+            policy: RetryPolicy::from_config(config),
+            max_in_flight: config.max_in_flight,
+        })
     }
 
-    /// Starts a dispatcher over any adapter.
+    /// Builds the link over any adapter.
+    pub fn new(
+        adapter: Arc<dyn BankAdapter>,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        max_in_flight: usize,
+    ) -> Self {
+        BankLink {
+            adapter,
+            breaker: Arc::new(breaker),
+            policy,
+            max_in_flight,
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher over any adapter that follows every ledger of the store, now
+    /// and as [`Dispatcher::track`] names new ones.
     pub fn with_adapter(
         store: EventStore,
         adapter: Arc<dyn BankAdapter>,
@@ -86,21 +109,8 @@ impl Dispatcher {
         policy: RetryPolicy,
         max_in_flight: usize,
     ) -> Dispatcher {
-        let (stop, _) = watch::channel(false);
-        let dispatcher = Dispatcher {
-            inner: Arc::new(Inner {
-                store,
-                adapter,
-                breaker: Arc::new(breaker),
-                policy,
-                permits: Arc::new(Semaphore::new(max_in_flight)),
-                tracked: StdMutex::new(HashSet::new()),
-                tasks: tokio::sync::Mutex::new(JoinSet::new()),
-                jobs: StdMutex::new(JoinSet::new()),
-                stop,
-                runtime: tokio::runtime::Handle::current(),
-            }),
-        };
+        let link = BankLink::new(adapter, breaker, policy, max_in_flight);
+        let dispatcher = Self::build(store, &link, None);
         let starter = dispatcher.clone();
         dispatcher.inner.runtime.spawn(async move {
             match starter.inner.store.ledgers().await {
@@ -113,6 +123,33 @@ impl Dispatcher {
         dispatcher
     }
 
+    /// Starts a dispatcher of one ledger, as a node does for each ledger whose lease it
+    /// holds; [`Dispatcher::track`] ignores other ledgers.
+    pub fn for_ledger(store: EventStore, link: &BankLink, ledger_id: Uuid) -> Dispatcher {
+        let dispatcher = Self::build(store, link, Some(ledger_id));
+        dispatcher.track(ledger_id);
+        dispatcher
+    }
+
+    fn build(store: EventStore, link: &BankLink, only: Option<Uuid>) -> Dispatcher {
+        let (stop, _) = watch::channel(false);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                adapter: Arc::clone(&link.adapter),
+                breaker: Arc::clone(&link.breaker),
+                policy: link.policy.clone(),
+                permits: Arc::new(Semaphore::new(link.max_in_flight)),
+                only,
+                tracked: StdMutex::new(HashSet::new()),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                jobs: StdMutex::new(JoinSet::new()),
+                stop,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+
     /// Current state of the bank circuit breaker: `closed`, `open` or `half_open`.
     pub fn breaker_state(&self) -> &'static str {
         self.inner.breaker.state().as_str()
@@ -120,6 +157,9 @@ impl Dispatcher {
 
     /// Starts following `ledger_id` if it is not followed yet.
     pub fn track(&self, ledger_id: Uuid) {
+        if self.inner.only.is_some_and(|only| only != ledger_id) {
+            return;
+        }
         let newly_tracked = match self.inner.tracked.lock() {
             Ok(mut tracked) => tracked.insert(ledger_id),
             Err(_) => false,

@@ -30,13 +30,15 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     }
+    let leased = state.workers.held();
     // An open breaker does not make Folio unready (commands are still recorded), but the
     // state is reported so an operator sees why payments wait.
     HttpResponse::Ok().json(json!({
         "status": "ready",
         "ledgers": ledgers.len(),
         "bank_breaker": state.breaker_state(),
-        "lease_held": state.workers.is_held(),
+        "lease_held": !leased.is_empty(),
+        "leased_ledgers": leased,
     }))
 }
 
