@@ -179,9 +179,9 @@ impl Database {
         })
     }
 
-    /// Runs the idempotent `schema` statements in one transaction; on PostgreSQL under an
-    /// advisory lock, because two `CREATE TABLE IF NOT EXISTS` at once can both pass the
-    /// check and the later one then fails on the catalog's unique index.
+    /// Runs the idempotent `schema` statements in one transaction. On PostgreSQL it takes
+    /// an advisory lock first. Without it, two `CREATE TABLE IF NOT EXISTS` at once can
+    /// both pass the check, and the later one then fails on the catalog's unique index.
     async fn create_schema(&self, schema: &[&str]) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {

@@ -43,6 +43,9 @@ pub enum LeaseError {
     /// The session still exists but no longer holds its membership lock.
     #[error("the lease session no longer holds its membership lock")]
     NotMember,
+    /// Every membership id drawn was taken by another session.
+    #[error("no free membership id after {0} random draws; check the lease database")]
+    NoMemberId(u32),
 }
 
 /// The leases of one node, one per ledger.
@@ -287,23 +290,28 @@ impl PgLeases {
     }
 }
 
+/// Random membership ids a session draws before it gives up. With a few nodes, two draws
+/// out of 2^32 collide almost never, so reaching this limit means something else is wrong.
+const MEMBER_ID_DRAWS: u32 = 8;
+
 /// Takes a membership lock with a random second key and returns that key.
 async fn join(
     connection: &mut PgConnection,
     class: i32,
     limit: Duration,
 ) -> Result<i32, LeaseError> {
-    loop {
+    for _ in 0..MEMBER_ID_DRAWS {
         let id: i32 = rand::random();
         let taken = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1, $2)")
             .bind(class)
             .bind(id)
             .fetch_one(&mut *connection);
-        // A taken id belongs to another node; drawing again ends after a try or two.
+        // A lock not granted means another node drew the same id.
         if bounded(limit, taken).await? {
             return Ok(id);
         }
     }
+    Err(LeaseError::NoMemberId(MEMBER_ID_DRAWS))
 }
 
 #[async_trait]

@@ -51,7 +51,7 @@ pub struct AppState {
     /// Read models.
     pub models: ReadModels,
     /// Projection runner of read models private to this node; `None` when the read models
-    /// are shared, and the lease holder's workers run the projections.
+    /// are shared, and the workers of each ledger's lease holder run its projection.
     pub local_runner: Option<RunnerHandle>,
     /// API tokens.
     pub tokens: TokenStore,
