@@ -121,7 +121,7 @@ pub struct TokenStore {
 }
 
 /// The token table, in SQL that SQLite and PostgreSQL both accept (`BLOB` becomes `BYTEA`).
-const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS api_tokens (
+pub(crate) const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS api_tokens (
     id TEXT PRIMARY KEY,
     secret_hash BLOB NOT NULL,
     client TEXT NOT NULL,

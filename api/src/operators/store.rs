@@ -24,7 +24,7 @@ use crate::credentials::{CredentialsLocation, OPERATORS_FILE};
 /// Tables and indexes, in SQL that both databases accept (`BLOB` becomes `BYTEA` on
 /// PostgreSQL). Integers are `BIGINT` there; SQLite files made by earlier versions say
 /// `INTEGER`, which SQLite treats the same.
-const SCHEMA: &[&str] = &[
+pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS operators (
         id TEXT PRIMARY KEY,
         ledger_id TEXT NOT NULL,

@@ -20,6 +20,10 @@ use sqlx::{AnyPool, ConnectOptions, Executor};
 
 use crate::config::{Config, StoreBackend};
 
+mod copy;
+
+pub use copy::{copy_credentials, CopiedCredentials};
+
 /// File of the operator store in a data directory.
 pub const OPERATORS_FILE: &str = "operators.sqlite";
 
