@@ -143,7 +143,9 @@ impl TokenStore {
     /// # Errors
     /// Fails if the database cannot be opened or the schema cannot be created, naming it.
     pub async fn open(location: &CredentialsLocation) -> anyhow::Result<Self> {
-        let database = location.connect(TOKENS_FILE, SCHEMA).await?;
+        let database = location
+            .connect(TOKENS_FILE, SCHEMA, &["api_tokens"])
+            .await?;
         Ok(TokenStore {
             pool: database.pool,
         })

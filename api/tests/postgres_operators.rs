@@ -180,3 +180,164 @@ async fn node_with_another_mfa_key_is_refused_at_start() {
     assert!(stderr.contains("mfa.secret_key_file"), "{stderr}");
     drop(first);
 }
+
+/// The grants that docs/operations/postgres.md gives the application role on the tables of
+/// operators and tokens.
+const OPERATOR_GRANTS: &str = "
+    GRANT SELECT, INSERT, UPDATE ON operators, sessions, api_tokens TO {role};
+    GRANT SELECT, INSERT, UPDATE, DELETE ON recovery_codes, factor_failures, mfa_resets
+        TO {role};
+    GRANT SELECT, INSERT ON operator_key_check TO {role};
+";
+
+/// A login role that is dropped, with its grants, when the test ends.
+struct TestRole {
+    name: String,
+    admin_url: String,
+}
+
+impl Drop for TestRole {
+    fn drop(&mut self) {
+        let sql = format!("DROP OWNED BY {0}; DROP ROLE {0}", self.name);
+        let url = self.admin_url.clone();
+        // The test's runtime cannot block in a destructor, so a thread with its own runtime
+        // runs the statement.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for dropping a test role");
+            runtime.block_on(async move {
+                use sqlx::Connection;
+                let mut connection = sqlx::PgConnection::connect(&url).await?;
+                sqlx::raw_sql(&sql).execute(&mut connection).await?;
+                connection.close().await
+            })
+        })
+        .join();
+        if let Ok(Err(error)) = dropped {
+            eprintln!("could not drop test role {}: {error}", self.name);
+        }
+    }
+}
+
+#[tokio::test]
+async fn least_privilege_role_runs_sign_in_with_documented_grants() {
+    use api::auth::{parse_scopes, TokenStore};
+    use api::credentials::CredentialsLocation;
+    use api::operators::{NewOperator, OperatorStore, SessionRecord};
+    use sqlx::Connection;
+
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    // The owner creates the tables; the application role only uses them.
+    let owner = CredentialsLocation::Postgres(db.url().to_owned());
+    OperatorStore::open(&owner).await.unwrap();
+    TokenStore::open(&owner).await.unwrap();
+    // The random end of the database name, because roles are shared by the whole server.
+    let name = format!("folio_ops_{}", &db.name()[db.name().len() - 12..]);
+    let mut admin = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let grants = format!("CREATE ROLE {name} LOGIN; {}", OPERATOR_GRANTS);
+    sqlx::raw_sql(&grants.replace("{role}", &name))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _role = TestRole {
+        name: name.clone(),
+        admin_url: db.url().to_owned(),
+    };
+
+    let app_url = db.url().replacen("postgres@", &format!("{name}@"), 1);
+    assert_ne!(app_url, db.url(), "the test URL names the postgres user");
+    let app = CredentialsLocation::Postgres(app_url.clone());
+    let operators = OperatorStore::open(&app)
+        .await
+        .expect("opens without CREATE");
+    let tokens = TokenStore::open(&app).await.expect("opens without CREATE");
+
+    // Every statement of sign-in, enrolment, lockout and reset runs under the grants.
+    let new = NewOperator {
+        ledger_id: Uuid::now_v7(),
+        username: "ann",
+        password_hash: "argon2 hash",
+        roles: &[domain::operators::Role::Admin],
+        created_recorded: false,
+        now_micros: 1,
+    };
+    let id = operators.create(&new).await.unwrap().unwrap();
+    assert!(operators.mark_created_recorded(id).await.unwrap());
+    assert!(operators.insert_key_check(b"check", 1).await.unwrap());
+    assert!(operators.key_check().await.unwrap().is_some());
+    assert!(operators.set_pending_totp(id, b"sealed").await.unwrap());
+    let codes = [("abcd".to_owned(), "code hash".to_owned())];
+    assert_eq!(
+        operators.replace_recovery_codes(id, &codes).await.unwrap(),
+        1
+    );
+    assert!(operators.activate(id, 1).await.unwrap());
+    assert!(operators.accept_step(id, 7).await.unwrap());
+    assert!(operators
+        .consume_recovery_code(id, "abcd", 2)
+        .await
+        .unwrap());
+    assert_eq!(operators.record_failure(id, 3, 0).await.unwrap().0, 1);
+    operators.lock(id, 10).await.unwrap();
+    operators.unlock(id).await.unwrap();
+    let session = SessionRecord {
+        id: Uuid::now_v7(),
+        operator_id: id,
+        secret_hash: vec![1; 32],
+        binding: vec![2; 32],
+        created_at_micros: 4,
+        last_seen_at_micros: 4,
+        revoked_at_micros: None,
+        factor: "password".to_owned(),
+        factor_at_micros: 4,
+        second_factor_at_micros: None,
+    };
+    operators.create_session(&session).await.unwrap();
+    operators.touch_session(session.id, 5).await.unwrap();
+    operators
+        .record_second_factor(session.id, "totp", 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        operators.revoke_all_sessions(id, 6).await.unwrap(),
+        [session.id]
+    );
+    assert!(operators
+        .propose_reset(id, Uuid::now_v7(), "lost phone", 7)
+        .await
+        .unwrap());
+    assert!(operators.apply_reset(id).await.unwrap());
+
+    let token = tokens
+        .issue("payroll", &parse_scopes("all").unwrap(), None, 1)
+        .await
+        .unwrap();
+    assert!(tokens.authenticate(&token).await.is_ok());
+    assert!(tokens
+        .revoke(token.split('_').nth(1).unwrap(), 2)
+        .await
+        .unwrap());
+
+    // What the role must not do.
+    let mut connection = sqlx::PgConnection::connect(&app_url).await.unwrap();
+    for statement in [
+        "DELETE FROM api_tokens",
+        "DELETE FROM operators",
+        "UPDATE operator_key_check SET sealed = 'x'",
+        "DROP TABLE sessions",
+    ] {
+        let error = sqlx::raw_sql(statement)
+            .execute(&mut connection)
+            .await
+            .expect_err(statement)
+            .to_string();
+        assert!(
+            error.contains("permission denied") || error.contains("must be owner"),
+            "{statement}: {error}"
+        );
+    }
+}

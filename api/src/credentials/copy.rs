@@ -117,12 +117,9 @@ pub async fn copy_credentials(
     };
     let mut copied = CopiedCredentials::default();
     if dir.join(OPERATORS_FILE).exists() {
-        let source = from
-            .connect(OPERATORS_FILE, crate::operators::store::SCHEMA)
-            .await?;
-        let target = to
-            .connect(OPERATORS_FILE, crate::operators::store::SCHEMA)
-            .await?;
+        use crate::operators::store::{SCHEMA, TABLES};
+        let source = from.connect(OPERATORS_FILE, SCHEMA, TABLES).await?;
+        let target = to.connect(OPERATORS_FILE, SCHEMA, TABLES).await?;
         check_same_key(&source, &target, from, to).await?;
         for table in OPERATOR_TABLES {
             let (inserted, skipped) = copy_table(&source, &target, table).await?;
@@ -133,8 +130,13 @@ pub async fn copy_credentials(
         }
     }
     if dir.join(TOKENS_FILE).exists() {
-        let source = from.connect(TOKENS_FILE, crate::auth::SCHEMA).await?;
-        let target = to.connect(TOKENS_FILE, crate::auth::SCHEMA).await?;
+        let tables = ["api_tokens"];
+        let source = from
+            .connect(TOKENS_FILE, crate::auth::SCHEMA, &tables)
+            .await?;
+        let target = to
+            .connect(TOKENS_FILE, crate::auth::SCHEMA, &tables)
+            .await?;
         for table in TOKEN_TABLES {
             let (inserted, skipped) = copy_table(&source, &target, table).await?;
             copied.tokens = inserted;

@@ -96,11 +96,16 @@ impl CredentialsLocation {
     }
 
     /// Connects to the database holding `file` (in the data directory) or to the shared
-    /// database, and creates `schema` if missing.
+    /// database, and creates `schema` unless every table of `tables` exists.
     ///
     /// # Errors
     /// Names the file or the database (without password) that cannot be opened.
-    pub(crate) async fn connect(&self, file: &str, schema: &[&str]) -> anyhow::Result<Database> {
+    pub(crate) async fn connect(
+        &self,
+        file: &str,
+        schema: &[&str],
+        tables: &[&str],
+    ) -> anyhow::Result<Database> {
         let database = match self {
             CredentialsLocation::Files(dir) => {
                 crate::files::create_private_dir(dir)?;
@@ -115,7 +120,7 @@ impl CredentialsLocation {
                 .with_context(|| format!("cannot open {}", crate::store::redact(url)))?,
         };
         database
-            .create_schema(schema)
+            .create_schema(schema, tables)
             .await
             .with_context(|| format!("cannot create the {file} tables in {}", self.describe()))?;
         Ok(database)
@@ -183,10 +188,30 @@ impl Database {
         })
     }
 
-    /// Runs the idempotent `schema` statements in one transaction. On PostgreSQL it takes
-    /// an advisory lock first. Without it, two `CREATE TABLE IF NOT EXISTS` at once can
-    /// both pass the check, and the later one then fails on the catalog's unique index.
-    async fn create_schema(&self, schema: &[&str]) -> Result<(), sqlx::Error> {
+    /// Returns whether every table of `tables` exists in the connection's search path.
+    async fn tables_exist(&self, tables: &[&str]) -> Result<bool, sqlx::Error> {
+        for table in tables {
+            let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+                .bind(*table)
+                .fetch_one(&self.pool)
+                .await?;
+            if !exists {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Runs the idempotent `schema` statements in one transaction. On PostgreSQL it first
+    /// checks whether every table of `tables` exists, and then runs nothing, because
+    /// PostgreSQL checks the right to create before it checks `IF NOT EXISTS`, and a role
+    /// with only the rights its queries need has none. Otherwise it takes an advisory
+    /// lock. Without it, two `CREATE TABLE IF NOT EXISTS` at once can both pass the check,
+    /// and the later one then fails on the catalog's unique index.
+    async fn create_schema(&self, schema: &[&str], tables: &[&str]) -> Result<(), sqlx::Error> {
+        if self.dialect == Dialect::Postgres && self.tables_exist(tables).await? {
+            return Ok(());
+        }
         let mut tx = self.pool.begin().await?;
         if self.dialect == Dialect::Postgres {
             sqlx::query("SELECT pg_advisory_xact_lock($1)")

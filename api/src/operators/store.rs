@@ -82,6 +82,16 @@ pub(crate) const SCHEMA: &[&str] = &[
     )",
 ];
 
+/// Tables that [`SCHEMA`] creates.
+pub(crate) const TABLES: &[&str] = &[
+    "operators",
+    "recovery_codes",
+    "sessions",
+    "factor_failures",
+    "operator_key_check",
+    "mfa_resets",
+];
+
 /// An operator row; the TOTP secret stays sealed.
 #[derive(Clone)]
 pub struct OperatorRecord {
@@ -218,7 +228,7 @@ impl OperatorStore {
     /// # Errors
     /// Fails if the database cannot be opened or the schema cannot be created, naming it.
     pub async fn open(location: &CredentialsLocation) -> anyhow::Result<Self> {
-        let database = location.connect(OPERATORS_FILE, SCHEMA).await?;
+        let database = location.connect(OPERATORS_FILE, SCHEMA, TABLES).await?;
         Ok(OperatorStore {
             pool: database.pool,
         })
