@@ -1,6 +1,7 @@
 //! Several `folio serve` processes on one PostgreSQL database, driven over real HTTP: two
 //! nodes taking payments for one ledger at once while operators add payees (proposed on one
-//! node, approved on the other), and a node killed with SIGKILL while clients append. After each, `folio verify` checks the chain and
+//! node, approved on the other), a node killed with SIGKILL while clients append, and the
+//! ledgers' leases spread over two nodes and taken over when one dies. After each, `folio verify` checks the chain and
 //! a count check looks for lost or duplicated events.
 //!
 //! The tests live in this package because Cargo gives its integration tests the path of the
@@ -19,7 +20,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, Row};
-use support::nodes::{folio_verify, two_nodes, Approvals, Node};
+use support::nodes::{folio_verify, share_keys, two_nodes, Approvals, Node};
 use uuid::Uuid;
 
 /// Checks that the stored ledger has no gap and no repeated event, and returns the payment
@@ -243,5 +244,51 @@ impl ClientOnly {
         // A node killed after answering may cut the body; only a whole answer counts.
         let body: Value = response.json().await.ok()?;
         Some(serde_json::from_value(body["payment_id"].clone()).ok())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledgers_are_led_by_both_nodes_until_one_dies() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first_dir, second_dir) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    let lease = [
+        ("FOLIO_CLUSTER__LEASE_URL", db.url()),
+        ("FOLIO_CLUSTER__LEASE_CHECK_MS", "200"),
+        ("FOLIO_CLUSTER__LEASE_RETRY_MS", "200"),
+    ];
+    let mut first = Node::start_with(&first_dir, db.url(), &lease);
+    share_keys(&first_dir, &second_dir);
+    let mut second = Node::start_with(&second_dir, db.url(), &lease);
+    second.token = first.token.clone();
+    let ledgers = HashSet::from([
+        first.create_ledger("led-one").await,
+        first.create_ledger("led-two").await,
+    ]);
+
+    // Each node leads one of the two ledgers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (led_first, led_second) = loop {
+        let (a, b) = (first.leased_ledgers().await, second.leased_ledgers().await);
+        if a.len() == 1 && b.len() == 1 {
+            break (a[0], b[0]);
+        }
+        assert!(std::time::Instant::now() < deadline, "a: {a:?}, b: {b:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(HashSet::from([led_first, led_second]), ledgers);
+
+    // When the first node dies, the second leads both.
+    first.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let led: HashSet<Uuid> = second.leased_ledgers().await.into_iter().collect();
+        if led == ledgers {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "second leads {led:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

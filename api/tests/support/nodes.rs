@@ -44,7 +44,14 @@ impl Node {
     /// Starts `folio serve` on `data_dir` and the store at `url`, and waits until it
     /// listens. The token is the bootstrap token the node wrote, if it wrote one.
     pub fn start(data_dir: &Path, url: &str) -> Node {
-        let mut child = serve_command(data_dir, url)
+        Self::start_with(data_dir, url, &[])
+    }
+
+    /// Starts a node as [`Node::start`] does, with more `FOLIO_` variables.
+    pub fn start_with(data_dir: &Path, url: &str, vars: &[(&str, &str)]) -> Node {
+        let mut command = serve_command(data_dir, url);
+        command.envs(vars.iter().copied());
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -106,10 +113,31 @@ impl Node {
             .status()
     }
 
+    /// Returns the ledgers whose workers run on this node, from `/readyz`, or an empty list
+    /// while the node is not ready. The local read models of a node can report a passing
+    /// `database is locked` while two ledgers are projected at once.
+    pub async fn leased_ledgers(&self) -> Vec<Uuid> {
+        let response = self
+            .http
+            .get(format!("{}/readyz", self.base))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("the node answers");
+        let body: Value = response.json().await.expect("a JSON body");
+        if body["status"] == "not_ready" {
+            eprintln!("not ready yet: {body}");
+            return Vec::new();
+        }
+        serde_json::from_value(body["leased_ledgers"].clone())
+            .unwrap_or_else(|_| panic!("/readyz lists no leased ledgers: {body}"))
+    }
+
     /// Creates the ledger of `tenant` and returns its id.
     pub async fn create_ledger(&self, tenant: &str) -> Uuid {
         let body = json!({"tenant": tenant});
-        let (status, body) = self.post("/v1/ledgers", "ledger", &body).await.unwrap();
+        let key = format!("ledger-{tenant}");
+        let (status, body) = self.post("/v1/ledgers", &key, &body).await.unwrap();
         assert_eq!(status, StatusCode::CREATED, "{body}");
         serde_json::from_value(body["ledger_id"].clone()).unwrap()
     }
