@@ -76,6 +76,7 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         let mut gauges = crate::metrics::LedgerGauges {
             ledger: info.ledger_id.to_string(),
             head_position: info.head.position,
+            lease_held: state.workers.for_ledger(info.ledger_id).is_some(),
             ..Default::default()
         };
         if let Ok(status) = state.projection_status(info.ledger_id).await {
