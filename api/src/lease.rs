@@ -88,16 +88,17 @@ pub trait LeaseSession: Send {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// PostgreSQL URL of the lease database. Empty means a single node with a local lease.
+    /// PostgreSQL URL of the lease database. Empty means a single node with local leases.
     pub lease_url: String,
     /// Name of the leases; nodes of one deployment share it, other deployments on the same
     /// database pick another. Each ledger's advisory lock key is derived from it.
     pub lease_name: String,
-    /// Pause between acquisition attempts of a standby node, in milliseconds.
+    /// Pause after a failed round before a new lease session, in milliseconds.
     pub lease_retry_ms: u64,
-    /// Pause between checks that the holder still has its lease, in milliseconds.
+    /// Pause between rounds, each of which checks the held leases and tries free ledgers,
+    /// in milliseconds.
     pub lease_check_ms: u64,
-    /// Idle time after which PostgreSQL ends a silent holder's session and frees the lock,
+    /// Idle time after which PostgreSQL ends a silent node's session and frees its locks,
     /// in milliseconds; it bounds takeover when the holder hangs or is cut off.
     pub lease_session_timeout_ms: u64,
 }
@@ -138,12 +139,12 @@ impl ClusterConfig {
         Ok(())
     }
 
-    /// Pause between acquisition attempts.
+    /// Pause after a failed round.
     pub fn retry_interval(&self) -> Duration {
         Duration::from_millis(self.lease_retry_ms)
     }
 
-    /// Pause between checks of a held lease.
+    /// Pause between rounds.
     pub fn check_interval(&self) -> Duration {
         Duration::from_millis(self.lease_check_ms)
     }
