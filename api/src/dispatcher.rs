@@ -57,8 +57,9 @@ struct Inner {
     runtime: tokio::runtime::Handle,
 }
 
-/// What the dispatchers of one node share: the bank adapter, its circuit breaker and the
-/// retry policy. The breaker counts the bank's failures for every ledger of the node.
+/// The bank connection that the dispatchers of one node share: the adapter, its circuit
+/// breaker and the retry policy. The breaker counts the bank's failures for every ledger
+/// of the node.
 #[derive(Clone)]
 pub struct BankLink {
     adapter: Arc<dyn BankAdapter>,

@@ -869,9 +869,9 @@ impl Sequencer {
 impl Sequencer {
     /// Rebuilds the checkpoint frontier after the tip was reloaded, because the sealed events
     /// it counted were never stored. The frontier of the last committed head covers only
-    /// stored events, so it is extended with the events stored after it; only without one
-    /// is the whole ledger read. Without a frontier the task cannot checkpoint, so a failed
-    /// rebuild stops it like a failed tip reload.
+    /// stored events, so it is extended with the events stored after it. Only when there
+    /// is none is the whole ledger read. Without a frontier the task cannot checkpoint, so
+    /// a failed rebuild stops it like a failed tip reload.
     async fn reload_checkpoints(&mut self) {
         let Some(old) = self.checkpoints.take() else {
             return;

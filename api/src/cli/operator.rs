@@ -2,9 +2,9 @@
 //!
 //! Later operators are created by an administrator over the API, with step-up, so that
 //! each creation is an event with its authentication context. The bootstrap writes to the
-//! operator store directly (the data directory, or the PostgreSQL database that the nodes
-//! share); its `operator.created` event is recorded by the server at the administrator's
-//! first sign-in.
+//! operator store directly: the data directory, or the PostgreSQL database that the nodes
+//! share. The server records its `operator.created` event at the administrator's first
+//! sign-in.
 
 use std::io::BufRead;
 use std::path::PathBuf;

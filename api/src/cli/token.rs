@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::auth::{parse_scopes, TokenStore};
 use crate::credentials::CredentialsLocation;
 
-/// Where the token store is: the same flags and variables as `folio serve` reads.
+/// Location of the token store, from the same flags and variables as `folio serve` reads.
 #[derive(Debug, clap::Args)]
 pub struct StoreArgs {
     /// Data directory of the server.

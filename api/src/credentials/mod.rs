@@ -2,8 +2,8 @@
 //!
 //! On one node they live in two SQLite files of the data directory, `operators.sqlite` and
 //! `auth.sqlite`. When several nodes share a PostgreSQL event store they live in that
-//! database too (or in the one `operators.url` names), so an operator who enrolled on one
-//! node signs in on another, and a revoked session or token is refused everywhere.
+//! database too, or in the one `operators.url` names. An operator who enrolled on one node
+//! then signs in on another, and a revoked session or token is refused everywhere.
 //!
 //! Both stores run their queries through sqlx's `Any` driver, with SQL that SQLite and
 //! PostgreSQL both accept: `$n` parameters, `BIGINT` and `TEXT` columns, `ON CONFLICT`,

@@ -104,7 +104,7 @@ const KEY_CHECK_PLAINTEXT: &[u8] = b"folio operator secret key check v1";
 /// Associated data of the key check value; no operator id can produce it.
 const KEY_CHECK_ASSOCIATED_DATA: &[u8] = b"folio operator secret key check|store";
 
-/// Why the secret key does not fit the operator store.
+/// Reason the secret key does not fit the operator store.
 #[derive(Debug)]
 enum KeyCheckProblem {
     /// The store's key check value does not open with this key.

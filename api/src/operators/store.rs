@@ -10,7 +10,7 @@
 //! wait for the first to commit and then checks its `WHERE` against the new row.
 //!
 //! The lockout counters (`factor_failures`) and the lock itself are rows of the same
-//! database, so every node sees the failures of every other.
+//! database, so every node counts the failures made on every other.
 
 use std::str::FromStr;
 
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::credentials::{CredentialsLocation, OPERATORS_FILE};
 
 /// Tables and indexes, in SQL that both databases accept (`BLOB` becomes `BYTEA` on
-/// PostgreSQL). Integers are `BIGINT` there; SQLite files made by earlier versions say
+/// PostgreSQL). Integers are `BIGINT` there. SQLite files made by earlier versions declare
 /// `INTEGER`, which SQLite treats the same.
 pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS operators (
