@@ -1,6 +1,6 @@
 //! Ledger leases on a real PostgreSQL database: one holder per ledger, ledgers spread over
-//! the nodes, takeover when a holder's session ends, and a dispatcher takeover against the
-//! bank simulator over mutual TLS in which the bank pays each payment once.
+//! the nodes, and takeover when a holder's session ends. A dispatcher takeover runs against
+//! the bank simulator over mutual TLS, and the bank pays each payment once.
 
 #[path = "../../projections/tests/support/pg.rs"]
 mod pg;
@@ -78,7 +78,7 @@ async fn wait_until(bound: Duration, mut condition: impl FnMut() -> bool) -> boo
     condition()
 }
 
-/// An event store in memory with `count` ledgers, as the nodes of a test share it.
+/// Creates an event store in memory with `count` ledgers, which the nodes of a test share.
 async fn store_with_ledgers(count: usize) -> (EventStore, Vec<Uuid>) {
     let key = Arc::new(LedgerKey::from_seed([9; 32]));
     let store = EventStore::open(Arc::new(MemoryBackend::new()), key, Arc::new(SystemClock));
@@ -210,8 +210,8 @@ async fn node(db: &TestDatabase, store: &EventStore, log: &Arc<NodeLog>) -> Ledg
 }
 
 #[tokio::test]
-async fn two_nodes_lead_one_ledger_each_then_take_over() {
-    let Some(db) = TestDatabase::create("two_nodes_lead_one_ledger_each").await else {
+async fn nodes_split_ledgers_then_take_over() {
+    let Some(db) = TestDatabase::create("nodes_split_ledgers_then_take_over").await else {
         return;
     };
     let (store, ledgers) = store_with_ledgers(2).await;

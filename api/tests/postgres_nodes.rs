@@ -1,7 +1,7 @@
-//! Several `folio serve` processes on one PostgreSQL database, driven over real HTTP: two
-//! nodes taking payments for one ledger at once while operators add payees (proposed on one
-//! node, approved on the other), a node killed with SIGKILL while clients append, and the
-//! ledgers' leases spread over two nodes and taken over when one dies. After each, `folio verify` checks the chain and
+//! Several `folio serve` processes on one PostgreSQL database, driven over real HTTP. Two
+//! nodes take payments for one ledger at once while operators add payees, proposed on one
+//! node and approved on the other. A node is killed with SIGKILL while clients append. The
+//! leases of two ledgers spread over two nodes and move when one of them dies. After each, `folio verify` checks the chain and
 //! a count check looks for lost or duplicated events.
 //!
 //! The tests live in this package because Cargo gives its integration tests the path of the
@@ -248,7 +248,7 @@ impl ClientOnly {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ledgers_are_led_by_both_nodes_until_one_dies() {
+async fn ledger_leases_spread_then_move() {
     let Some(db) = pg::TestDatabase::create().await else {
         return;
     };

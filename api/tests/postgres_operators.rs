@@ -26,7 +26,7 @@ async fn sign_in(node: &Node, ledger: Uuid, username: &str) -> OperatorClient {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn operator_enrolled_on_one_node_signs_in_and_approves_on_the_other() {
+async fn operator_works_across_nodes() {
     let Some(db) = pg::TestDatabase::create().await else {
         return;
     };
@@ -98,7 +98,7 @@ async fn operator_enrolled_on_one_node_signs_in_and_approves_on_the_other() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_code_is_accepted_once_across_nodes_and_failures_add_up() {
+async fn totp_step_and_failures_shared() {
     let Some(db) = pg::TestDatabase::create().await else {
         return;
     };
@@ -146,7 +146,7 @@ async fn one_code_is_accepted_once_across_nodes_and_failures_add_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn node_with_another_mfa_key_is_refused_at_start() {
+async fn other_mfa_key_refused_at_start() {
     let Some(db) = pg::TestDatabase::create().await else {
         return;
     };
@@ -222,7 +222,7 @@ impl Drop for TestRole {
 }
 
 #[tokio::test]
-async fn least_privilege_role_runs_sign_in_with_documented_grants() {
+async fn least_privilege_role_runs_sign_in() {
     use api::auth::{parse_scopes, TokenStore};
     use api::credentials::CredentialsLocation;
     use api::operators::{NewOperator, OperatorStore, SessionRecord};
