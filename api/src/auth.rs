@@ -1,4 +1,5 @@
-//! Bearer API tokens with scopes, stored hashed in `auth.sqlite`.
+//! Bearer API tokens with scopes, stored hashed in `auth.sqlite`, or in the PostgreSQL
+//! database that several nodes share (see [`crate::credentials`]).
 //!
 //! A token reads `folio_<id>_<secret>`: the id is public and appears in events
 //! as the credential used; the secret is 256 random bits, stored only as a
@@ -6,17 +7,16 @@
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::path::Path;
 use std::pin::Pin;
 use std::str::FromStr;
 
 use actix_web::{web, FromRequest, HttpRequest};
 use base64::Engine as _;
 use domain::record::{Actor, ActorKind};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
+use crate::credentials::{CredentialsLocation, TOKENS_FILE};
 use crate::problem::ApiError;
 
 /// A permission carried by a token.
@@ -114,11 +114,22 @@ pub struct TokenInfo {
     pub ledgers: Option<BTreeSet<Uuid>>,
 }
 
-/// Token table in its own SQLite file.
+/// The token table, in its own SQLite file or in the shared database.
 #[derive(Clone)]
 pub struct TokenStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
+
+/// The token table, in SQL that SQLite and PostgreSQL both accept (`BLOB` becomes `BYTEA`).
+pub(crate) const SCHEMA: &[&str] = &["CREATE TABLE IF NOT EXISTS api_tokens (
+    id TEXT PRIMARY KEY,
+    secret_hash BLOB NOT NULL,
+    client TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    ledgers TEXT NOT NULL,
+    created_at_micros BIGINT NOT NULL,
+    revoked_at_micros BIGINT
+)"];
 
 const TOKEN_HASH_CONTEXT: &str = "folio api token secret v1";
 
@@ -127,33 +138,17 @@ fn hash_secret(secret: &str) -> [u8; 32] {
 }
 
 impl TokenStore {
-    /// Opens or creates the token database.
+    /// Opens or creates the token database at `location`.
     ///
     /// # Errors
-    /// Fails if the file cannot be opened or the schema cannot be created.
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+    /// Fails if the database cannot be opened or the schema cannot be created, naming it.
+    pub async fn open(location: &CredentialsLocation) -> anyhow::Result<Self> {
+        let database = location
+            .connect(TOKENS_FILE, SCHEMA, &["api_tokens"])
             .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS api_tokens (
-                id TEXT PRIMARY KEY,
-                secret_hash BLOB NOT NULL,
-                client TEXT NOT NULL,
-                scopes TEXT NOT NULL,
-                ledgers TEXT NOT NULL,
-                created_at_micros BIGINT NOT NULL,
-                revoked_at_micros BIGINT
-            )",
-        )
-        .execute(&pool)
-        .await?;
-        Ok(TokenStore { pool })
+        Ok(TokenStore {
+            pool: database.pool,
+        })
     }
 
     /// Creates a token and returns it in full; the secret is not stored and cannot be shown again.
@@ -184,7 +179,7 @@ impl TokenStore {
         };
         sqlx::query(
             "INSERT INTO api_tokens (id, secret_hash, client, scopes, ledgers, created_at_micros)
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(&id)
         .bind(hash_secret(&secret).to_vec())
@@ -203,7 +198,7 @@ impl TokenStore {
     /// Fails on a database error.
     pub async fn revoke(&self, id: &str, now_micros: i64) -> anyhow::Result<bool> {
         let result = sqlx::query(
-            "UPDATE api_tokens SET revoked_at_micros = ? WHERE id = ? AND revoked_at_micros IS NULL",
+            "UPDATE api_tokens SET revoked_at_micros = $1 WHERE id = $2 AND revoked_at_micros IS NULL",
         )
         .bind(now_micros)
         .bind(id)
@@ -220,7 +215,7 @@ impl TokenStore {
         let row = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE revoked_at_micros IS NULL")
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.get::<i64, _>(0) > 0)
+        Ok(row.try_get::<i64, _>(0)? > 0)
     }
 
     /// Checks a presented token and returns what it grants.
@@ -237,7 +232,7 @@ impl TokenStore {
         let (id, secret) = split_token(presented).ok_or_else(rejected)?;
         let row = sqlx::query(
             "SELECT secret_hash, client, scopes, ledgers FROM api_tokens
-             WHERE id = ? AND revoked_at_micros IS NULL",
+             WHERE id = $1 AND revoked_at_micros IS NULL",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -245,7 +240,7 @@ impl TokenStore {
         .map_err(ApiError::internal)?
         .ok_or_else(rejected)?;
 
-        let stored: Vec<u8> = row.get(0);
+        let stored: Vec<u8> = row.try_get(0).map_err(ApiError::internal)?;
         let stored: [u8; 32] = stored
             .try_into()
             .map_err(|_| ApiError::internal("bad token hash"))?;
@@ -253,7 +248,8 @@ impl TokenStore {
         if blake3::Hash::from(stored) != blake3::Hash::from(hash_secret(secret)) {
             return Err(rejected());
         }
-        token_info(id, row.get(1), row.get(2), row.get(3))
+        let text = |index: usize| row.try_get::<String, _>(index).map_err(ApiError::internal);
+        token_info(id, text(1)?, text(2)?, text(3)?)
     }
 }
 
@@ -404,9 +400,8 @@ mod tests {
     /// Opens a token store in a new temporary directory, kept alive by the returned guard.
     async fn token_store() -> (tempfile::TempDir, TokenStore) {
         let dir = tempfile::tempdir().unwrap();
-        let store = TokenStore::open(&dir.path().join("auth.sqlite"))
-            .await
-            .unwrap();
+        let location = CredentialsLocation::Files(dir.path().to_path_buf());
+        let store = TokenStore::open(&location).await.unwrap();
         (dir, store)
     }
 

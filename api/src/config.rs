@@ -31,6 +31,8 @@ pub struct Config {
     pub mfa: crate::operators::MfaConfig,
     /// Allow-list proposals and the cooling-off period of new payees.
     pub allow_list: crate::operators::AllowListConfig,
+    /// Where operators, sessions and API tokens are stored.
+    pub operators: crate::operators::OperatorsConfig,
     /// Location of the read models.
     pub read_models: crate::read_store::ReadModelsConfig,
     /// Lease that picks the one node running the dispatcher and shared projections.
@@ -56,6 +58,7 @@ impl Default for Config {
             controls: ControlsConfig::default(),
             mfa: crate::operators::MfaConfig::default(),
             allow_list: crate::operators::AllowListConfig::default(),
+            operators: crate::operators::OperatorsConfig::default(),
             read_models: Default::default(),
             cluster: Default::default(),
             store: StoreConfig::default(),
@@ -539,6 +542,7 @@ impl Config {
         self.bank.validate()?;
         self.mfa.validate()?;
         self.allow_list.validate()?;
+        self.operators.validate()?;
         self.store.validate()?;
         self.checkpoints.validate()?;
         if self.bank.max_in_flight == 0 {

@@ -74,6 +74,8 @@ struct Inner {
     policy: RetryPolicy,
     permits: Arc<Semaphore>,
     pace: ReleasePace,
+    /// The one ledger this dispatcher follows, or `None` for every ledger.
+    only: Option<Uuid>,
     tracked: StdMutex<HashSet<Uuid>>,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     /// Payment dispatches in progress, so shutdown can wait for them to end.
@@ -84,33 +86,60 @@ struct Inner {
     runtime: tokio::runtime::Handle,
 }
 
-impl Dispatcher {
-    /// Builds the mutual-TLS bank adapter from `config` and starts dispatching
-    /// for every existing ledger.
+/// The bank connection that the dispatchers of one node share: the adapter, its circuit
+/// breaker and the retry policy. The breaker counts the bank's failures for every ledger
+/// of the node.
+#[derive(Clone)]
+pub struct BankLink {
+    adapter: Arc<dyn BankAdapter>,
+    breaker: Arc<CircuitBreaker>,
+    policy: RetryPolicy,
+    max_in_flight: usize,
+    /// Pace at which approved DLQ retries are released to the bank.
+    pace: ReleasePace,
+}
+
+impl BankLink {
+    /// Builds the mutual-TLS bank adapter and the breaker from `config`.
     ///
     /// # Errors
     /// Fails when the certificates or key cannot be loaded.
-    pub fn start(
+    pub fn from_config(
         config: &BankConfig,
         pace: ReleasePace,
-        store: EventStore,
         metrics: Arc<BankMetrics>,
-    ) -> anyhow::Result<Dispatcher> {
+    ) -> anyhow::Result<Self> {
         let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
-        let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
-        let policy = RetryPolicy::from_config(config);
-        let limits = (config.max_in_flight, pace);
-        Ok(Self::paced(
-            store,
-            Arc::new(adapter),
-            breaker,
-            policy,
-            limits,
-        ))
+        let breaker = CircuitBreaker::from_config(config).with_metrics(metrics);
+        Ok(BankLink {
+            adapter: Arc::new(adapter),
+            breaker: Arc::new(breaker),
+            policy: RetryPolicy::from_config(config),
+            max_in_flight: config.max_in_flight,
+            pace,
+        })
     }
 
-    /// Starts a dispatcher over any adapter, releasing approved DLQ retries at the default
-    /// pace.
+    /// Builds the link over any adapter, releasing approved DLQ retries at the default pace.
+    pub fn new(
+        adapter: Arc<dyn BankAdapter>,
+        breaker: CircuitBreaker,
+        policy: RetryPolicy,
+        max_in_flight: usize,
+    ) -> Self {
+        BankLink {
+            adapter,
+            breaker: Arc::new(breaker),
+            policy,
+            max_in_flight,
+            pace: ReleasePace::default(),
+        }
+    }
+}
+
+impl Dispatcher {
+    /// Starts a dispatcher over any adapter that follows every ledger of the store, now
+    /// and as [`Dispatcher::track`] names new ones.
     pub fn with_adapter(
         store: EventStore,
         adapter: Arc<dyn BankAdapter>,
@@ -118,36 +147,8 @@ impl Dispatcher {
         policy: RetryPolicy,
         max_in_flight: usize,
     ) -> Dispatcher {
-        let limits = (max_in_flight, ReleasePace::default());
-        Self::paced(store, adapter, breaker, policy, limits)
-    }
-
-    /// Starts a dispatcher with at most `limits.0` bank calls in flight, releasing approved
-    /// DLQ retries at the pace `limits.1`.
-    fn paced(
-        store: EventStore,
-        adapter: Arc<dyn BankAdapter>,
-        breaker: CircuitBreaker,
-        policy: RetryPolicy,
-        limits: (usize, ReleasePace),
-    ) -> Dispatcher {
-        let (max_in_flight, pace) = limits;
-        let (stop, _) = watch::channel(false);
-        let dispatcher = Dispatcher {
-            inner: Arc::new(Inner {
-                store,
-                adapter,
-                breaker: Arc::new(breaker),
-                policy,
-                permits: Arc::new(Semaphore::new(max_in_flight)),
-                pace,
-                tracked: StdMutex::new(HashSet::new()),
-                tasks: tokio::sync::Mutex::new(JoinSet::new()),
-                jobs: StdMutex::new(JoinSet::new()),
-                stop,
-                runtime: tokio::runtime::Handle::current(),
-            }),
-        };
+        let link = BankLink::new(adapter, breaker, policy, max_in_flight);
+        let dispatcher = Self::build(store, &link, None);
         let starter = dispatcher.clone();
         dispatcher.inner.runtime.spawn(async move {
             match starter.inner.store.ledgers().await {
@@ -160,6 +161,34 @@ impl Dispatcher {
         dispatcher
     }
 
+    /// Starts a dispatcher of one ledger, as a node does for each ledger whose lease it
+    /// holds; [`Dispatcher::track`] ignores other ledgers.
+    pub fn for_ledger(store: EventStore, link: &BankLink, ledger_id: Uuid) -> Dispatcher {
+        let dispatcher = Self::build(store, link, Some(ledger_id));
+        dispatcher.track(ledger_id);
+        dispatcher
+    }
+
+    fn build(store: EventStore, link: &BankLink, only: Option<Uuid>) -> Dispatcher {
+        let (stop, _) = watch::channel(false);
+        Dispatcher {
+            inner: Arc::new(Inner {
+                store,
+                adapter: Arc::clone(&link.adapter),
+                breaker: Arc::clone(&link.breaker),
+                policy: link.policy.clone(),
+                permits: Arc::new(Semaphore::new(link.max_in_flight)),
+                pace: link.pace,
+                only,
+                tracked: StdMutex::new(HashSet::new()),
+                tasks: tokio::sync::Mutex::new(JoinSet::new()),
+                jobs: StdMutex::new(JoinSet::new()),
+                stop,
+                runtime: tokio::runtime::Handle::current(),
+            }),
+        }
+    }
+
     /// Current state of the bank circuit breaker: `closed`, `open` or `half_open`.
     pub fn breaker_state(&self) -> &'static str {
         self.inner.breaker.state().as_str()
@@ -167,6 +196,9 @@ impl Dispatcher {
 
     /// Starts following `ledger_id` if it is not followed yet.
     pub fn track(&self, ledger_id: Uuid) {
+        if self.inner.only.is_some_and(|only| only != ledger_id) {
+            return;
+        }
         let newly_tracked = match self.inner.tracked.lock() {
             Ok(mut tracked) => tracked.insert(ledger_id),
             Err(_) => false,

@@ -1,23 +1,32 @@
-//! Leases: which node runs the background workers (bank dispatcher, shared projections).
+//! Leases: which node runs the background workers (bank dispatcher, shared projections) of
+//! each ledger.
 //!
-//! Any node accepts commands, but the workers that act on the whole ledger run on one node
-//! at a time. A [`Lease`] grants that right. [`PgLease`] takes a session-level PostgreSQL
-//! advisory lock on a dedicated connection. The lock lives exactly as long as the session,
-//! so a node that dies or loses its connection gives the lease up at once, and a standby
-//! that retries every second or so takes over. [`LocalLease`] always grants, for the
-//! embedded single-process setup where `folio.lock` already keeps a second process out.
+//! Any node accepts commands for any ledger, but the workers that act on a whole ledger run
+//! on one node at a time. Each ledger has its own lease, so the ledgers of a deployment are
+//! spread over its nodes. A [`LeaseSession`] holds a node's leases. [`PgLeases`] holds them
+//! as session-level PostgreSQL advisory locks on one dedicated connection, keyed by the
+//! lease name and the ledger id. The locks live exactly as long as the session, so a node
+//! that dies or loses its connection gives its ledgers up at once, and the other nodes take
+//! them at their next round. [`LocalLeases`] always grants, for the embedded single-process
+//! setup where `folio.lock` already keeps a second process out.
+//!
+//! The session also holds a membership lock, so each node can count the live nodes and
+//! take no more than its share of the ledgers (see [`crate::workers::LedgerWorkers`]).
 //!
 //! A lease is not a fence: a holder that has lost its session notices only at its next
-//! check, so for up to one check interval two nodes may run workers. The dispatcher is safe
-//! under that overlap because attempts are appended with the payment stream's exact
-//! expected version and the bank deduplicates by the payment's idempotency key.
+//! check, so for up to one check interval two nodes may run the workers of a ledger. The
+//! dispatcher is safe under that overlap because attempts are appended with the payment
+//! stream's exact expected version and the bank deduplicates by the payment's idempotency
+//! key.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Deserialize;
 use sqlx::postgres::{PgConnectOptions, PgConnection};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{ConnectOptions, Connection, Row};
+use uuid::Uuid;
 
 /// Failures of a lease operation.
 #[derive(Debug, thiserror::Error)]
@@ -31,54 +40,65 @@ pub enum LeaseError {
     /// The database did not respond within the timeout.
     #[error("lease database timed out after {0:?}")]
     TimedOut(Duration),
-    /// The session still exists but no longer holds the lock.
-    #[error("advisory lock {key} is no longer held by this session")]
-    NotHeld {
-        /// Advisory lock key.
-        key: i64,
-    },
+    /// The session still exists but no longer holds its membership lock.
+    #[error("the lease session no longer holds its membership lock")]
+    NotMember,
+    /// Every membership id drawn was taken by another session.
+    #[error("no free membership id after {0} random draws; check the lease database")]
+    NoMemberId(u32),
 }
 
-/// A right to run the workers that only one node may run.
+/// The leases of one node, one per ledger.
 #[async_trait]
-pub trait Lease: Send + Sync {
-    /// Tries once to acquire the lease; `None` means another holder has it.
+pub trait LeaseSession: Send {
+    /// Returns the number of nodes that hold a lease session, this one included, opening
+    /// this node's session if it has none.
     ///
     /// # Errors
     /// [`LeaseError`] when the lease store cannot be reached.
-    async fn try_acquire(&self) -> Result<Option<Box<dyn HeldLease>>, LeaseError>;
+    async fn members(&mut self) -> Result<u32, LeaseError>;
+
+    /// Tries once to take the lease of `ledger_id`; `false` means another node holds it.
+    ///
+    /// # Errors
+    /// [`LeaseError`] when the lease store cannot be reached.
+    async fn try_acquire(&mut self, ledger_id: Uuid) -> Result<bool, LeaseError>;
+
+    /// Returns which of `ledgers` this node still holds.
+    ///
+    /// # Errors
+    /// Any error means every lease may be lost, and the node must stop all its workers.
+    async fn held(&mut self, ledgers: &[Uuid]) -> Result<HashSet<Uuid>, LeaseError>;
+
+    /// Gives the lease of `ledger_id` up, so another node can take it without waiting.
+    ///
+    /// # Errors
+    /// [`LeaseError`] when the lease store cannot be reached; then the session is closed,
+    /// which gives up every lease.
+    async fn release(&mut self, ledger_id: Uuid) -> Result<(), LeaseError>;
+
+    /// Ends the session, giving up every lease at once.
+    async fn close(&mut self);
 
     /// Human-readable description for logs, without credentials.
     fn describe(&self) -> String;
-}
-
-/// A lease this node holds.
-#[async_trait]
-pub trait HeldLease: Send {
-    /// Confirms that the lease is still held.
-    ///
-    /// # Errors
-    /// Any error means the lease may be lost, and the holder must stop its workers.
-    async fn confirm(&mut self) -> Result<(), LeaseError>;
-
-    /// Gives the lease up so a standby can take it without waiting.
-    async fn release(self: Box<Self>);
 }
 
 /// Cluster settings: where the lease lives and how fast it moves between nodes.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// PostgreSQL URL of the lease database. Empty means a single node with a local lease.
+    /// PostgreSQL URL of the lease database. Empty means a single node with local leases.
     pub lease_url: String,
-    /// Name of the lease; nodes of one deployment share it, other deployments on the same
-    /// database pick another.
+    /// Name of the leases; nodes of one deployment share it, other deployments on the same
+    /// database pick another. Each ledger's advisory lock key is derived from it.
     pub lease_name: String,
-    /// Pause between acquisition attempts of a standby node, in milliseconds.
+    /// Pause after a failed round before a new lease session, in milliseconds.
     pub lease_retry_ms: u64,
-    /// Pause between checks that the holder still has its lease, in milliseconds.
+    /// Pause between rounds, each of which checks the held leases and tries free ledgers,
+    /// in milliseconds.
     pub lease_check_ms: u64,
-    /// Idle time after which PostgreSQL ends a silent holder's session and frees the lock,
+    /// Idle time after which PostgreSQL ends a silent node's session and frees its locks,
     /// in milliseconds; it bounds takeover when the holder hangs or is cut off.
     pub lease_session_timeout_ms: u64,
 }
@@ -119,79 +139,95 @@ impl ClusterConfig {
         Ok(())
     }
 
-    /// Pause between acquisition attempts.
+    /// Pause after a failed round.
     pub fn retry_interval(&self) -> Duration {
         Duration::from_millis(self.lease_retry_ms)
     }
 
-    /// Pause between checks of a held lease.
+    /// Pause between rounds.
     pub fn check_interval(&self) -> Duration {
         Duration::from_millis(self.lease_check_ms)
     }
 
-    /// Builds the lease these settings describe.
+    /// Builds the leases these settings describe.
     ///
     /// # Errors
     /// [`LeaseError::InvalidUrl`] when `lease_url` does not parse.
-    pub fn lease(&self) -> Result<Box<dyn Lease>, LeaseError> {
+    pub fn leases(&self) -> Result<Box<dyn LeaseSession>, LeaseError> {
         if self.lease_url.is_empty() {
-            return Ok(Box::new(LocalLease));
+            return Ok(Box::new(LocalLeases::default()));
         }
         let session_timeout = Duration::from_millis(self.lease_session_timeout_ms);
-        let lease = PgLease::new(&self.lease_url, &self.lease_name, session_timeout)?;
-        Ok(Box::new(lease.with_answer_timeout(self.check_interval())))
+        let leases = PgLeases::new(&self.lease_url, &self.lease_name, session_timeout)?;
+        Ok(Box::new(leases.with_answer_timeout(self.check_interval())))
     }
 }
 
-/// A lease that is always granted, for a single process on its own data directory.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LocalLease;
-
-#[async_trait]
-impl Lease for LocalLease {
-    async fn try_acquire(&self) -> Result<Option<Box<dyn HeldLease>>, LeaseError> {
-        Ok(Some(Box::new(LocalLease)))
-    }
-
-    fn describe(&self) -> String {
-        "local lease (single process)".to_owned()
-    }
+/// Leases that are always granted, for a single process on its own data directory.
+#[derive(Debug, Default)]
+pub struct LocalLeases {
+    held: HashSet<Uuid>,
 }
 
 #[async_trait]
-impl HeldLease for LocalLease {
-    async fn confirm(&mut self) -> Result<(), LeaseError> {
+impl LeaseSession for LocalLeases {
+    async fn members(&mut self) -> Result<u32, LeaseError> {
+        Ok(1)
+    }
+
+    async fn try_acquire(&mut self, ledger_id: Uuid) -> Result<bool, LeaseError> {
+        self.held.insert(ledger_id);
+        Ok(true)
+    }
+
+    async fn held(&mut self, ledgers: &[Uuid]) -> Result<HashSet<Uuid>, LeaseError> {
+        Ok(ledgers
+            .iter()
+            .copied()
+            .filter(|l| self.held.contains(l))
+            .collect())
+    }
+
+    async fn release(&mut self, ledger_id: Uuid) -> Result<(), LeaseError> {
+        self.held.remove(&ledger_id);
         Ok(())
     }
 
-    async fn release(self: Box<Self>) {}
+    async fn close(&mut self) {
+        self.held.clear();
+    }
+
+    fn describe(&self) -> String {
+        "local leases (single process)".to_owned()
+    }
 }
 
-/// A lease on a PostgreSQL session-level advisory lock.
-pub struct PgLease {
+/// Leases on PostgreSQL session-level advisory locks, all held by one connection.
+pub struct PgLeases {
     options: PgConnectOptions,
-    key: i64,
     name: String,
     answer_timeout: Duration,
-    // A standby keeps its connection between attempts, so it does not start a server
-    // process every retry.
-    spare: tokio::sync::Mutex<Option<PgConnection>>,
+    /// First half of the two-key membership lock, derived from the lease name.
+    member_class: i32,
+    /// Second half, drawn at random when the session opens.
+    member_id: i32,
+    session: Option<PgConnection>,
     // Only for `describe`: host and database, never the password.
     target: String,
 }
 
-impl std::fmt::Debug for PgLease {
+impl std::fmt::Debug for PgLeases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgLease")
+        f.debug_struct("PgLeases")
             .field("name", &self.name)
-            .field("key", &self.key)
+            .field("member_id", &self.member_id)
             .finish_non_exhaustive()
     }
 }
 
-impl PgLease {
-    /// Creates a lease named `name` on the database at `url`. PostgreSQL ends a holder's
-    /// session, and so frees the lock, after `session_timeout` without a check.
+impl PgLeases {
+    /// Creates the leases named `name` on the database at `url`. PostgreSQL ends the
+    /// session, and so frees every lock, after `session_timeout` without a check.
     ///
     /// # Errors
     /// [`LeaseError::InvalidUrl`] when `url` does not parse.
@@ -209,107 +245,167 @@ impl PgLease {
             options.get_port(),
             options.get_database().unwrap_or_default()
         );
-        Ok(PgLease {
+        let class = lease_key(&format!("{name}:members"));
+        Ok(PgLeases {
             options,
-            key: lease_key(name),
             name: name.to_owned(),
             answer_timeout: Duration::from_secs(1),
-            spare: tokio::sync::Mutex::new(None),
+            // The high half of a 64-bit digest is as good a key as the whole.
+            member_class: (class >> 32) as i32,
+            member_id: 0,
+            session: None,
             target,
         })
     }
 
-    /// Sets the query timeout after which the lease counts as lost (1 s by default).
+    /// Sets the query timeout after which the leases count as lost (1 s by default).
     pub fn with_answer_timeout(mut self, timeout: Duration) -> Self {
         self.answer_timeout = timeout;
         self
     }
 
-    /// Advisory lock key derived from the lease name.
-    pub fn key(&self) -> i64 {
-        self.key
+    /// Advisory lock key of a ledger's lease.
+    pub fn key(&self, ledger_id: Uuid) -> i64 {
+        ledger_lease_key(&self.name, ledger_id)
     }
 
-    async fn connection(&self) -> Result<PgConnection, LeaseError> {
-        if let Some(connection) = self.spare.lock().await.take() {
-            return Ok(connection);
+    /// Returns the open session, opening it and taking a membership lock first if needed.
+    async fn session(&mut self) -> Result<&mut PgConnection, LeaseError> {
+        if self.session.is_none() {
+            let connect = PgConnection::connect_with(&self.options);
+            let mut connection = bounded(self.answer_timeout, connect).await?;
+            self.member_id = join(&mut connection, self.member_class, self.answer_timeout).await?;
+            self.session = Some(connection);
         }
-        let connect = PgConnection::connect_with(&self.options);
-        bounded(self.answer_timeout, connect).await
+        // Set just above when it was empty.
+        Ok(self.session.as_mut().expect("lease session is open"))
+    }
+
+    /// Passes `result` on, closing the session first when it is an error, which gives up
+    /// every lease so the next call starts afresh.
+    async fn checked<T>(&mut self, result: Result<T, LeaseError>) -> Result<T, LeaseError> {
+        if result.is_err() {
+            self.close().await;
+        }
+        result
     }
 }
 
-#[async_trait]
-impl Lease for PgLease {
-    async fn try_acquire(&self) -> Result<Option<Box<dyn HeldLease>>, LeaseError> {
-        let mut connection = self.connection().await?;
-        let query = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-            .bind(self.key)
-            .fetch_one(&mut connection);
-        // A failed query drops the connection, so the next attempt starts a fresh one.
-        let granted = bounded(self.answer_timeout, query).await?;
-        if !granted {
-            *self.spare.lock().await = Some(connection);
-            return Ok(None);
+/// Random membership ids a session draws before it gives up. With a few nodes, two draws
+/// out of 2^32 collide almost never, so reaching this limit means something else is wrong.
+const MEMBER_ID_DRAWS: u32 = 8;
+
+/// Takes a membership lock with a random second key and returns that key.
+async fn join(
+    connection: &mut PgConnection,
+    class: i32,
+    limit: Duration,
+) -> Result<i32, LeaseError> {
+    for _ in 0..MEMBER_ID_DRAWS {
+        let id: i32 = rand::random();
+        let taken = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1, $2)")
+            .bind(class)
+            .bind(id)
+            .fetch_one(&mut *connection);
+        // A lock not granted means another node drew the same id.
+        if bounded(limit, taken).await? {
+            return Ok(id);
         }
-        Ok(Some(Box::new(PgHeldLease {
-            connection,
-            key: self.key,
-            answer_timeout: self.answer_timeout,
-        })))
+    }
+    Err(LeaseError::NoMemberId(MEMBER_ID_DRAWS))
+}
+
+#[async_trait]
+impl LeaseSession for PgLeases {
+    async fn members(&mut self) -> Result<u32, LeaseError> {
+        let class = i64::from(self.member_class as u32);
+        let limit = self.answer_timeout;
+        let connection = self.session().await?;
+        let query = sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND objsubid = 2 AND classid::bigint = $1 AND database = \
+             (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .bind(class)
+        .fetch_one(connection);
+        let result = bounded(limit, query).await;
+        let count = self.checked(result).await?;
+        // This node's own membership lock is among them.
+        Ok(u32::try_from(count).unwrap_or(u32::MAX).max(1))
+    }
+
+    async fn try_acquire(&mut self, ledger_id: Uuid) -> Result<bool, LeaseError> {
+        let key = self.key(ledger_id);
+        let limit = self.answer_timeout;
+        let connection = self.session().await?;
+        let query = sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(connection);
+        let result = bounded(limit, query).await;
+        self.checked(result).await
+    }
+
+    async fn held(&mut self, ledgers: &[Uuid]) -> Result<HashSet<Uuid>, LeaseError> {
+        let limit = self.answer_timeout;
+        let Some(connection) = self.session.as_mut() else {
+            return Ok(HashSet::new());
+        };
+        let query = sqlx::query(
+            "SELECT classid::bigint, objid::bigint, objsubid::bigint FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted AND pid = pg_backend_pid()",
+        )
+        .fetch_all(connection);
+        let result = bounded(limit, query).await;
+        let rows = self.checked(result).await?;
+        let mut locks = HashSet::new();
+        for row in &rows {
+            let lock: (i64, i64, i64) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+            locks.insert(lock);
+        }
+        let member = (
+            i64::from(self.member_class as u32),
+            i64::from(self.member_id as u32),
+            2,
+        );
+        if !locks.contains(&member) {
+            self.close().await;
+            return Err(LeaseError::NotMember);
+        }
+        // pg_locks splits a bigint advisory key into two 32-bit halves, with objsubid 1.
+        let held = ledgers.iter().copied().filter(|&ledger_id| {
+            let (high, low) = split_key(self.key(ledger_id));
+            locks.contains(&(high, low, 1))
+        });
+        Ok(held.collect())
+    }
+
+    async fn release(&mut self, ledger_id: Uuid) -> Result<(), LeaseError> {
+        let key = self.key(ledger_id);
+        let limit = self.answer_timeout;
+        let Some(connection) = self.session.as_mut() else {
+            return Ok(());
+        };
+        let query = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
+            .bind(key)
+            .fetch_one(connection);
+        let result = bounded(limit, query).await;
+        if !self.checked(result).await? {
+            tracing::warn!(ledger = %ledger_id, "released a ledger lease this node did not hold");
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        if let Some(connection) = self.session.take() {
+            // Closing the session frees every lock it holds.
+            if let Err(error) = connection.close().await {
+                tracing::debug!(%error, "lease connection did not close cleanly");
+            }
+        }
     }
 
     fn describe(&self) -> String {
-        format!(
-            "advisory lock {} ({}) on {}",
-            self.key, self.name, self.target
-        )
-    }
-}
-
-/// A held advisory lock and the session that owns it.
-struct PgHeldLease {
-    connection: PgConnection,
-    key: i64,
-    answer_timeout: Duration,
-}
-
-#[async_trait]
-impl HeldLease for PgHeldLease {
-    async fn confirm(&mut self) -> Result<(), LeaseError> {
-        // pg_locks splits a bigint advisory key into two 32-bit halves, with objsubid 1.
-        let (high, low) = split_key(self.key);
-        let query = sqlx::query_scalar::<_, bool>(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
-             AND pid = pg_backend_pid() AND granted AND objsubid = 1 \
-             AND classid::bigint = $1 AND objid::bigint = $2)",
-        )
-        .bind(high)
-        .bind(low)
-        .fetch_one(&mut self.connection);
-        if bounded(self.answer_timeout, query).await? {
-            Ok(())
-        } else {
-            Err(LeaseError::NotHeld { key: self.key })
-        }
-    }
-
-    async fn release(self: Box<Self>) {
-        let PgHeldLease {
-            mut connection,
-            key,
-            answer_timeout,
-        } = *self;
-        let unlock = sqlx::query_scalar::<_, bool>("SELECT pg_advisory_unlock($1)")
-            .bind(key)
-            .fetch_one(&mut connection);
-        if let Err(error) = bounded(answer_timeout, unlock).await {
-            // Closing the session below frees the lock anyway.
-            tracing::warn!(%error, key, "could not unlock the lease; closing its session");
-        }
-        if let Err(error) = connection.close().await {
-            tracing::debug!(%error, "lease connection did not close cleanly");
-        }
+        format!("advisory locks of lease {:?} on {}", self.name, self.target)
     }
 }
 
@@ -324,8 +420,8 @@ async fn bounded<T>(
     }
 }
 
-/// Derives the advisory lock key from the lease name, so unrelated applications on the
-/// same database are unlikely to pick the same key.
+/// Derives an advisory lock key from a name, so unrelated applications on the same
+/// database are unlikely to pick the same key.
 pub fn lease_key(name: &str) -> i64 {
     let digest = blake3::hash(format!("folio-lease:{name}").as_bytes());
     let mut first = [0_u8; 8];
@@ -333,8 +429,13 @@ pub fn lease_key(name: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// Derives the advisory lock key of a ledger's lease from the lease name and the ledger.
+pub fn ledger_lease_key(name: &str, ledger_id: Uuid) -> i64 {
+    lease_key(&format!("{name}:ledger:{ledger_id}"))
+}
+
 /// Splits a key as `pg_locks` shows it: the high and low 32 bits, each as an unsigned value.
-fn split_key(key: i64) -> (i64, i64) {
+pub fn split_key(key: i64) -> (i64, i64) {
     let bits = key as u64;
     (i64::from((bits >> 32) as u32), i64::from(bits as u32))
 }
@@ -351,9 +452,18 @@ mod tests {
     }
 
     #[test]
-    fn key_depends_on_name() {
+    fn key_depends_on_name_and_ledger() {
         assert_ne!(lease_key("a"), lease_key("b"));
         assert_eq!(lease_key("folio"), lease_key("folio"));
+        let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+        assert_ne!(
+            ledger_lease_key("folio", first),
+            ledger_lease_key("folio", second)
+        );
+        assert_ne!(
+            ledger_lease_key("folio", first),
+            ledger_lease_key("other", first)
+        );
     }
 
     #[test]
@@ -376,7 +486,7 @@ mod tests {
             lease_url: "not a url".to_owned(),
             ..ClusterConfig::default()
         };
-        let Err(error) = config.lease() else {
+        let Err(error) = config.leases() else {
             panic!("an invalid URL was accepted");
         };
         let error = error.to_string();

@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod controls;
+pub mod credentials;
 pub mod dispatcher;
 pub mod dlq;
 pub mod files;

@@ -200,6 +200,9 @@ pub struct LedgerGauges {
     pub approvals_pending: Option<u64>,
     /// DLQ retry and ignore decisions waiting for approval and not yet expired.
     pub dlq_decisions_pending: Option<u64>,
+    /// Whether this node holds the ledger's lease and runs its dispatcher and shared
+    /// projection.
+    pub lease_held: bool,
 }
 
 /// Renders one gauge family with a line per ledger that has a value.
@@ -226,6 +229,14 @@ pub fn render_ledgers(out: &mut String, ledgers: &[LedgerGauges]) {
         "folio_chain_head_position",
         "Position of the last sealed event.",
         |g| Some(g.head_position),
+    );
+    render_gauge(
+        out,
+        ledgers,
+        "folio_ledger_lease_held",
+        "1 when this node holds the ledger's lease and runs its dispatcher and shared \
+         projection; summed over the nodes, 1 per ledger.",
+        |g| Some(u8::from(g.lease_held)),
     );
     render_gauge(
         out,

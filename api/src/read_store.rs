@@ -47,8 +47,8 @@ impl ReadModelsConfig {
         }
     }
 
-    /// Returns whether every node writes the same read models, so only the lease holder
-    /// may run the projection runner.
+    /// Returns whether every node writes the same read models, so only the holder of a
+    /// ledger's lease may run that ledger's projection.
     pub fn is_shared(&self) -> bool {
         self.backend == ReadModelsBackend::Postgres
     }

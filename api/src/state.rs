@@ -14,11 +14,11 @@ use uuid::Uuid;
 
 use crate::auth::TokenStore;
 use crate::bank::BankMetrics;
-use crate::config::{BankConfig, Config};
-use crate::dispatcher::Dispatcher;
+use crate::config::Config;
+use crate::dispatcher::{BankLink, Dispatcher};
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
-use crate::workers::{LeaseTimings, LeasedWorkers, StartWorkers, Workers};
+use crate::workers::{LeaseTimings, LedgerWorkers, StartWorkers, Workers};
 
 /// Stream holding a ledger's allow-list changes.
 pub const ALLOW_LIST_STREAM: &str = "allowlist";
@@ -51,7 +51,7 @@ pub struct AppState {
     /// Read models.
     pub models: ReadModels,
     /// Projection runner of read models private to this node; `None` when the read models
-    /// are shared, and the lease holder's workers run the projections.
+    /// are shared, and the workers of each ledger's lease holder run its projection.
     pub local_runner: Option<RunnerHandle>,
     /// API tokens.
     pub tokens: TokenStore,
@@ -63,8 +63,8 @@ pub struct AppState {
     pub allow_lists: Mutex<HashMap<Uuid, CachedAllowList>>,
     /// DLQ decisions by ledger, refreshed from the store before each decision.
     pub dlq_books: Mutex<HashMap<Uuid, crate::dlq::CachedDlqBook>>,
-    /// Dispatcher and shared projections, running while this node holds the lease.
-    pub workers: LeasedWorkers,
+    /// Dispatcher and shared projections of each ledger whose lease this node holds.
+    pub workers: LedgerWorkers,
     /// Bank call metrics.
     pub bank_metrics: Arc<BankMetrics>,
     /// Serialises ledger creation in this process, so one tenant gets one ledger. Across
@@ -118,27 +118,41 @@ impl AppState {
         let shared_models = config.read_models.is_shared();
         let local_runner =
             (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
-        let auth_path = data_dir.join("auth.sqlite");
-        crate::files::create_private_file(&auth_path)?;
-        let tokens = TokenStore::open(&auth_path).await?;
-        let mfa = crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list).await?;
+        // Operators and tokens follow the event store onto PostgreSQL, so every node
+        // accepts the same sessions and tokens.
+        let credentials = crate::credentials::CredentialsLocation::from_config(&config);
+        let tokens = TokenStore::open(&credentials).await?;
+        let mfa = crate::operators::Mfa::open(
+            &credentials,
+            &data_dir,
+            &config.mfa,
+            &config.allow_list,
+            clock.now_micros(),
+        )
+        .await?;
+        tracing::info!(store = %credentials.describe(), "operators and tokens opened");
         let bank_metrics = Arc::new(BankMetrics::default());
         if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
         }
-        let start_workers = worker_starter(
-            config.bank.clone(),
-            config.dlq.release_pace(),
-            store.clone(),
-            shared_models.then(|| models.clone()),
-            Arc::clone(&bank_metrics),
-        );
+        // Built once, so bad certificates stop the process at start-up, and shared by the
+        // dispatchers of every ledger, so one breaker counts the bank's failures.
+        let bank = match config.bank.url.is_empty() {
+            true => None,
+            false => Some(BankLink::from_config(
+                &config.bank,
+                config.dlq.release_pace(),
+                Arc::clone(&bank_metrics),
+            )?),
+        };
+        let start_workers =
+            worker_starter(bank, store.clone(), shared_models.then(|| models.clone()));
         let timings = LeaseTimings {
             retry: config.cluster.retry_interval(),
             check: config.cluster.check_interval(),
         };
-        let lease = config.cluster.lease()?;
-        let workers = LeasedWorkers::start(lease, timings, start_workers).await?;
+        let leases = config.cluster.leases()?;
+        let workers = LedgerWorkers::start(leases, timings, store.clone(), start_workers).await?;
 
         Ok(Arc::new(AppState {
             config,
@@ -222,13 +236,17 @@ impl AppState {
         if let Some(runner) = &self.local_runner {
             runner.track(ledger_id);
         }
-        if let Some(workers) = self.workers.current() {
-            if let Some(runner) = &workers.runner {
-                runner.track(ledger_id);
+        match self.workers.for_ledger(ledger_id) {
+            Some(workers) => {
+                if let Some(runner) = &workers.runner {
+                    runner.track(ledger_id);
+                }
+                if let Some(dispatcher) = &workers.dispatcher {
+                    dispatcher.track(ledger_id);
+                }
             }
-            if let Some(dispatcher) = &workers.dispatcher {
-                dispatcher.track(ledger_id);
-            }
+            // A new ledger, or one that another node runs.
+            None => self.workers.notice(ledger_id),
         }
     }
 
@@ -244,7 +262,7 @@ impl AppState {
         if let Some(runner) = &self.local_runner {
             return runner.status(ledger_id).await;
         }
-        let workers = self.workers.current();
+        let workers = self.workers.for_ledger(ledger_id);
         match workers.as_ref().and_then(|workers| workers.runner.as_ref()) {
             Some(runner) => runner.status(ledger_id).await,
             None => ProjectionRunner::idle_status(&self.store, &self.models, ledger_id).await,
@@ -252,9 +270,9 @@ impl AppState {
     }
 
     /// Returns the bank circuit breaker's state, or `None` when this node does not
-    /// dispatch (no bank configured, or another node holds the lease).
+    /// dispatch (no bank configured, or other nodes hold the leases of every ledger).
     pub fn breaker_state(&self) -> Option<&'static str> {
-        let workers = self.workers.current()?;
+        let workers = self.workers.any()?;
         workers
             .dispatcher
             .as_ref()
@@ -274,28 +292,19 @@ impl AppState {
     }
 }
 
-/// Returns the function that starts the lease holder's workers: the projection runner when
-/// `shared_models` is set, and the dispatcher when a bank is configured.
+/// Returns the function that starts the workers of a ledger whose lease this node has
+/// taken: the projection runner when `shared_models` is set, and the dispatcher when a bank
+/// is configured.
 fn worker_starter(
-    bank: BankConfig,
-    pace: crate::dispatcher::ReleasePace,
+    bank: Option<BankLink>,
     store: EventStore,
     shared_models: Option<ReadModels>,
-    metrics: Arc<BankMetrics>,
 ) -> StartWorkers {
-    Box::new(move || {
-        let dispatcher = if bank.url.is_empty() {
-            None
-        } else {
-            Some(Dispatcher::start(
-                &bank,
-                pace,
-                store.clone(),
-                Arc::clone(&metrics),
-            )?)
-        };
+    Box::new(move |ledger_id| {
+        let dispatcher =
+            (bank.as_ref()).map(|link| Dispatcher::for_ledger(store.clone(), link, ledger_id));
         let runner = (shared_models.as_ref())
-            .map(|models| ProjectionRunner::spawn(store.clone(), models.clone()));
+            .map(|models| ProjectionRunner::spawn_for(store.clone(), models.clone(), ledger_id));
         Ok(Workers { runner, dispatcher })
     })
 }

@@ -1,26 +1,34 @@
-//! Background workers that run only while this node holds the lease.
+//! Background workers of each ledger, running only while this node holds its lease.
 //!
-//! [`LeasedWorkers`] loops over two phases. As a standby it tries the lease every retry
-//! interval. As the holder it starts the workers, confirms the lease every check interval,
-//! and on the first failed check stops the workers, then waits one retry interval before it
-//! tries to acquire again.
+//! [`LedgerWorkers`] runs rounds, one every check interval. A round confirms the leases the
+//! node holds and stops the workers of any ledger whose lease is gone. It then lists the
+//! store's ledgers and counts the live nodes, which gives this node's share: the number
+//! of ledgers divided by the number of nodes, rounded up. Above its share the node stops
+//! the workers of the extra ledgers and releases their leases, so a node that joins gets
+//! ledgers to run. Below it the node tries the leases of ledgers that run nowhere, in an
+//! order of its own so that nodes do not all try the same ledger first, and starts the
+//! workers of each one it gets. When the lease store fails, the node stops every worker,
+//! closes its session and tries again after one retry interval.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use eventstore_adapter::EventStore;
 use projections::RunnerHandle;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
+use uuid::Uuid;
 
 use crate::dispatcher::Dispatcher;
-use crate::lease::{HeldLease, Lease, LeaseError};
+use crate::lease::{LeaseError, LeaseSession};
 
-/// The workers one lease holder runs.
+/// The workers of one ledger.
 #[derive(Default)]
 pub struct Workers {
-    /// Projection runner, when the read models are shared between nodes.
+    /// Projection runner of the ledger, when the read models are shared between nodes.
     pub runner: Option<RunnerHandle>,
-    /// Bank dispatcher, when a bank is configured.
+    /// Bank dispatcher of the ledger, when a bank is configured.
     pub dispatcher: Option<Dispatcher>,
 }
 
@@ -36,104 +44,123 @@ impl Workers {
     }
 }
 
-/// Starts a fresh set of workers each time the lease is acquired.
-pub type StartWorkers = Box<dyn Fn() -> anyhow::Result<Workers> + Send + Sync>;
-
-/// How often a standby retries and a holder checks.
+/// How often a node runs its rounds.
 #[derive(Debug, Clone, Copy)]
 pub struct LeaseTimings {
-    /// Pause between acquisition attempts.
+    /// Pause after a failed round, before the node opens a new lease session.
     pub retry: Duration,
-    /// Pause between checks of the held lease.
+    /// Pause between rounds: checks of the held leases and attempts on free ledgers.
     pub check: Duration,
 }
 
-/// Runner of [`Workers`] for as long as this node has the [`Lease`].
-pub struct LeasedWorkers {
-    current: Arc<Mutex<Option<Arc<Workers>>>>,
+/// Starts the workers of a ledger each time this node gains its lease.
+pub type StartWorkers = Box<dyn Fn(Uuid) -> anyhow::Result<Workers> + Send + Sync>;
+
+/// Workers by ledger, for the ledgers whose lease this node holds.
+type Running = Arc<Mutex<HashMap<Uuid, Arc<Workers>>>>;
+
+/// The ledgers that the last round found in the store.
+type Known = Arc<Mutex<HashSet<Uuid>>>;
+
+/// The workers of every ledger whose lease this node holds.
+pub struct LedgerWorkers {
+    running: Running,
+    known: Known,
     stop: watch::Sender<bool>,
-    held: watch::Receiver<bool>,
+    wake: Arc<Notify>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Workers started under a lease, with the lease.
-type Running = (Arc<Workers>, Box<dyn HeldLease>);
-
-/// Reason the holder gave up its workers.
-enum HoldEnd {
-    Lost(LeaseError),
-    Stopped(Box<dyn HeldLease>),
-}
-
-impl LeasedWorkers {
-    /// Tries the lease once now, so a granted lease has its workers running when this
-    /// returns, then keeps acquiring, holding and checking it in a background task.
+impl LedgerWorkers {
+    /// Runs one round now, so the ledgers this node can take have their workers running
+    /// when this returns, then keeps running rounds in a background task.
     ///
     /// Must be called inside a Tokio runtime.
     ///
     /// # Errors
-    /// Returns the error of `start_workers` when the lease is granted at once but the
-    /// workers fail to start, so a configuration error stops the process at start-up.
-    /// Later failures are logged and retried.
+    /// Returns the error of `start_workers` when it fails in the first round, so a
+    /// configuration error stops the process at start-up. Later failures are logged, the
+    /// lease is released, and another round tries again.
     pub async fn start(
-        lease: Box<dyn Lease>,
+        leases: Box<dyn LeaseSession>,
         timings: LeaseTimings,
+        store: EventStore,
         start_workers: StartWorkers,
-    ) -> anyhow::Result<LeasedWorkers> {
+    ) -> anyhow::Result<LedgerWorkers> {
         let (stop, stop_rx) = watch::channel(false);
-        let (held_tx, held) = watch::channel(false);
         let mut supervisor = Supervisor {
-            lease,
+            leases,
             timings,
+            store,
             start_workers,
-            current: Arc::new(Mutex::new(None)),
-            held: held_tx,
+            running: Running::default(),
+            known: Known::default(),
             stop: stop_rx,
+            wake: Arc::new(Notify::new()),
+            salt: rand::random(),
             failures: 0,
         };
-        tracing::info!(lease = %supervisor.lease.describe(), "lease supervisor started");
-        let running = match supervisor.try_acquire().await {
-            Some(held) => Some(supervisor.start(held).await?),
-            None => None,
-        };
-        let current = Arc::clone(&supervisor.current);
-        let task = tokio::spawn(supervisor.run(running));
-        Ok(LeasedWorkers {
-            current,
+        tracing::info!(lease = %supervisor.leases.describe(), "ledger lease supervisor started");
+        if let Err(failure) = supervisor.round().await {
+            match failure {
+                RoundFailure::Start(error) => {
+                    supervisor.stop_all().await;
+                    return Err(error);
+                }
+                RoundFailure::Lease(error) => supervisor.lost(&error).await,
+            }
+        }
+        let running = Arc::clone(&supervisor.running);
+        let known = Arc::clone(&supervisor.known);
+        let wake = Arc::clone(&supervisor.wake);
+        let task = tokio::spawn(supervisor.run());
+        Ok(LedgerWorkers {
+            running,
+            known,
             stop,
-            held,
+            wake,
             task: Mutex::new(Some(task)),
         })
     }
 
-    /// Returns the running workers, or `None` while another node holds the lease.
-    pub fn current(&self) -> Option<Arc<Workers>> {
-        lock(&self.current).clone()
+    /// Returns the workers of a ledger, or `None` while another node runs them.
+    pub fn for_ledger(&self, ledger_id: Uuid) -> Option<Arc<Workers>> {
+        lock(&self.running).get(&ledger_id).cloned()
     }
 
-    /// Returns whether this node holds the lease and runs the workers.
-    pub fn is_held(&self) -> bool {
-        *self.held.borrow()
+    /// Returns the ledgers whose workers run on this node, in order.
+    pub fn held(&self) -> Vec<Uuid> {
+        let mut held: Vec<Uuid> = lock(&self.running).keys().copied().collect();
+        held.sort_unstable();
+        held
     }
 
-    /// Returns a receiver that changes whenever the lease is gained or lost.
-    pub fn subscribe(&self) -> watch::Receiver<bool> {
-        self.held.clone()
+    /// Returns the workers of any one ledger this node runs.
+    pub fn any(&self) -> Option<Arc<Workers>> {
+        lock(&self.running).values().next().cloned()
     }
 
-    /// Stops the workers and releases the lease. Calling it again does nothing.
+    /// Runs a round now rather than at the end of the pause when `ledger_id` is new to
+    /// the supervisor, so the workers of a new ledger start at once somewhere.
+    pub fn notice(&self, ledger_id: Uuid) {
+        if !lock(&self.known).contains(&ledger_id) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Stops the workers and releases the leases. Calling it again does nothing.
     pub async fn shutdown(&self) {
         self.stop.send_replace(true);
         let task = lock(&self.task).take();
         if let Some(task) = task {
             if let Err(error) = task.await {
-                tracing::error!(%error, "lease supervisor ended abnormally");
+                tracing::error!(%error, "ledger lease supervisor ended abnormally");
             }
         }
     }
 }
 
-impl Drop for LeasedWorkers {
+impl Drop for LedgerWorkers {
     fn drop(&mut self) {
         // Without an explicit shutdown the supervisor still stops at its next pause.
         self.stop.send_replace(true);
@@ -141,139 +168,202 @@ impl Drop for LeasedWorkers {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Each critical section is one assignment or clone, so a poisoned value is whole.
+    // Each critical section is one insert, removal or clone, so a poisoned value is whole.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Why a round ended early.
+enum RoundFailure {
+    /// The lease store failed; every lease may be lost.
+    Lease(LeaseError),
+    /// The workers of a ledger failed to start.
+    Start(anyhow::Error),
+}
+
+impl From<LeaseError> for RoundFailure {
+    fn from(error: LeaseError) -> Self {
+        RoundFailure::Lease(error)
+    }
 }
 
 /// The background task's state.
 struct Supervisor {
-    lease: Box<dyn Lease>,
+    leases: Box<dyn LeaseSession>,
     timings: LeaseTimings,
+    store: EventStore,
     start_workers: StartWorkers,
-    current: Arc<Mutex<Option<Arc<Workers>>>>,
-    held: watch::Sender<bool>,
+    running: Running,
+    known: Known,
     stop: watch::Receiver<bool>,
-    /// Acquisition failures in a row.
+    wake: Arc<Notify>,
+    /// Orders the ledgers this node tries first, differently on each node.
+    salt: u64,
+    /// Failed rounds in a row.
     failures: u32,
 }
 
-/// Failed acquisitions in a row between two log lines.
+/// Failed rounds in a row between two log lines.
 const FAILURE_LOG_EVERY: u32 = 60;
 
 impl Supervisor {
-    async fn run(mut self, mut running: Option<Running>) {
+    async fn run(mut self) {
         loop {
-            let (workers, held) = match running.take() {
-                Some(running) => running,
-                None => match self.acquire().await {
-                    Some(held) => match self.start(held).await {
-                        Ok(running) => running,
-                        Err(error) => {
-                            tracing::error!(error = %format!("{error:#}"), "workers failed to start; lease released");
-                            if self.pause(self.timings.retry).await {
-                                return;
-                            }
-                            continue;
-                        }
-                    },
-                    None => return,
-                },
+            let pause = match self.round().await {
+                Ok(()) => {
+                    self.failures = 0;
+                    self.timings.check
+                }
+                Err(RoundFailure::Lease(error)) => {
+                    self.lost(&error).await;
+                    self.timings.retry
+                }
+                Err(RoundFailure::Start(error)) => {
+                    tracing::error!(error = %format!("{error:#}"), "ledger workers failed to start; lease released");
+                    self.timings.retry
+                }
             };
-            let end = self.hold(held).await;
-            self.stop_workers(&workers).await;
-            match end {
-                HoldEnd::Lost(error) => {
-                    tracing::warn!(%error, "lease lost; workers stopped, retrying as a standby");
-                    // Waiting one retry interval first lets a standby that is already
-                    // retrying take over, rather than the node whose session just failed.
-                    if self.pause(self.timings.retry).await {
-                        return;
-                    }
-                }
-                HoldEnd::Stopped(held) => {
-                    held.release().await;
-                    tracing::info!("lease released");
-                    return;
-                }
+            if self.pause(pause).await {
+                break;
             }
         }
+        // Other nodes take the released ledgers at their next round.
+        self.stop_all().await;
+        tracing::info!("ledger leases released");
     }
 
-    /// Tries the lease once, logging the first failure of a run of failures and then
-    /// every [`FAILURE_LOG_EVERY`]th, so an unreachable database does not flood the log.
-    async fn try_acquire(&mut self) -> Option<Box<dyn HeldLease>> {
-        match self.lease.try_acquire().await {
-            Ok(granted) => {
-                self.failures = 0;
-                granted
-            }
+    /// Confirms the held leases, hands over ledgers above the share and takes free ones
+    /// below it.
+    async fn round(&mut self) -> Result<(), RoundFailure> {
+        let running = self.running_ledgers();
+        let held = self.leases.held(&running).await?;
+        for &ledger_id in running.iter().filter(|l| !held.contains(l)) {
+            tracing::warn!(ledger = %ledger_id, "ledger lease lost; workers stopped");
+            self.stop_ledger(ledger_id).await;
+        }
+
+        let ledgers = match self.store.ledgers().await {
+            Ok(ledgers) => ledgers
+                .iter()
+                .map(|info| info.ledger_id)
+                .collect::<Vec<_>>(),
             Err(error) => {
-                if self.failures.is_multiple_of(FAILURE_LOG_EVERY) {
-                    let failures = self.failures + 1;
-                    tracing::warn!(%error, failures, "lease acquisition failed; retrying");
-                }
-                self.failures = self.failures.saturating_add(1);
-                None
-            }
-        }
-    }
-
-    /// Retries until the lease is granted; `None` once asked to stop.
-    async fn acquire(&mut self) -> Option<Box<dyn HeldLease>> {
-        loop {
-            if *self.stop.borrow() {
-                return None;
-            }
-            if let Some(held) = self.try_acquire().await {
-                return Some(held);
-            }
-            if self.pause(self.timings.retry).await {
-                return None;
-            }
-        }
-    }
-
-    /// Starts the workers under a held lease, releasing the lease when they fail.
-    async fn start(&mut self, held: Box<dyn HeldLease>) -> anyhow::Result<Running> {
-        let workers = match (self.start_workers)() {
-            Ok(workers) => Arc::new(workers),
-            Err(error) => {
-                held.release().await;
-                return Err(error);
+                // The held leases stay: the store may come back before the lease store.
+                tracing::warn!(%error, "listing ledgers for the leases failed; retrying");
+                return Ok(());
             }
         };
-        *lock(&self.current) = Some(Arc::clone(&workers));
-        self.held.send_replace(true);
-        tracing::info!(lease = %self.lease.describe(), "lease acquired; workers started");
-        Ok((workers, held))
+        *lock(&self.known) = ledgers.iter().copied().collect();
+        let members = self.leases.members().await?;
+        let share = ledgers.len().div_ceil(members as usize);
+        self.hand_over_above(share).await?;
+        self.take_free(ledgers, share).await
     }
 
-    /// Confirms the lease every check interval until a check fails or a stop is asked.
-    async fn hold(&mut self, mut held: Box<dyn HeldLease>) -> HoldEnd {
-        loop {
-            if self.pause(self.timings.check).await {
-                return HoldEnd::Stopped(held);
+    /// Stops the workers of the ledgers above `share` and releases their leases.
+    async fn hand_over_above(&mut self, share: usize) -> Result<(), RoundFailure> {
+        let mut running = self.running_ledgers();
+        while running.len() > share {
+            let Some(ledger_id) = running.pop() else {
+                break;
+            };
+            self.stop_ledger(ledger_id).await;
+            self.leases.release(ledger_id).await?;
+            tracing::info!(ledger = %ledger_id, share, "ledger lease handed over to another node");
+        }
+        Ok(())
+    }
+
+    /// Tries the leases of ledgers this node does not run until it runs `share` of them.
+    async fn take_free(
+        &mut self,
+        mut ledgers: Vec<Uuid>,
+        share: usize,
+    ) -> Result<(), RoundFailure> {
+        let salt = self.salt;
+        ledgers.sort_by_cached_key(|ledger_id| preference(salt, *ledger_id));
+        for ledger_id in ledgers {
+            if lock(&self.running).len() >= share {
+                break;
             }
-            if let Err(error) = held.confirm().await {
-                return HoldEnd::Lost(error);
+            if lock(&self.running).contains_key(&ledger_id) {
+                continue;
+            }
+            if self.leases.try_acquire(ledger_id).await? {
+                self.start_ledger(ledger_id).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the workers of a ledger whose lease this node has just taken, releasing the
+    /// lease when they fail to start.
+    async fn start_ledger(&mut self, ledger_id: Uuid) -> Result<(), RoundFailure> {
+        match (self.start_workers)(ledger_id) {
+            Ok(workers) => {
+                lock(&self.running).insert(ledger_id, Arc::new(workers));
+                tracing::info!(ledger = %ledger_id, "ledger lease acquired; workers started");
+                Ok(())
+            }
+            Err(error) => {
+                self.leases.release(ledger_id).await?;
+                Err(RoundFailure::Start(error))
             }
         }
     }
 
-    async fn stop_workers(&self, workers: &Workers) {
-        *lock(&self.current) = None;
-        self.held.send_replace(false);
-        workers.shutdown().await;
+    async fn stop_ledger(&mut self, ledger_id: Uuid) {
+        let workers = lock(&self.running).remove(&ledger_id);
+        if let Some(workers) = workers {
+            workers.shutdown().await;
+        }
     }
 
-    /// Sleeps for `duration`; returns `true` at once if a stop is asked meanwhile.
+    fn running_ledgers(&self) -> Vec<Uuid> {
+        let mut running: Vec<Uuid> = lock(&self.running).keys().copied().collect();
+        running.sort_unstable();
+        running
+    }
+
+    /// Stops every worker after the lease store failed, and closes the session. The log
+    /// line comes with the first failure of a run and then every [`FAILURE_LOG_EVERY`]th,
+    /// so an unreachable database does not flood the log.
+    async fn lost(&mut self, error: &LeaseError) {
+        if self.failures.is_multiple_of(FAILURE_LOG_EVERY) {
+            let failures = self.failures + 1;
+            let ledgers = lock(&self.running).len();
+            tracing::warn!(%error, failures, ledgers, "lease store failed; workers stopped, retrying");
+        }
+        self.failures = self.failures.saturating_add(1);
+        self.stop_all().await;
+    }
+
+    /// Stops every worker, then closes the session, which gives every lease up.
+    async fn stop_all(&mut self) {
+        for ledger_id in self.running_ledgers() {
+            self.stop_ledger(ledger_id).await;
+        }
+        self.leases.close().await;
+    }
+
+    /// Sleeps for `duration` or until woken; returns `true` at once if a stop is asked.
     async fn pause(&mut self, duration: Duration) -> bool {
         if *self.stop.borrow() {
             return true;
         }
         tokio::select! {
             _ = tokio::time::sleep(duration) => false,
+            () = self.wake.notified() => *self.stop.borrow(),
             changed = self.stop.changed() => changed.is_err() || *self.stop.borrow(),
         }
     }
+}
+
+/// Returns where a ledger comes in this node's order of attempts.
+fn preference(salt: u64, ledger_id: Uuid) -> [u8; 8] {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&salt.to_be_bytes());
+    hasher.update(ledger_id.as_bytes());
+    let mut first = [0_u8; 8];
+    first.copy_from_slice(&hasher.finalize().as_bytes()[..8]);
+    first
 }

@@ -279,3 +279,101 @@ async fn tampered_source_stops_the_copy_visibly() {
         "a cut-short copy must not verify"
     );
 }
+
+#[tokio::test]
+async fn operators_and_tokens_follow_the_migration() {
+    use api::auth::{parse_scopes, TokenStore};
+    use api::cli::migrate::migrate_credentials;
+    use api::credentials::{CopiedCredentials, CredentialsLocation};
+    use api::operators::{NewOperator, OperatorStore};
+
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let files = CredentialsLocation::Files(dir.path().to_path_buf());
+    let tokens = TokenStore::open(&files).await.unwrap();
+    let scopes = parse_scopes("payments:read").unwrap();
+    let kept = tokens.issue("payroll", &scopes, None, 1).await.unwrap();
+    let revoked = tokens.issue("old", &scopes, None, 1).await.unwrap();
+    let revoked_id = revoked.split('_').nth(1).unwrap();
+    assert!(tokens.revoke(revoked_id, 2).await.unwrap());
+
+    let operators = OperatorStore::open(&files).await.unwrap();
+    let ledger = Uuid::now_v7();
+    let new = NewOperator {
+        ledger_id: ledger,
+        username: "ann",
+        password_hash: "argon2 hash",
+        roles: &[domain::operators::Role::Admin],
+        created_recorded: true,
+        now_micros: 1,
+    };
+    let ann = operators.create(&new).await.unwrap().unwrap();
+    assert!(operators.set_pending_totp(ann, b"sealed").await.unwrap());
+    assert!(operators.accept_step(ann, 42).await.unwrap());
+    let codes = [("abcd".to_owned(), "code hash".to_owned())];
+    operators.replace_recovery_codes(ann, &codes).await.unwrap();
+    assert!(operators.insert_key_check(b"check", 1).await.unwrap());
+
+    let from = StoreLocation::Sqlite(dir.path().join("events.sqlite"));
+    let to = StoreLocation::Postgres(db.url().to_owned());
+    let copied = migrate_credentials(&from, &to).await.unwrap().unwrap();
+    let expected = CopiedCredentials {
+        operators: 1,
+        tokens: 2,
+        skipped: 0,
+    };
+    assert_eq!(copied, expected);
+
+    // The shared database accepts the kept token, refuses the revoked one, and holds the
+    // operator with her sealed secret, last step and recovery code.
+    let shared = CredentialsLocation::Postgres(db.url().to_owned());
+    let shared_tokens = TokenStore::open(&shared).await.unwrap();
+    assert_eq!(
+        shared_tokens.authenticate(&kept).await.unwrap().client,
+        "payroll"
+    );
+    assert!(shared_tokens.authenticate(&revoked).await.is_err());
+    let shared_operators = OperatorStore::open(&shared).await.unwrap();
+    let copy = shared_operators
+        .by_name(ledger, "ann")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.id, ann);
+    assert_eq!(copy.password_hash, "argon2 hash");
+    assert_eq!(copy.totp_sealed.as_deref(), Some(&b"sealed"[..]));
+    assert_eq!(copy.last_step, 42);
+    assert_eq!(copy.recovery_generation, 1);
+    let hash = shared_operators.recovery_hash(ann, "abcd").await.unwrap();
+    assert_eq!(hash.as_deref(), Some("code hash"));
+    let check = shared_operators.key_check().await.unwrap();
+    assert_eq!(check.as_deref(), Some(&b"check"[..]));
+
+    // A second run finds every row there already.
+    let again = migrate_credentials(&from, &to).await.unwrap().unwrap();
+    assert_eq!((again.operators, again.tokens, again.skipped), (0, 0, 5));
+
+    // Operators sealed under another key are refused, and nothing of them is copied.
+    let other_dir = tempfile::tempdir().unwrap();
+    let other_files = CredentialsLocation::Files(other_dir.path().to_path_buf());
+    let other = OperatorStore::open(&other_files).await.unwrap();
+    assert!(other.insert_key_check(b"other check", 1).await.unwrap());
+    let bob = NewOperator {
+        username: "bob",
+        ..new
+    };
+    other.create(&bob).await.unwrap().unwrap();
+    let other_from = StoreLocation::Sqlite(other_dir.path().join("events.sqlite"));
+    let error = migrate_credentials(&other_from, &to).await.unwrap_err();
+    assert!(
+        error.to_string().contains("another MFA secret key"),
+        "{error:#}"
+    );
+    assert!(shared_operators
+        .by_name(ledger, "bob")
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -1,6 +1,7 @@
-//! Several `folio serve` processes on one PostgreSQL database, driven over real HTTP: two
-//! nodes taking payments for one ledger at once while a third writer adds payees, and a node
-//! killed with SIGKILL while clients append. After each, `folio verify` checks the chain and
+//! Several `folio serve` processes on one PostgreSQL database, driven over real HTTP. Two
+//! nodes take payments for one ledger at once while operators add payees, proposed on one
+//! node and approved on the other. A node is killed with SIGKILL while clients append. The
+//! leases of two ledgers spread over two nodes and move when one of them dies. After each, `folio verify` checks the chain and
 //! a count check looks for lost or duplicated events.
 //!
 //! The tests live in this package because Cargo gives its integration tests the path of the
@@ -9,269 +10,18 @@
 
 #[path = "../../eventstore-adapter/tests/support/pg.rs"]
 mod pg;
+mod support;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::state::ALLOW_LIST_STREAM;
-use domain::clock::SystemClock;
-use domain::events::{DomainEvent, PayeeAccount};
-use domain::payments::AllowList;
-use domain::record::Actor;
-use eventstore_adapter::postgres::PostgresBackend;
-use eventstore_adapter::{AppendRequest, EventStore, ExpectedVersion, StoreError, StreamWrite};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use sqlx::{Connection, PgConnection, Row};
+use support::nodes::{folio_verify, share_keys, two_nodes, Approvals, Node};
 use uuid::Uuid;
-
-/// A `folio serve` child process on the test database.
-struct Node {
-    child: Child,
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Node {
-    /// Starts `folio serve` with its own data directory on the PostgreSQL store at `url`, and
-    /// waits until it listens.
-    fn start(data_dir: &Path, url: &str) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_folio"))
-            .arg("serve")
-            .env("FOLIO_DATA_DIR", data_dir)
-            .env("FOLIO_STORE__BACKEND", "postgres")
-            .env("FOLIO_STORE__URL", url)
-            .env("FOLIO_SERVER__LISTEN_ADDR", "127.0.0.1:0")
-            .env("FOLIO_LOG_FORMAT", "json")
-            .env("FOLIO_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start folio serve");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let (found, addr) = std::sync::mpsc::channel();
-        // The thread keeps draining the log after the address is found, so the child never
-        // blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let Ok(entry) = serde_json::from_str::<Value>(&line) else {
-                    continue;
-                };
-                if entry["fields"]["message"] == "folio serving" {
-                    let _ = found.send(entry["fields"]["addr"].as_str().map(str::to_owned));
-                }
-            }
-        });
-        let addr = addr
-            .recv_timeout(Duration::from_secs(60))
-            .expect("folio serve logs its address")
-            .expect("the address is a string");
-        let token = std::fs::read_to_string(data_dir.join("bootstrap-token"))
-            .expect("bootstrap token")
-            .trim()
-            .to_owned();
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            token,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    /// POSTs JSON with an idempotency key; a connection failure is `None`.
-    async fn post(&self, path: &str, key: &str, body: &Value) -> Option<(StatusCode, Value)> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .header("Idempotency-Key", key)
-            .json(body)
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .ok()?;
-        let status = response.status();
-        Some((status, response.json().await.unwrap_or(Value::Null)))
-    }
-
-    async fn create_ledger(&self, tenant: &str) -> Uuid {
-        let body = json!({"tenant": tenant});
-        let (status, body) = self.post("/v1/ledgers", "ledger", &body).await.unwrap();
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        serde_json::from_value(body["ledger_id"].clone()).unwrap()
-    }
-
-    /// Submits a payment; returns its id when acknowledged, `None` on a conflict or when the
-    /// node is gone.
-    async fn pay(&self, ledger: Uuid, payee: Uuid, key: &str) -> Option<Uuid> {
-        let body = json!({
-            "payee_id": payee, "amount_minor": 1234, "currency": "AUD", "reference": "NODES",
-        });
-        let (status, body) = self
-            .post(&format!("/v1/ledgers/{ledger}/payments"), key, &body)
-            .await?;
-        match status {
-            StatusCode::CREATED => {
-                Some(serde_json::from_value(body["payment_id"].clone()).unwrap())
-            }
-            StatusCode::CONFLICT => None,
-            other => panic!("payment: {other} {body}"),
-        }
-    }
-
-    fn kill(&mut self) {
-        // `Child::kill` sends SIGKILL: the node gets no chance to finish anything.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// A third writer on the shared store. Payee changes need two enrolled operators over HTTP,
-/// so the test appends them through the library instead, signed with the nodes' key as an
-/// approval on a node would be, while the nodes take payments.
-struct PayeeWriter {
-    store: EventStore,
-}
-
-impl PayeeWriter {
-    async fn open(url: &str, data_dir: &Path) -> PayeeWriter {
-        let ring = api::keys::KeyRing::load_or_create(data_dir).unwrap();
-        let backend = PostgresBackend::connect(url).await.unwrap();
-        let store = EventStore::open_with_ring(
-            Arc::new(backend),
-            ring.current(),
-            ring.keys[1..].to_vec(),
-            Arc::new(SystemClock),
-        );
-        PayeeWriter { store }
-    }
-
-    /// Adds a payee on top of the stored allow-list and returns its id. Returns `None` when
-    /// the name looks like another payee's or when every retry lost a race.
-    async fn add_payee(&self, ledger: Uuid, n: u32) -> Option<Uuid> {
-        let account = PayeeAccount::Bsb {
-            bsb: "062000".to_owned(),
-            account: format!("{}", 30_000_000 + n),
-        };
-        for _ in 0..20 {
-            let events = self
-                .store
-                .read_stream(ledger, ALLOW_LIST_STREAM, 0, 10_000)
-                .await
-                .unwrap();
-            let mut list = AllowList::new();
-            for event in &events {
-                let decoded =
-                    DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
-                        .unwrap();
-                list.apply(&decoded).unwrap();
-            }
-            let payee_id = Uuid::now_v7();
-            let added = list
-                .propose_add(payee_id, &format!("Payee {}", name_for(n)), &account)
-                .ok()?;
-            let expected = match events.last() {
-                Some(last) => ExpectedVersion::Exact(last.stream_version),
-                None => ExpectedVersion::NoStream,
-            };
-            let request = AppendRequest {
-                writes: vec![StreamWrite {
-                    stream_id: ALLOW_LIST_STREAM.to_owned(),
-                    expected,
-                    events: vec![api::commands::draft(
-                        &added,
-                        &Actor::system("payee-writer"),
-                        Uuid::now_v7(),
-                    )],
-                }],
-                idempotency: None,
-            };
-            match self.store.append(ledger, request).await {
-                Ok(_) => return Some(payee_id),
-                Err(StoreError::WrongExpectedVersion { .. }) => continue,
-                Err(error) => panic!("add payee: {error}"),
-            }
-        }
-        None
-    }
-}
-
-/// Spells a number as words, so payee names do not look alike to the allow-list's checks.
-fn name_for(n: u32) -> String {
-    const WORDS: [&str; 10] = [
-        "Acacia",
-        "Banksia",
-        "Casuarina",
-        "Dianella",
-        "Eremophila",
-        "Ficus",
-        "Grevillea",
-        "Hakea",
-        "Isopogon",
-        "Jacksonia",
-    ];
-    let mut name = String::new();
-    let mut rest = n;
-    loop {
-        name.push_str(WORDS[(rest % 10) as usize]);
-        rest /= 10;
-        if rest == 0 {
-            return name;
-        }
-        name.push(' ');
-    }
-}
-
-/// Copies the signing keys of one node to another's data directory: the nodes of a cluster
-/// share them.
-fn share_keys(from: &Path, to: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let keys = to.join("keys");
-    std::fs::create_dir_all(&keys).unwrap();
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o700)).unwrap();
-    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o700)).unwrap();
-    for entry in std::fs::read_dir(from.join("keys")).unwrap() {
-        let path = entry.unwrap().path();
-        let copy = keys.join(path.file_name().unwrap());
-        std::fs::copy(&path, &copy).unwrap();
-        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-}
-
-/// Starts two nodes on the test database with shared keys.
-fn two_nodes(dir: &Path, url: &str) -> (Node, Node, PathBuf) {
-    let first_dir = dir.join("node-a");
-    let second_dir = dir.join("node-b");
-    let first = Node::start(&first_dir, url);
-    share_keys(&first_dir, &second_dir);
-    let second = Node::start(&second_dir, url);
-    (first, second, first_dir)
-}
-
-/// Runs `folio verify` on the PostgreSQL store for one ledger and returns its JSON verdict.
-fn folio_verify(url: &str, ledger: Uuid) -> Value {
-    let output = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["verify", "--json", "--ledger", &ledger.to_string()])
-        .args(["--store-url", url])
-        .output()
-        .expect("run folio verify");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "folio verify: {stdout} {stderr}");
-    serde_json::from_str(stdout.trim()).expect("one JSON verdict")
-}
 
 /// Checks that the stored ledger has no gap and no repeated event, and returns the payment
 /// ids and the number of payees it holds.
@@ -318,17 +68,18 @@ async fn two_nodes_append_to_one_ledger_without_loss() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let (first, second, first_dir) = two_nodes(dir.path(), db.url());
+    let (first, second, _) = two_nodes(dir.path(), db.url());
     let ledger = first.create_ledger("two-nodes").await;
-    let writer = Arc::new(PayeeWriter::open(db.url(), &first_dir).await);
-    let seed = writer.add_payee(ledger, 0).await.expect("first payee");
+    let approvals = Arc::new(Approvals::enrol(db.url(), ledger, &first, &second).await);
+    let seed = approvals.add_payee(ledger, 0).await.expect("first payee");
     let nodes = Arc::new([first, second]);
 
-    // Six payment clients per node and two payee clients on the library writer, all at once.
+    // Six payment clients per node and two payee clients (each proposing on the first node
+    // and approving on the second), all at once.
     let mut tasks = Vec::new();
     for (index, client) in (0..14).enumerate() {
         let nodes = Arc::clone(&nodes);
-        let writer = Arc::clone(&writer);
+        let approvals = Arc::clone(&approvals);
         tasks.push(tokio::spawn(async move {
             let node = &nodes[index % 2];
             let mut payments = Vec::new();
@@ -336,7 +87,7 @@ async fn two_nodes_append_to_one_ledger_without_loss() {
             for n in 0..8u32 {
                 if client >= 12 {
                     let number = 1 + client as u32 * 100 + n;
-                    payees.extend(writer.add_payee(ledger, number).await);
+                    payees.extend(approvals.add_payee(ledger, number).await);
                 } else {
                     let key = format!("pay-{client}-{n}");
                     payments.extend(node.pay(ledger, seed, &key).await);
@@ -391,11 +142,8 @@ async fn killed_node_loses_no_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let (first, second, first_dir) = two_nodes(dir.path(), db.url());
     let ledger = first.create_ledger("killed-node").await;
-    let payee = PayeeWriter::open(db.url(), &first_dir)
-        .await
-        .add_payee(ledger, 0)
-        .await
-        .expect("payee");
+    let approvals = Approvals::enrol(db.url(), ledger, &first, &second).await;
+    let payee = approvals.add_payee(ledger, 0).await.expect("payee");
     let nodes = Arc::new(tokio::sync::Mutex::new([first, second]));
     let bases: Vec<(String, String)> = {
         let nodes = nodes.lock().await;
@@ -496,5 +244,51 @@ impl ClientOnly {
         // A node killed after answering may cut the body; only a whole answer counts.
         let body: Value = response.json().await.ok()?;
         Some(serde_json::from_value(body["payment_id"].clone()).ok())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_leases_spread_then_move() {
+    let Some(db) = pg::TestDatabase::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first_dir, second_dir) = (dir.path().join("node-a"), dir.path().join("node-b"));
+    let lease = [
+        ("FOLIO_CLUSTER__LEASE_URL", db.url()),
+        ("FOLIO_CLUSTER__LEASE_CHECK_MS", "200"),
+        ("FOLIO_CLUSTER__LEASE_RETRY_MS", "200"),
+    ];
+    let mut first = Node::start_with(&first_dir, db.url(), &lease);
+    share_keys(&first_dir, &second_dir);
+    let mut second = Node::start_with(&second_dir, db.url(), &lease);
+    second.token = first.token.clone();
+    let ledgers = HashSet::from([
+        first.create_ledger("led-one").await,
+        first.create_ledger("led-two").await,
+    ]);
+
+    // Each node leads one of the two ledgers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (led_first, led_second) = loop {
+        let (a, b) = (first.leased_ledgers().await, second.leased_ledgers().await);
+        if a.len() == 1 && b.len() == 1 {
+            break (a[0], b[0]);
+        }
+        assert!(std::time::Instant::now() < deadline, "a: {a:?}, b: {b:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(HashSet::from([led_first, led_second]), ledgers);
+
+    // When the first node dies, the second leads both.
+    first.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let led: HashSet<Uuid> = second.leased_ledgers().await.into_iter().collect();
+        if led == ledgers {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "second leads {led:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

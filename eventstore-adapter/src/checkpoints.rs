@@ -61,20 +61,51 @@ impl Checkpointer {
             last_size: 0,
             last_at: Instant::now(),
         };
+        checkpointer
+            .catch_up(backend, ledger_id, head_position)
+            .await?;
+        Ok(checkpointer)
+    }
+
+    /// Extends the frontier with the stored events after those it covers, up to and
+    /// including `head_position`, as after another writer moved the head. The frontier must
+    /// cover only stored events.
+    ///
+    /// # Errors
+    /// A backend error, or `Corrupt` when the stored events skip a position.
+    pub(crate) async fn catch_up(
+        &mut self,
+        backend: &dyn Backend,
+        ledger_id: Uuid,
+        head_position: u64,
+    ) -> Result<(), BackendError> {
+        let from = self.frontier.size();
+        assert!(
+            from <= head_position + 1,
+            "a stored head only moves forward"
+        );
+        let Checkpointer {
+            frontier,
+            stream_version,
+            last_size,
+            last_at,
+            ..
+        } = self;
         let mut scan = |event: &SealedEvent| {
             if event.stream_id == CHECKPOINT_STREAM {
-                checkpointer.stream_version = Some(event.stream_version);
-                checkpointer.last_size = event.position;
+                *stream_version = Some(event.stream_version);
+                *last_size = event.position;
+                *last_at = Instant::now();
             }
-            checkpointer.frontier.push(&event.hash);
+            frontier.push(&event.hash);
         };
-        for_each_event(backend, ledger_id, head_position + 1, &mut scan).await?;
+        for_each_event(backend, ledger_id, from, head_position + 1, &mut scan).await?;
         assert_eq!(
-            checkpointer.frontier.size(),
+            self.frontier.size(),
             head_position + 1,
             "the frontier covers the stored chain"
         );
-        Ok(checkpointer)
+        Ok(())
     }
 
     /// Adds freshly sealed `events` to the tree and, when a checkpoint is due, seals one after
@@ -132,14 +163,16 @@ impl Checkpointer {
     }
 }
 
-/// Calls `visit` on every stored event at positions `0..count`, in order, one page at a time.
+/// Calls `visit` on every stored event at positions `from..count`, in order, one page at a
+/// time.
 async fn for_each_event(
     backend: &dyn Backend,
     ledger_id: Uuid,
+    from: u64,
     count: u64,
     visit: &mut (dyn FnMut(&SealedEvent) + Send),
 ) -> Result<(), BackendError> {
-    let mut next = 0;
+    let mut next = from;
     while next < count {
         let limit = u32::try_from((count - next).min(u64::from(PAGE))).unwrap_or(PAGE);
         let page = backend.read_ledger(ledger_id, next, limit).await?;
@@ -178,7 +211,7 @@ pub async fn event_hashes(
     count: u64,
 ) -> Result<Vec<Hash>, BackendError> {
     let mut hashes = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
-    for_each_event(backend, ledger_id, count, &mut |event| {
+    for_each_event(backend, ledger_id, 0, count, &mut |event| {
         hashes.push(event.hash)
     })
     .await?;

@@ -123,6 +123,8 @@ struct Group {
 struct Prepared {
     base: u64,
     batch: Option<CommitBatch>,
+    /// Checkpoint state once the batch is committed.
+    checkpoints: Option<Checkpointer>,
     deferred: Vec<Waiting>,
     /// Last version the group assigned to each stream it writes.
     versions: HashMap<String, Option<u64>>,
@@ -142,6 +144,8 @@ struct Committing {
     base: u64,
     hashes: Vec<[u8; HASH_LEN]>,
     new_head: ChainHead,
+    /// Checkpoint state once the group is committed.
+    checkpoints: Option<Checkpointer>,
     deferred: Vec<Waiting>,
     /// Last version the group assigned to each stream it writes.
     versions: HashMap<String, Option<u64>>,
@@ -175,6 +179,9 @@ pub(crate) struct Sequencer {
     head_moves: u32,
     /// Merkle frontier and checkpoint schedule of the sealed tip, when checkpoints are on.
     checkpoints: Option<Checkpointer>,
+    /// The same for the committed head, which a lost race falls back to before it reads
+    /// the other writer's events.
+    committed_checkpoints: Option<Checkpointer>,
 }
 
 /// Reads the stored head and the last event, and builds the tip the next event extends.
@@ -308,6 +315,7 @@ impl Sequencer {
             retry: Vec::new(),
             head_moves: 0,
             checkpoints: None,
+            committed_checkpoints: None,
         }
     }
 
@@ -320,6 +328,7 @@ impl Sequencer {
                 "frontier covers the tip"
             );
         }
+        self.committed_checkpoints.clone_from(&checkpoints);
         self.checkpoints = checkpoints;
         self
     }
@@ -519,6 +528,7 @@ impl Sequencer {
         Some(Prepared {
             base: group.base_position,
             batch,
+            checkpoints: self.checkpoints.clone(),
             deferred: group.deferred,
             versions,
             keys,
@@ -581,6 +591,7 @@ impl Sequencer {
             base: prepared.base,
             hashes: batch.events.iter().map(|event| event.hash).collect(),
             new_head: batch.signed_head.head,
+            checkpoints: prepared.checkpoints,
             deferred: prepared.deferred,
             versions: prepared.versions,
             keys: prepared.keys,
@@ -639,6 +650,7 @@ impl Sequencer {
             "a commit extends the committed head"
         );
         self.head = in_flight.new_head;
+        self.committed_checkpoints = in_flight.checkpoints;
         self.committed.send_replace(Some(self.head.position));
         answer_committed(in_flight.base, &in_flight.hashes, in_flight.deferred);
         Ok(())
@@ -727,6 +739,7 @@ impl Sequencer {
             "tip follows the committed head"
         );
         self.tip = tip;
+        self.committed_checkpoints.clone_from(&checkpoints);
         self.checkpoints = checkpoints;
         self.committed.send_replace(Some(self.head.position));
         Ok(hashes)
@@ -855,24 +868,29 @@ impl Sequencer {
 
 impl Sequencer {
     /// Rebuilds the checkpoint frontier after the tip was reloaded, because the sealed events
-    /// it counted were never stored. Without a frontier the task cannot checkpoint, so a
-    /// failed rebuild stops it like a failed tip reload.
+    /// it counted were never stored. The frontier of the last committed head covers only
+    /// stored events, so it is extended with the events stored after it. Only when there
+    /// is none is the whole ledger read. Without a frontier the task cannot checkpoint, so
+    /// a failed rebuild stops it like a failed tip reload.
     async fn reload_checkpoints(&mut self) {
         let Some(old) = self.checkpoints.take() else {
             return;
         };
-        // TODO: this rereads every event of the ledger. A lost race (`HeadMoved`) is routine
-        // with several nodes on PostgreSQL, so a large ledger pays a full scan per race. Keep
-        // the frontier at the committed head and extend it instead.
-        let loaded = Checkpointer::load(
-            self.backend.as_ref(),
-            self.ledger_id,
-            self.head.position,
-            old.policy(),
-        )
-        .await;
-        match loaded {
-            Ok(checkpointer) => self.checkpoints = Some(checkpointer),
+        let head = self.head.position;
+        let rebuilt = match self.committed_checkpoints.take() {
+            Some(mut committed) if committed.size() <= head + 1 => committed
+                .catch_up(self.backend.as_ref(), self.ledger_id, head)
+                .await
+                .map(|()| committed),
+            _ => {
+                Checkpointer::load(self.backend.as_ref(), self.ledger_id, head, old.policy()).await
+            }
+        };
+        match rebuilt {
+            Ok(checkpointer) => {
+                self.committed_checkpoints = Some(checkpointer.clone());
+                self.checkpoints = Some(checkpointer);
+            }
             Err(error) => {
                 tracing::error!(ledger = %self.ledger_id, %error, "checkpoint frontier reload failed; stopping");
                 self.broken = true;

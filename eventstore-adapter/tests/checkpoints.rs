@@ -232,3 +232,54 @@ async fn pipelined_groups_keep_checkpoints_consistent() {
         summary.checkpoints.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_writers_keep_checkpoints_right_after_lost_races() {
+    let backend = Arc::new(MemoryBackend::new());
+    let key = Arc::new(LedgerKey::generate());
+    let (first, second) = (open(&backend, &key, 5), open(&backend, &key, 5));
+    let ledger = Uuid::now_v7();
+    first
+        .create_ledger(ledger, "t", Actor::system("test"), Uuid::now_v7())
+        .await
+        .unwrap();
+
+    // Each writer's tip is stale at each of its appends, because the other appended last,
+    // so every append first loses a race and catches its frontier up with the other's
+    // events and checkpoints.
+    for round in 0..24 {
+        let writer = if round % 2 == 0 { &first } else { &second };
+        writer
+            .append(ledger, request("s", drafts(1 + round % 3)))
+            .await
+            .unwrap();
+    }
+    first.shutdown().await;
+    second.shutdown().await;
+
+    let events = all_events(&backend, ledger).await;
+    let hashes: Vec<merkle::Hash> = events.iter().map(|e| e.hash).collect();
+    let found = checkpoints::checkpoints(backend.as_ref(), ledger)
+        .await
+        .unwrap();
+    assert!(found.len() >= 6, "{} checkpoints", found.len());
+    for checkpoint in &found {
+        let size = checkpoint.tree_size as usize;
+        assert_eq!(checkpoint.merkle_root, merkle::root(&hashes[..size]));
+        assert_eq!(checkpoint.head_hash, hashes[size - 1]);
+    }
+    let versions: Vec<u64> = backend
+        .read_stream(ledger, CHECKPOINT_STREAM, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.stream_version)
+        .collect();
+    let expected: Vec<u64> = (0..versions.len() as u64).collect();
+    assert_eq!(
+        versions, expected,
+        "both writers continue one checkpoint stream"
+    );
+    let summary = verify(&backend, ledger).await;
+    assert_eq!(summary.checkpoints, found);
+}

@@ -75,10 +75,23 @@ impl ProjectionRunner {
     ///
     /// Must be called inside a Tokio runtime.
     pub fn spawn(store: EventStore, models: ReadModels) -> RunnerHandle {
+        Self::start(store, models, None)
+    }
+
+    /// Starts following one ledger only, as a node does for each ledger whose lease it
+    /// holds. [`RunnerHandle::track`] ignores other ledgers.
+    ///
+    /// Must be called inside a Tokio runtime.
+    pub fn spawn_for(store: EventStore, models: ReadModels, ledger_id: Uuid) -> RunnerHandle {
+        Self::start(store, models, Some(ledger_id))
+    }
+
+    fn start(store: EventStore, models: ReadModels, only: Option<Uuid>) -> RunnerHandle {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             store,
             models,
+            only,
             runtime: tokio::runtime::Handle::current(),
             ledgers: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
@@ -204,6 +217,8 @@ fn log_join(result: Result<(), tokio::task::JoinError>) {
 struct Shared {
     store: EventStore,
     models: ReadModels,
+    /// The one ledger this runner follows, or `None` for every ledger of the store.
+    only: Option<Uuid>,
     /// Runtime the runner was started on. Ledger tasks are spawned here even when
     /// `track` is called from another runtime (such as an HTTP worker's), so they
     /// live as long as the runner.
@@ -273,7 +288,7 @@ impl Shared {
     }
 
     fn ensure_started(self: &Arc<Self>, ledger_id: Uuid) {
-        if *self.shutdown.borrow() {
+        if *self.shutdown.borrow() || self.only.is_some_and(|only| only != ledger_id) {
             return;
         }
         let mut ledgers = self.lock_ledgers();
@@ -298,6 +313,12 @@ impl Shared {
 /// Lists the store's ledgers every [`LEDGER_POLL_INTERVAL`] and starts a task for each new one.
 async fn supervise(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.clone();
+    if let Some(only) = shared.only {
+        // A runner of one ledger has nothing to discover.
+        shared.ensure_started(only);
+        let _ = shutdown.wait_for(|stop| *stop).await;
+        return;
+    }
     let mut failing = false;
     loop {
         match shared.store.ledgers().await {

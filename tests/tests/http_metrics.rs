@@ -56,6 +56,9 @@ async fn metrics_cover_append_projection_and_dlq() {
         let labelled = format!("{family}{{ledger=\"{ledger}\"}}");
         assert!(text.contains(&labelled), "{labelled} missing from:\n{text}");
     }
+    // A single node holds the lease of every ledger.
+    let leased = format!("folio_ledger_lease_held{{ledger=\"{ledger}\"}} 1\n");
+    assert!(text.contains(&leased), "{leased} missing from:\n{text}");
     stack.stop().await.unwrap();
 }
 

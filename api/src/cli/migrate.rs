@@ -7,6 +7,9 @@
 //! byte. Stop the writers while a ledger is copied, because events appended to the source
 //! meanwhile make the final comparison fail (the source itself loses nothing).
 //!
+//! On a PostgreSQL target, the operators and API tokens of a source data directory are
+//! copied too (see [`crate::credentials::copy_credentials`]), so every node accepts them.
+//!
 //! Until the last chunk of a ledger is committed, the target's head row carries the source's
 //! final signed head, which names a later position than the target holds, so `folio verify`
 //! reports an interrupted copy instead of accepting a short ledger.
@@ -17,9 +20,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use domain::verify::ChainVerifier;
+use eventstore_adapter::sqlite::EVENTS_FILE;
 use eventstore_adapter::{Backend, ChainHead, CommitBatch, SignedHead};
 use uuid::Uuid;
 
+use crate::credentials::{copy_credentials, CopiedCredentials, CredentialsLocation};
 use crate::store::StoreLocation;
 
 /// Events copied per chunk (and per target transaction).
@@ -60,6 +65,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--from and --to name the same store: name two different stores");
     }
     let copied = migrate(&from, &to, args.ledger).await?;
+    let credentials = migrate_credentials(&from, &to).await?;
     for ledger in &copied {
         println!(
             "ledger {}: {} events and {} idempotency keys copied to {}; verified, exports \
@@ -73,6 +79,16 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if copied.is_empty() {
         println!("no ledger in {}", from.describe());
+    }
+    if let Some(credentials) = credentials {
+        println!(
+            "{} operators and {} API tokens copied to {} ({} rows were there already); \
+             operators sign in again on the new nodes",
+            credentials.operators,
+            credentials.tokens,
+            to.describe(),
+            credentials.skipped
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -124,6 +140,37 @@ pub async fn migrate(
         });
     }
     Ok(copied)
+}
+
+/// Copies the operators and API tokens of a data directory to a PostgreSQL target, where
+/// every node reads them, and returns what was copied. A target that is not PostgreSQL, or
+/// a source that is a PostgreSQL database or an SQLite file outside a data directory,
+/// copies nothing and returns `None`.
+///
+/// # Errors
+/// A database cannot be opened, or the target's operators use another MFA secret key.
+pub async fn migrate_credentials(
+    from: &StoreLocation,
+    to: &StoreLocation,
+) -> anyhow::Result<Option<CopiedCredentials>> {
+    let StoreLocation::Postgres(url) = to else {
+        return Ok(None);
+    };
+    let target = CredentialsLocation::Postgres(url.clone());
+    let data_dir = match from {
+        StoreLocation::Sqlite(path) if path.file_name() == Some(EVENTS_FILE.as_ref()) => {
+            path.parent()
+        }
+        _ => None,
+    };
+    let Some(data_dir) = data_dir else {
+        // The tables are still created, as the first `folio serve` on the target would.
+        crate::operators::OperatorStore::open(&target).await?;
+        crate::auth::TokenStore::open(&target).await?;
+        return Ok(None);
+    };
+    let source = CredentialsLocation::Files(data_dir.to_path_buf());
+    Ok(Some(copy_credentials(&source, &target).await?))
 }
 
 /// Copies one ledger chunk by chunk up to the source's current signed head and returns the

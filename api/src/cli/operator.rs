@@ -1,9 +1,10 @@
 //! `folio operator`: bootstrap the first administrator of a ledger.
 //!
 //! Later operators are created by an administrator over the API, with step-up, so that
-//! each creation is an event with its authentication context. The bootstrap works on the
-//! data directory directly; its `operator.created` event is recorded by the server at the
-//! administrator's first sign-in.
+//! each creation is an event with its authentication context. The bootstrap writes to the
+//! operator store directly: the data directory, or the PostgreSQL database that the nodes
+//! share. The server records its `operator.created` event at the administrator's first
+//! sign-in.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -27,9 +28,13 @@ pub enum Command {
         #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
         data_dir: PathBuf,
         /// PostgreSQL event store of the server, when it does not use the data directory's
-        /// SQLite file; the ledger is looked up there.
+        /// SQLite file; the ledger is looked up there, and the operator is stored there.
         #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
         store_url: Option<String>,
+        /// PostgreSQL database of operators and tokens, when `operators.url` names one apart
+        /// from the event store.
+        #[arg(long, env = "FOLIO_OPERATORS__URL", hide_env_values = true)]
+        operators_url: Option<String>,
         /// Ledger the administrator works on.
         #[arg(long)]
         ledger: Uuid,
@@ -49,6 +54,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     let Command::Create {
         data_dir,
         store_url,
+        operators_url,
         ledger,
         username,
         admin,
@@ -72,10 +78,12 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         );
     }
     let password = read_password(password_file.as_ref())?;
-    crate::files::create_private_dir(&data_dir)?;
-    let path = data_dir.join("operators.sqlite");
-    crate::files::create_private_file(&path)?;
-    let store = OperatorStore::open(&path).await?;
+    let operators = crate::credentials::CredentialsLocation::from_args(
+        &data_dir,
+        store_url.as_deref(),
+        operators_url.as_deref(),
+    );
+    let store = OperatorStore::open(&operators).await?;
     let hasher = SecretHasher::new(false)?;
     let now = SystemClock.now_micros();
     let created = create_operator(

@@ -1,4 +1,5 @@
-//! `folio token`: issue API tokens against the data directory.
+//! `folio token`: issue and revoke API tokens in the data directory, or in the PostgreSQL
+//! database that the nodes share.
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -10,15 +11,41 @@ use domain::clock::{Clock, SystemClock};
 use uuid::Uuid;
 
 use crate::auth::{parse_scopes, TokenStore};
+use crate::credentials::CredentialsLocation;
+
+/// Location of the token store, from the same flags and variables as `folio serve` reads.
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// Data directory of the server.
+    #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
+    data_dir: PathBuf,
+    /// PostgreSQL event store the nodes share; their tokens live in the same database.
+    #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
+    store_url: Option<String>,
+    /// PostgreSQL database of operators and tokens, when `operators.url` names one apart
+    /// from the event store.
+    #[arg(long, env = "FOLIO_OPERATORS__URL", hide_env_values = true)]
+    operators_url: Option<String>,
+}
+
+impl StoreArgs {
+    fn location(&self) -> CredentialsLocation {
+        CredentialsLocation::from_args(
+            &self.data_dir,
+            self.store_url.as_deref(),
+            self.operators_url.as_deref(),
+        )
+    }
+}
 
 /// `folio token` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Issue a token and print it once.
     Create {
-        /// Data directory of the server.
-        #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
-        data_dir: PathBuf,
+        /// Store of the server's tokens.
+        #[command(flatten)]
+        store: StoreArgs,
         /// Client name recorded as the actor of the token's events.
         #[arg(long)]
         client: String,
@@ -31,35 +58,35 @@ pub enum Command {
     },
     /// Revoke a token by its public id (the part after `folio_`); it stops working at once.
     Revoke {
-        /// Data directory of the server.
-        #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
-        data_dir: PathBuf,
+        /// Store of the server's tokens.
+        #[command(flatten)]
+        store: StoreArgs,
         /// Public token id (16 hex digits).
         #[arg(long)]
         id: String,
     },
 }
 
-async fn revoke(data_dir: &Path, id: &str) -> anyhow::Result<ExitCode> {
-    let store = TokenStore::open(&data_dir.join("auth.sqlite")).await?;
+async fn revoke(location: &CredentialsLocation, id: &str) -> anyhow::Result<ExitCode> {
+    let store = TokenStore::open(location).await?;
     if store.revoke(id, SystemClock.now_micros()).await? {
         println!("revoked token {id}");
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("no active token with id {id:?} in {}", data_dir.display());
+        eprintln!("no active token with id {id:?} in {}", location.describe());
         Ok(ExitCode::FAILURE)
     }
 }
 
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    let (data_dir, client, scopes, ledgers) = match command {
+    let (store, client, scopes, ledgers) = match command {
         Command::Create {
-            data_dir,
+            store,
             client,
             scopes,
             ledgers,
-        } => (data_dir, client, scopes, ledgers),
-        Command::Revoke { data_dir, id } => return revoke(&data_dir, &id).await,
+        } => (store, client, scopes, ledgers),
+        Command::Revoke { store, id } => return revoke(&store.location(), &id).await,
     };
     let client = client.trim().to_owned();
     if client.is_empty() || client.len() > 128 {
@@ -74,19 +101,19 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
              payments:submit,payments:read, or all"
         );
     }
-    if !data_dir.join("events.sqlite").exists() {
+    let location = store.location();
+    let data_dir = &store.data_dir;
+    if !location.is_shared() && !data_dir.join("events.sqlite").exists() {
         // Not an error, because a PostgreSQL node has no events.sqlite, but a mistyped
         // --data-dir would otherwise issue a token no server reads.
         eprintln!(
-            "note: {} holds no events.sqlite; make sure `folio serve` uses this data directory",
+            "note: {} holds no events.sqlite; make sure `folio serve` uses this data \
+             directory, or pass --store-url for nodes on PostgreSQL",
             data_dir.display()
         );
     }
-    // The same modes as `folio serve` gives them: the token digests are private.
-    crate::files::create_private_dir(&data_dir)?;
-    let auth_path = data_dir.join("auth.sqlite");
-    crate::files::create_private_file(&auth_path)?;
-    let store = TokenStore::open(&auth_path).await?;
+    // The same modes as `folio serve` gives the file: the token digests are private.
+    let store = TokenStore::open(&location).await?;
     let ledgers: Option<BTreeSet<Uuid>> = if ledgers.is_empty() {
         None
     } else {

@@ -76,6 +76,18 @@ impl OperatorClient {
         Ok(())
     }
 
+    /// Uses the authenticator app of `other`, a session of the same operator: its secret,
+    /// and the last step it used, so the next code is one the server has not seen.
+    pub fn share_authenticator(&mut self, other: &OperatorClient) {
+        self.secret = other.secret.clone();
+        self.last_step = other.last_step;
+    }
+
+    /// Sends later requests to `base`, another node of the same cluster.
+    pub fn move_to(&mut self, base: &str) {
+        base.clone_into(&mut self.base);
+    }
+
     /// Returns the enrolled TOTP secret in base32, to sign in again later.
     pub fn secret_base32(&self) -> Option<String> {
         self.secret

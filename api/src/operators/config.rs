@@ -18,6 +18,7 @@ pub const MAX_SESSION_ABSOLUTE_SECONDS: u64 = 12 * 60 * 60;
 pub struct MfaConfig {
     /// File holding the 32-byte AES-256-GCM key (64 hex digits) that encrypts TOTP
     /// secrets at rest. Empty: `<data_dir>/keys/mfa-secret.key`, created on first start.
+    /// Nodes that share operators (see `[operators]`) must all read the same key.
     pub secret_key_file: PathBuf,
     /// Issuer shown by authenticator apps.
     pub issuer: String,
@@ -75,6 +76,29 @@ impl MfaConfig {
             bail!(
                 "mfa.issuer {:?} must be non-empty and contain no colon",
                 self.issuer
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Where operators, sessions and API tokens are stored (`[operators]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OperatorsConfig {
+    /// PostgreSQL URL of the database that holds operators, sessions, second factors and
+    /// API tokens for every node. Empty: the event store's database when `store.backend`
+    /// is `postgres`, otherwise `operators.sqlite` and `auth.sqlite` in the data directory.
+    pub url: String,
+}
+
+impl OperatorsConfig {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+        let url = &self.url;
+        if !url.is_empty() && !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+            bail!(
+                "operators.url is not a postgres:// URL; set it (or FOLIO_OPERATORS__URL) to \
+                 postgres://user@host:5432/database, or leave it empty"
             );
         }
         Ok(())

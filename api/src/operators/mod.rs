@@ -3,8 +3,8 @@
 //!
 //! Rules that need no I/O (TOTP, password and recovery-code formats, limits, roles,
 //! approvals) live in `domain::mfa` and `domain::operators`; this module stores state in
-//! `operators.sqlite`, hashes with Argon2id, encrypts TOTP secrets through a
-//! [`SecretBox`], and appends the events.
+//! `operators.sqlite` or the database the nodes share, hashes with Argon2id, encrypts TOTP
+//! secrets through a [`SecretBox`], and appends the events.
 
 pub mod client;
 mod config;
@@ -15,7 +15,7 @@ pub mod secret_box;
 pub mod session;
 pub mod store;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -25,8 +25,8 @@ use domain::operators::Role;
 use uuid::Uuid;
 
 pub use config::{
-    AllowListConfig, MfaConfig, MAX_SESSION_ABSOLUTE_SECONDS, MAX_SESSION_IDLE_SECONDS,
-    MAX_STEP_UP_AGE_SECONDS,
+    AllowListConfig, MfaConfig, OperatorsConfig, MAX_SESSION_ABSOLUTE_SECONDS,
+    MAX_SESSION_IDLE_SECONDS, MAX_STEP_UP_AGE_SECONDS,
 };
 pub use hashing::SecretHasher;
 pub use secret_box::{AesGcmBox, SecretBox, SecretBoxError};
@@ -50,21 +50,26 @@ pub struct Mfa {
 }
 
 impl Mfa {
-    /// Opens `operators.sqlite` and the secret key under `data_dir`.
+    /// Opens the operator store at `location` and the secret key that `config` names (or
+    /// the one under `data_dir`), and checks that the key opens the store's records.
     ///
     /// # Errors
-    /// Names the file that cannot be opened or created.
+    /// Names the store or key file that cannot be opened, and refuses a key other than
+    /// the one the store's records were sealed with.
     pub async fn open(
+        location: &crate::credentials::CredentialsLocation,
         data_dir: &Path,
         config: &MfaConfig,
         allow_list: &AllowListConfig,
+        now_micros: i64,
     ) -> anyhow::Result<Mfa> {
-        let path = data_dir.join("operators.sqlite");
-        crate::files::create_private_file(&path)?;
-        let store = OperatorStore::open(&path)
+        let store = OperatorStore::open(location)
             .await
-            .with_context(|| format!("cannot open operator store {}", path.display()))?;
-        let secrets = open_secret_box(data_dir, config)?;
+            .with_context(|| format!("cannot open operator store {}", location.describe()))?;
+        let (secrets, key_path) = open_secret_box(data_dir, config)?;
+        check_secret_key(&store, secrets.as_ref(), now_micros)
+            .await
+            .map_err(|problem| problem.refusal(&key_path, location))?;
         Ok(Mfa {
             store,
             secrets,
@@ -76,8 +81,12 @@ impl Mfa {
     }
 }
 
-/// Opens the AES-256-GCM key named by `mfa.secret_key_file`, or the generated default.
-fn open_secret_box(data_dir: &Path, config: &MfaConfig) -> anyhow::Result<Arc<dyn SecretBox>> {
+/// Opens the AES-256-GCM key named by `mfa.secret_key_file`, or the generated default, and
+/// returns it with its path.
+fn open_secret_box(
+    data_dir: &Path,
+    config: &MfaConfig,
+) -> anyhow::Result<(Arc<dyn SecretBox>, PathBuf)> {
     let (path, create) = if config.secret_key_file.as_os_str().is_empty() {
         let keys = data_dir.join("keys");
         crate::files::create_private_dir(&keys)?;
@@ -85,7 +94,78 @@ fn open_secret_box(data_dir: &Path, config: &MfaConfig) -> anyhow::Result<Arc<dy
     } else {
         (config.secret_key_file.clone(), false)
     };
-    Ok(Arc::new(AesGcmBox::load_or_create(&path, create)?))
+    let secrets = AesGcmBox::load_or_create(&path, create)?;
+    Ok((Arc::new(secrets), path))
+}
+
+/// Plaintext of the key check value.
+const KEY_CHECK_PLAINTEXT: &[u8] = b"folio operator secret key check v1";
+
+/// Associated data of the key check value; no operator id can produce it.
+const KEY_CHECK_ASSOCIATED_DATA: &[u8] = b"folio operator secret key check|store";
+
+/// Reason the secret key does not fit the operator store.
+#[derive(Debug)]
+enum KeyCheckProblem {
+    /// The store's key check value does not open with this key.
+    WrongKey,
+    /// Reading or writing the check value failed.
+    Failed(anyhow::Error),
+}
+
+impl KeyCheckProblem {
+    /// Turns the problem into the start-up error, naming the key file and the fix.
+    fn refusal(
+        self,
+        key_path: &Path,
+        location: &crate::credentials::CredentialsLocation,
+    ) -> anyhow::Error {
+        match self {
+            KeyCheckProblem::WrongKey => anyhow::anyhow!(
+                "the MFA secret key {} does not open the operator records in {}: they were \
+                 sealed with another key. Every node that shares operators must use the same \
+                 key: copy the key file of the node that started first and point \
+                 mfa.secret_key_file at it (see docs/operations/postgres.md)",
+                key_path.display(),
+                location.describe()
+            ),
+            KeyCheckProblem::Failed(error) => error.context(format!(
+                "cannot check the MFA secret key {} against {}",
+                key_path.display(),
+                location.describe()
+            )),
+        }
+    }
+}
+
+/// Checks that `secrets` opens the key check value of the store, storing one sealed with
+/// `secrets` when the store has none yet. Of two nodes that start at once on an empty
+/// store with different keys, the one whose value is not stored is refused.
+async fn check_secret_key(
+    store: &OperatorStore,
+    secrets: &dyn SecretBox,
+    now_micros: i64,
+) -> Result<(), KeyCheckProblem> {
+    let failed = |error: anyhow::Error| KeyCheckProblem::Failed(error);
+    if store
+        .key_check()
+        .await
+        .map_err(|e| failed(e.into()))?
+        .is_none()
+    {
+        let sealed = secrets
+            .seal(KEY_CHECK_PLAINTEXT, KEY_CHECK_ASSOCIATED_DATA)
+            .map_err(|e| failed(e.into()))?;
+        let stored = store.insert_key_check(&sealed, now_micros).await;
+        stored.map_err(|e| failed(e.into()))?;
+    }
+    let sealed = store.key_check().await.map_err(|e| failed(e.into()))?;
+    let sealed = sealed.ok_or_else(|| failed(anyhow::anyhow!("the key check row vanished")))?;
+    match secrets.open(&sealed, KEY_CHECK_ASSOCIATED_DATA) {
+        Ok(plaintext) if plaintext.as_slice() == KEY_CHECK_PLAINTEXT => Ok(()),
+        Ok(_) | Err(SecretBoxError::Authentication) => Err(KeyCheckProblem::WrongKey),
+        Err(error) => Err(failed(error.into())),
+    }
 }
 
 /// Associated data binding a sealed TOTP secret to its operator.
@@ -167,5 +247,45 @@ pub fn check_username(username: &str) -> Result<(), String> {
             "user name {username:?} must have 3 to 64 characters among letters, digits, \
              '.', '_', '-' and '@'"
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::CredentialsLocation;
+
+    async fn open(dir: &Path, config: &MfaConfig) -> anyhow::Result<Mfa> {
+        let location = CredentialsLocation::Files(dir.to_path_buf());
+        Mfa::open(&location, dir, config, &AllowListConfig::default(), 0).await
+    }
+
+    #[tokio::test]
+    async fn another_secret_key_is_refused_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = MfaConfig {
+            test_hash_cost: true,
+            ..MfaConfig::default()
+        };
+        open(dir.path(), &config)
+            .await
+            .expect("first open stores the check");
+        open(dir.path(), &config)
+            .await
+            .expect("the same key opens again");
+
+        let other = dir.path().join("other.key");
+        std::fs::write(&other, hex::encode([9_u8; 32])).unwrap();
+        let config = MfaConfig {
+            secret_key_file: other.clone(),
+            ..config
+        };
+        let error = open(dir.path(), &config).await.err().expect("refused");
+        let message = format!("{error:#}");
+        assert!(
+            message.contains("does not open the operator records"),
+            "{message}"
+        );
+        assert!(message.contains(&other.display().to_string()), "{message}");
     }
 }

@@ -1,43 +1,52 @@
-//! Operators, sessions, TOTP state and recovery codes in `operators.sqlite`, beside the
-//! API tokens' `auth.sqlite`.
+//! Operators, sessions, TOTP state and recovery codes: in `operators.sqlite` beside the
+//! API tokens' `auth.sqlite` on one node, or in the PostgreSQL database that several nodes
+//! share (see [`crate::credentials`]).
 //!
 //! Two rules of the second factor are enforced here by single statements: a TOTP step
 //! is recorded only if it is later than the last one (`UPDATE ... WHERE last_step < ?`,
 //! checked by rows affected), and a recovery code is consumed only if it is unused
 //! (`UPDATE ... WHERE used_at_micros IS NULL`). Two requests racing with one code
-//! cannot both win.
+//! cannot both win, on one node or on two: PostgreSQL makes the second `UPDATE` of a row
+//! wait for the first to commit and then checks its `WHERE` against the new row.
+//!
+//! The lockout counters (`factor_failures`) and the lock itself are rows of the same
+//! database, so every node counts the failures made on every other.
 
-use std::path::Path;
 use std::str::FromStr;
 
 use domain::operators::Role;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 
-const SCHEMA: &[&str] = &[
+use crate::credentials::{CredentialsLocation, OPERATORS_FILE};
+
+/// Tables and indexes, in SQL that both databases accept (`BLOB` becomes `BYTEA` on
+/// PostgreSQL). Integers are `BIGINT` there. SQLite files made by earlier versions declare
+/// `INTEGER`, which SQLite treats the same.
+pub(crate) const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS operators (
         id TEXT PRIMARY KEY,
         ledger_id TEXT NOT NULL,
         username TEXT NOT NULL,
         password_hash TEXT NOT NULL,
         roles TEXT NOT NULL,
-        created_at_micros INTEGER NOT NULL,
-        created_recorded INTEGER NOT NULL,
+        created_at_micros BIGINT NOT NULL,
+        created_recorded BIGINT NOT NULL,
         totp_sealed BLOB,
-        totp_active INTEGER NOT NULL DEFAULT 0,
-        last_step INTEGER NOT NULL DEFAULT -1,
-        recovery_generation INTEGER NOT NULL DEFAULT 0,
-        recovery_acknowledged INTEGER NOT NULL DEFAULT 0,
-        locked_until_micros INTEGER,
+        totp_active BIGINT NOT NULL DEFAULT 0,
+        last_step BIGINT NOT NULL DEFAULT -1,
+        recovery_generation BIGINT NOT NULL DEFAULT 0,
+        recovery_acknowledged BIGINT NOT NULL DEFAULT 0,
+        locked_until_micros BIGINT,
         UNIQUE (ledger_id, username)
     )",
     "CREATE TABLE IF NOT EXISTS recovery_codes (
         operator_id TEXT NOT NULL,
-        generation INTEGER NOT NULL,
+        generation BIGINT NOT NULL,
         code_id TEXT NOT NULL,
         hash TEXT NOT NULL,
-        used_at_micros INTEGER,
+        used_at_micros BIGINT,
         PRIMARY KEY (operator_id, generation, code_id)
     )",
     "CREATE TABLE IF NOT EXISTS sessions (
@@ -45,25 +54,42 @@ const SCHEMA: &[&str] = &[
         operator_id TEXT NOT NULL,
         secret_hash BLOB NOT NULL,
         binding BLOB NOT NULL,
-        created_at_micros INTEGER NOT NULL,
-        last_seen_at_micros INTEGER NOT NULL,
-        revoked_at_micros INTEGER,
+        created_at_micros BIGINT NOT NULL,
+        last_seen_at_micros BIGINT NOT NULL,
+        revoked_at_micros BIGINT,
         factor TEXT NOT NULL,
-        factor_at_micros INTEGER NOT NULL,
-        second_factor_at_micros INTEGER
+        factor_at_micros BIGINT NOT NULL,
+        second_factor_at_micros BIGINT
     )",
     "CREATE TABLE IF NOT EXISTS factor_failures (
         operator_id TEXT NOT NULL,
-        at_micros INTEGER NOT NULL
+        at_micros BIGINT NOT NULL
     )",
     "CREATE INDEX IF NOT EXISTS factor_failures_by_operator
         ON factor_failures (operator_id, at_micros)",
+    // One row sealed with the TOTP secret key, so a node with another key is refused at
+    // start rather than at an operator's sign-in.
+    "CREATE TABLE IF NOT EXISTS operator_key_check (
+        id BIGINT PRIMARY KEY,
+        sealed BLOB NOT NULL,
+        created_at_micros BIGINT NOT NULL
+    )",
     "CREATE TABLE IF NOT EXISTS mfa_resets (
         operator_id TEXT PRIMARY KEY,
         proposed_by TEXT NOT NULL,
         reason TEXT NOT NULL,
-        proposed_at_micros INTEGER NOT NULL
+        proposed_at_micros BIGINT NOT NULL
     )",
+];
+
+/// Tables that [`SCHEMA`] creates.
+pub(crate) const TABLES: &[&str] = &[
+    "operators",
+    "recovery_codes",
+    "sessions",
+    "factor_failures",
+    "operator_key_check",
+    "mfa_resets",
 ];
 
 /// An operator row; the TOTP secret stays sealed.
@@ -133,14 +159,14 @@ pub struct SessionRecord {
 /// The operator store.
 #[derive(Clone)]
 pub struct OperatorStore {
-    pool: SqlitePool,
+    pool: AnyPool,
 }
 
 fn parse_uuid(text: &str) -> Result<Uuid, sqlx::Error> {
     Uuid::parse_str(text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
 }
 
-fn operator_from_row(row: &SqliteRow) -> Result<OperatorRecord, sqlx::Error> {
+fn operator_from_row(row: &AnyRow) -> Result<OperatorRecord, sqlx::Error> {
     let roles: String = row.try_get("roles")?;
     let roles = roles
         .split(',')
@@ -165,7 +191,7 @@ fn operator_from_row(row: &SqliteRow) -> Result<OperatorRecord, sqlx::Error> {
     })
 }
 
-fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
+fn session_from_row(row: &AnyRow) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
         id: parse_uuid(row.try_get("id")?)?,
         operator_id: parse_uuid(row.try_get("operator_id")?)?,
@@ -197,24 +223,47 @@ pub struct NewOperator<'a> {
 }
 
 impl OperatorStore {
-    /// Opens or creates the operator database.
+    /// Opens or creates the operator database at `location`.
     ///
     /// # Errors
-    /// Fails if the file cannot be opened or the schema cannot be created.
-    pub async fn open(path: &Path) -> anyhow::Result<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .busy_timeout(std::time::Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
+    /// Fails if the database cannot be opened or the schema cannot be created, naming it.
+    pub async fn open(location: &CredentialsLocation) -> anyhow::Result<Self> {
+        let database = location.connect(OPERATORS_FILE, SCHEMA, TABLES).await?;
+        Ok(OperatorStore {
+            pool: database.pool,
+        })
+    }
+
+    /// Returns the sealed key check value, if a node has stored one.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn key_check(&self) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        let row = sqlx::query("SELECT sealed FROM operator_key_check WHERE id = 1")
+            .fetch_optional(&self.pool)
             .await?;
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await?;
-        }
-        Ok(OperatorStore { pool })
+        row.map(|row| row.try_get(0)).transpose()
+    }
+
+    /// Stores the sealed key check value unless one is stored; returns whether this call
+    /// stored it.
+    ///
+    /// # Errors
+    /// Database failures.
+    pub async fn insert_key_check(
+        &self,
+        sealed: &[u8],
+        now_micros: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let result = sqlx::query(
+            "INSERT INTO operator_key_check (id, sealed, created_at_micros) VALUES (1, $1, $2)
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(sealed)
+        .bind(now_micros)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
     }
 
     /// Inserts an operator and returns its id, or `None` if the name is taken on the ledger.
@@ -227,7 +276,7 @@ impl OperatorStore {
         let result = sqlx::query(
             "INSERT INTO operators (id, ledger_id, username, password_hash, roles,
                 created_at_micros, created_recorded)
-             VALUES (?, ?, ?, ?, ?, ?, ?)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (ledger_id, username) DO NOTHING",
         )
         .bind(id.to_string())
@@ -251,7 +300,7 @@ impl OperatorStore {
         ledger_id: Uuid,
         username: &str,
     ) -> Result<Option<OperatorRecord>, sqlx::Error> {
-        sqlx::query("SELECT * FROM operators WHERE ledger_id = ? AND username = ?")
+        sqlx::query("SELECT * FROM operators WHERE ledger_id = $1 AND username = $2")
             .bind(ledger_id.to_string())
             .bind(username)
             .fetch_optional(&self.pool)
@@ -266,7 +315,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn get(&self, id: Uuid) -> Result<Option<OperatorRecord>, sqlx::Error> {
-        sqlx::query("SELECT * FROM operators WHERE id = ?")
+        sqlx::query("SELECT * FROM operators WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -280,7 +329,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn list(&self, ledger_id: Uuid) -> Result<Vec<OperatorRecord>, sqlx::Error> {
-        let rows = sqlx::query("SELECT * FROM operators WHERE ledger_id = ? ORDER BY id")
+        let rows = sqlx::query("SELECT * FROM operators WHERE ledger_id = $1 ORDER BY id")
             .bind(ledger_id.to_string())
             .fetch_all(&self.pool)
             .await?;
@@ -293,7 +342,7 @@ impl OperatorStore {
     /// Database failures.
     pub async fn mark_created_recorded(&self, id: Uuid) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
-            "UPDATE operators SET created_recorded = 1 WHERE id = ? AND created_recorded = 0",
+            "UPDATE operators SET created_recorded = 1 WHERE id = $1 AND created_recorded = 0",
         )
         .bind(id.to_string())
         .execute(&self.pool)
@@ -308,8 +357,8 @@ impl OperatorStore {
     /// Database failures.
     pub async fn set_pending_totp(&self, id: Uuid, sealed: &[u8]) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
-            "UPDATE operators SET totp_sealed = ?, last_step = -1
-             WHERE id = ? AND totp_active = 0",
+            "UPDATE operators SET totp_sealed = $1, last_step = -1
+             WHERE id = $2 AND totp_active = 0",
         )
         .bind(sealed)
         .bind(id.to_string())
@@ -325,7 +374,7 @@ impl OperatorStore {
     /// Database failures.
     pub async fn accept_step(&self, id: Uuid, step: i64) -> Result<bool, sqlx::Error> {
         let result =
-            sqlx::query("UPDATE operators SET last_step = ? WHERE id = ? AND last_step < ?")
+            sqlx::query("UPDATE operators SET last_step = $1 WHERE id = $2 AND last_step < $3")
                 .bind(step)
                 .bind(id.to_string())
                 .bind(step)
@@ -341,7 +390,7 @@ impl OperatorStore {
     pub async fn activate(&self, id: Uuid, generation: u32) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
             "UPDATE operators SET totp_active = 1, recovery_acknowledged = 1
-             WHERE id = ? AND recovery_generation = ? AND totp_sealed IS NOT NULL",
+             WHERE id = $1 AND recovery_generation = $2 AND totp_sealed IS NOT NULL",
         )
         .bind(id.to_string())
         .bind(i64::from(generation))
@@ -364,20 +413,20 @@ impl OperatorStore {
         let row = sqlx::query(
             "UPDATE operators SET recovery_generation = recovery_generation + 1,
                 recovery_acknowledged = 0
-             WHERE id = ? RETURNING recovery_generation",
+             WHERE id = $1 RETURNING recovery_generation",
         )
         .bind(id.to_string())
         .fetch_one(&mut *tx)
         .await?;
         let generation: i64 = row.try_get(0)?;
-        sqlx::query("DELETE FROM recovery_codes WHERE operator_id = ?")
+        sqlx::query("DELETE FROM recovery_codes WHERE operator_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
         for (code_id, hash) in codes {
             sqlx::query(
                 "INSERT INTO recovery_codes (operator_id, generation, code_id, hash)
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(id.to_string())
             .bind(generation)
@@ -400,7 +449,7 @@ impl OperatorStore {
         code_id: &str,
     ) -> Result<Option<String>, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT hash FROM recovery_codes WHERE operator_id = ? AND code_id = ?
+            "SELECT hash FROM recovery_codes WHERE operator_id = $1 AND code_id = $2
                 AND used_at_micros IS NULL",
         )
         .bind(id.to_string())
@@ -421,8 +470,8 @@ impl OperatorStore {
         now_micros: i64,
     ) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
-            "UPDATE recovery_codes SET used_at_micros = ?
-             WHERE operator_id = ? AND code_id = ? AND used_at_micros IS NULL",
+            "UPDATE recovery_codes SET used_at_micros = $1
+             WHERE operator_id = $2 AND code_id = $3 AND used_at_micros IS NULL",
         )
         .bind(now_micros)
         .bind(id.to_string())
@@ -438,7 +487,7 @@ impl OperatorStore {
     /// Database failures.
     pub async fn unused_recovery_codes(&self, id: Uuid) -> Result<u32, sqlx::Error> {
         let row = sqlx::query(
-            "SELECT COUNT(*) FROM recovery_codes WHERE operator_id = ? AND used_at_micros IS NULL",
+            "SELECT COUNT(*) FROM recovery_codes WHERE operator_id = $1 AND used_at_micros IS NULL",
         )
         .bind(id.to_string())
         .fetch_one(&self.pool)
@@ -457,7 +506,7 @@ impl OperatorStore {
         now_micros: i64,
         window_start_micros: i64,
     ) -> Result<(u32, Option<i64>), sqlx::Error> {
-        sqlx::query("INSERT INTO factor_failures (operator_id, at_micros) VALUES (?, ?)")
+        sqlx::query("INSERT INTO factor_failures (operator_id, at_micros) VALUES ($1, $2)")
             .bind(id.to_string())
             .bind(now_micros)
             .execute(&self.pool)
@@ -476,7 +525,7 @@ impl OperatorStore {
     ) -> Result<(u32, Option<i64>), sqlx::Error> {
         let row = sqlx::query(
             "SELECT COUNT(*), MAX(at_micros) FROM factor_failures
-             WHERE operator_id = ? AND at_micros >= ?",
+             WHERE operator_id = $1 AND at_micros >= $2",
         )
         .bind(id.to_string())
         .bind(window_start_micros)
@@ -491,7 +540,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn lock(&self, id: Uuid, until_micros: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE operators SET locked_until_micros = ? WHERE id = ?")
+        sqlx::query("UPDATE operators SET locked_until_micros = $1 WHERE id = $2")
             .bind(until_micros)
             .bind(id.to_string())
             .execute(&self.pool)
@@ -505,11 +554,11 @@ impl OperatorStore {
     /// Database failures.
     pub async fn unlock(&self, id: Uuid) -> Result<(), sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE operators SET locked_until_micros = NULL WHERE id = ?")
+        sqlx::query("UPDATE operators SET locked_until_micros = NULL WHERE id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
-        sqlx::query("DELETE FROM factor_failures WHERE operator_id = ?")
+        sqlx::query("DELETE FROM factor_failures WHERE operator_id = $1")
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
@@ -524,7 +573,7 @@ impl OperatorStore {
         sqlx::query(
             "INSERT INTO sessions (id, operator_id, secret_hash, binding, created_at_micros,
                 last_seen_at_micros, factor, factor_at_micros)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(session.id.to_string())
         .bind(session.operator_id.to_string())
@@ -544,7 +593,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn session(&self, id: Uuid) -> Result<Option<SessionRecord>, sqlx::Error> {
-        sqlx::query("SELECT * FROM sessions WHERE id = ?")
+        sqlx::query("SELECT * FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -558,7 +607,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn touch_session(&self, id: Uuid, now_micros: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("UPDATE sessions SET last_seen_at_micros = ? WHERE id = ?")
+        sqlx::query("UPDATE sessions SET last_seen_at_micros = $1 WHERE id = $2")
             .bind(now_micros)
             .bind(id.to_string())
             .execute(&self.pool)
@@ -577,8 +626,8 @@ impl OperatorStore {
         now_micros: i64,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE sessions SET factor = ?, factor_at_micros = ?, second_factor_at_micros = ?
-             WHERE id = ? AND revoked_at_micros IS NULL",
+            "UPDATE sessions SET factor = $1, factor_at_micros = $2, second_factor_at_micros = $3
+             WHERE id = $4 AND revoked_at_micros IS NULL",
         )
         .bind(factor)
         .bind(now_micros)
@@ -595,7 +644,7 @@ impl OperatorStore {
     /// Database failures.
     pub async fn revoke_session(&self, id: Uuid, now_micros: i64) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
-            "UPDATE sessions SET revoked_at_micros = ? WHERE id = ? AND revoked_at_micros IS NULL",
+            "UPDATE sessions SET revoked_at_micros = $1 WHERE id = $2 AND revoked_at_micros IS NULL",
         )
         .bind(now_micros)
         .bind(id.to_string())
@@ -614,8 +663,8 @@ impl OperatorStore {
         now_micros: i64,
     ) -> Result<Vec<Uuid>, sqlx::Error> {
         let rows = sqlx::query(
-            "UPDATE sessions SET revoked_at_micros = ?
-             WHERE operator_id = ? AND revoked_at_micros IS NULL RETURNING id",
+            "UPDATE sessions SET revoked_at_micros = $1
+             WHERE operator_id = $2 AND revoked_at_micros IS NULL RETURNING id",
         )
         .bind(now_micros)
         .bind(operator_id.to_string())
@@ -637,7 +686,7 @@ impl OperatorStore {
     ) -> Result<bool, sqlx::Error> {
         let result = sqlx::query(
             "INSERT INTO mfa_resets (operator_id, proposed_by, reason, proposed_at_micros)
-             VALUES (?, ?, ?, ?) ON CONFLICT (operator_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4) ON CONFLICT (operator_id) DO NOTHING",
         )
         .bind(operator_id.to_string())
         .bind(proposed_by.to_string())
@@ -653,7 +702,7 @@ impl OperatorStore {
     /// # Errors
     /// Database failures.
     pub async fn pending_reset(&self, operator_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
-        let row = sqlx::query("SELECT proposed_by FROM mfa_resets WHERE operator_id = ?")
+        let row = sqlx::query("SELECT proposed_by FROM mfa_resets WHERE operator_id = $1")
             .bind(operator_id.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -668,7 +717,7 @@ impl OperatorStore {
     pub async fn apply_reset(&self, operator_id: Uuid) -> Result<bool, sqlx::Error> {
         let id = operator_id.to_string();
         let mut tx = self.pool.begin().await?;
-        let removed = sqlx::query("DELETE FROM mfa_resets WHERE operator_id = ?")
+        let removed = sqlx::query("DELETE FROM mfa_resets WHERE operator_id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -678,12 +727,12 @@ impl OperatorStore {
         sqlx::query(
             "UPDATE operators SET totp_sealed = NULL, totp_active = 0, last_step = -1,
                 recovery_acknowledged = 0, locked_until_micros = NULL
-             WHERE id = ?",
+             WHERE id = $1",
         )
         .bind(&id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("DELETE FROM recovery_codes WHERE operator_id = ?")
+        sqlx::query("DELETE FROM recovery_codes WHERE operator_id = $1")
             .bind(&id)
             .execute(&mut *tx)
             .await?;
@@ -698,9 +747,8 @@ mod tests {
 
     async fn store_with_operator() -> (tempfile::TempDir, OperatorStore, Uuid) {
         let dir = tempfile::tempdir().unwrap();
-        let store = OperatorStore::open(&dir.path().join("operators.sqlite"))
-            .await
-            .unwrap();
+        let location = CredentialsLocation::Files(dir.path().to_path_buf());
+        let store = OperatorStore::open(&location).await.unwrap();
         let new = NewOperator {
             ledger_id: Uuid::now_v7(),
             username: "cas",

@@ -30,6 +30,7 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             }));
         }
     }
+    let leased = state.workers.held();
     // An open breaker does not make Folio unready (commands are still recorded), but the
     // state is reported so an operator sees why payments wait. Neither does a quarantined
     // ledger: the other ledgers, and reads of that one, still work.
@@ -45,7 +46,8 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         "status": "ready",
         "ledgers": ledgers.len(),
         "bank_breaker": state.breaker_state(),
-        "lease_held": state.workers.is_held(),
+        "lease_held": !leased.is_empty(),
+        "leased_ledgers": leased,
     }))
 }
 
@@ -83,6 +85,7 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         let mut gauges = crate::metrics::LedgerGauges {
             ledger: info.ledger_id.to_string(),
             head_position: info.head.position,
+            lease_held: state.workers.for_ledger(info.ledger_id).is_some(),
             ..Default::default()
         };
         if let Ok(status) = state.projection_status(info.ledger_id).await {
