@@ -23,7 +23,7 @@ function el(tag, attributes = {}, ...children) {
     if (name.startsWith("on")) node.addEventListener(name.slice(2), value);
     else if (value !== false && value !== null && value !== undefined) node.setAttribute(name, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined) continue;
     node.append(child instanceof Node ? child : String(child));
   }
@@ -567,13 +567,71 @@ async function controlsView() {
 }
 
 async function anomaliesView() {
-  // TODO: the anomaly review queue, once the anomaly routes exist (issue 5).
-  return [el("h2", {}, "Anomalies"), el("p", {}, "Anomaly review is not available on this server yet.")];
+  const page = await api("GET", ledgerPath("/anomalies?status=pending&limit=200"));
+  const cards = page.items.map((item) => {
+    const reason = el("input", { name: "reason", placeholder: "reason (required)", size: 40 });
+    const decide = (verb, description) => () =>
+      act(description, () =>
+        api("POST", ledgerPath(`/anomalies/${item.payment_id}/${verb}`), { reason: reason.value.trim() }));
+    return el(
+      "div",
+      { class: "card anomaly", "data-payment": item.payment_id },
+      el("h3", {}, `${money(item.amount_minor, item.currency)} to payee ${item.payee_id}`),
+      el("p", {}, `Payment ${item.payment_id}, held at ${item.flagged_at} (position ${item.flag_position}).`),
+      el("ul", {}, item.findings.map((finding) =>
+        el("li", { class: "explanation" }, el("strong", {}, finding.rule), `: ${finding.explanation}`))),
+      el(
+        "form",
+        { class: "inline" },
+        el("label", {}, "Reason", reason),
+        el("button", { type: "button", class: "release", onclick: decide("release", "Releasing the payment") }, "Release to the bank"),
+        el("button", { type: "button", class: "reject", onclick: decide("rejection", "Rejecting the payment") }, "Reject"),
+      ),
+    );
+  });
+  return [
+    el("h2", {}, "Anomaly review"),
+    el("p", {}, "Held payments wait here until a reviewer decides. The explanations are the ones "
+      + "recorded with the flag, and your decision is recorded with a link to them."),
+    cards.length ? cards : el("p", {}, "No payment is waiting for review."),
+  ];
+}
+
+function durations(stats) {
+  if (!stats || !stats.count) return "none yet";
+  return `${stats.count}, median ${stats.median_seconds} s, longest ${stats.max_seconds} s`;
 }
 
 async function analyticsView() {
-  // TODO: operator analytics, once the analytics route exists (issue 5).
-  return [el("h2", {}, "Analytics"), el("p", {}, "Operator analytics are not available on this server yet.")];
+  const report = await api("GET", ledgerPath("/analytics"));
+  const operators = report.operators.map((entry) =>
+    el(
+      "tr",
+      {},
+      el("td", {}, entry.username || entry.operator_id),
+      el("td", { class: "num" }, String(entry.actions)),
+      el("td", {}, Object.entries(entry.by_event_type).map(([type, count]) => `${type} ${count}`).join(", ")),
+    ),
+  );
+  const dlq = report.dead_letters;
+  const approvals = report.approvals;
+  const anomalies = report.anomalies;
+  return [
+    el("h2", {}, "Operator analytics"),
+    el("p", {}, `Computed from the ledger up to position ${report.as_of_position ?? "none"}.`),
+    el(
+      "div",
+      { class: "card", id: "analytics-summary" },
+      el("p", {}, `Dead letters: ${dlq.parked} parked, ${dlq.resolved} resolved, ${dlq.open} open; `
+        + `time to resolution: ${durations(dlq.time_to_resolution)}.`),
+      el("p", {}, `Allow-list approvals: ${approvals.proposed} proposed, ${approvals.approved} approved, `
+        + `${approvals.rejected} rejected, ${approvals.expired} expired; turnaround: ${durations(approvals.turnaround)}.`),
+      el("p", {}, `Anomalies: ${anomalies.flagged} flagged, ${anomalies.released} released, `
+        + `${anomalies.rejected} rejected, ${anomalies.pending} pending; time to decision: ${durations(anomalies.time_to_decision)}.`),
+    ),
+    el("h3", {}, "Actions per operator"),
+    table(["Operator", "Actions", "By event type"], operators),
+  ];
 }
 
 const views = {

@@ -62,6 +62,12 @@ async fn operator_works_the_console_with_totp_and_step_up() {
     let stack = Stack::start_with_clock(
         |config| {
             config.checkpoints.every_events = 8;
+            // Only the amount rule, so the other payments of the story go straight out.
+            config.anomalies.enabled = true;
+            config.anomalies.new_payee_seconds = 0;
+            config.anomalies.quiet_start_hour = 0;
+            config.anomalies.quiet_end_hour = 0;
+            config.anomalies.burst_count = 1_000;
         },
         clock.clone(),
     )
@@ -91,7 +97,23 @@ async fn operator_works_the_console_with_totp_and_step_up() {
         .await
         .unwrap();
     let proposal_id = proposal["proposal_id"].as_str().unwrap().to_owned();
+    for key in ["usual-1", "usual-2", "usual-3"] {
+        let (status, body) = stack.pay(ledger, payee, json!(10_000), key).await.unwrap();
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let id = body["payment_id"].as_str().unwrap();
+        stack.wait_status(ledger, id, &["receipted"]).await.unwrap();
+    }
     let parked = park_a_payment(&stack, ledger, payee).await;
+    let (status, body) = stack
+        .pay(ledger, payee, json!(500_000), "outlier")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let outlier = body["payment_id"].as_str().unwrap().to_owned();
+    stack
+        .wait_status(ledger, &outlier, &["held_for_review"])
+        .await
+        .unwrap();
     let retry = json!({"payment_ids": [parked], "reason": "bank is back"});
     let (status, decision) = admin
         .post(&format!("/v1/ledgers/{ledger}/dlq/retries"), &retry)
@@ -317,6 +339,72 @@ async fn operator_works_the_console_with_totp_and_step_up() {
         .unwrap();
     browser
         .screenshot(&shots.join("dlq-approved.png"))
+        .await
+        .unwrap();
+
+    // The held outlier: the reviewer reads the explanation and releases it to the bank.
+    browser.go_to_view("#/anomalies").await.unwrap();
+    let card = format!("div.anomaly[data-payment='{outlier}']");
+    let explanation = browser
+        .wait_for_text(&card, "amount_above_usual")
+        .await
+        .unwrap();
+    assert!(
+        explanation.contains("100.00"),
+        "the median is quoted: {explanation}"
+    );
+    browser
+        .type_into(
+            &format!("{card} input[name=reason]"),
+            "payroll bonus confirmed by phone",
+        )
+        .await
+        .unwrap();
+    browser
+        .screenshot(&shots.join("anomalies.png"))
+        .await
+        .unwrap();
+    browser
+        .click(&format!("{card} button.release"))
+        .await
+        .unwrap();
+    browser
+        .wait_for_text("#message", "Releasing the payment: done.")
+        .await
+        .unwrap();
+    stack
+        .wait_status(ledger, &outlier, &["receipted"])
+        .await
+        .unwrap();
+    let events = stack
+        .state
+        .store
+        .read_ledger(ledger, 0, 10_000)
+        .await
+        .unwrap();
+    let flag = events
+        .iter()
+        .find(|event| event.event_type == "payment.flagged")
+        .unwrap();
+    let review = events
+        .iter()
+        .find(|event| event.event_type == "payment.reviewed")
+        .unwrap();
+    assert_eq!(
+        review.causation_id,
+        Some(flag.event_id),
+        "the decision links to the flag"
+    );
+    assert_eq!(review.actor.id, reviewer.to_string());
+
+    // Analytics count the decision.
+    browser.go_to_view("#/analytics").await.unwrap();
+    browser
+        .wait_for_text("#analytics-summary", "1 released")
+        .await
+        .unwrap();
+    browser
+        .screenshot(&shots.join("analytics.png"))
         .await
         .unwrap();
 
