@@ -218,7 +218,49 @@ async fn retry_of_a_payment_the_bank_booked_pays_once() {
         ]
     );
     assert_eq!(dual_approval(&all).0, ControlStatus::Pass);
+    assert_bundle_lists_dlq_steps(&all, payment);
     stack.stop().await.unwrap();
+}
+
+/// The evidence bundle's `dlq_actions.csv` lists every step of the payment's way through
+/// the queue, in scope of the whole ledger and of the payment alone.
+fn assert_bundle_lists_dlq_steps(all: &[SealedEvent], payment_id: Uuid) {
+    use api::bundle::content::{Content, Scope, Sinks};
+    let payment = payment_id.to_string();
+    for scope in [Scope::Ledger, Scope::Payment(payment_id)] {
+        let sinks = Sinks {
+            events: Vec::new(),
+            audit: Vec::new(),
+            payments: Vec::new(),
+            dlq: Vec::new(),
+            controls: Vec::new(),
+        };
+        let mut content = Content::new(scope, sinks).unwrap();
+        for event in all {
+            content.push(event).unwrap();
+        }
+        let csv = String::from_utf8(content.sinks.dlq).unwrap();
+        let actions: Vec<&str> = csv
+            .lines()
+            .skip(1)
+            .map(|line| {
+                assert!(line.contains(&payment), "{line}");
+                line.split(',').nth(2).unwrap()
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "parked",
+                "viewed",
+                "retry_proposed",
+                "retry_approved",
+                "retry_released"
+            ],
+            "{csv}"
+        );
+        assert!(csv.contains("bank is back"), "{csv}");
+    }
 }
 
 /// A bulk retry names at most `dlq.max_bulk` payments, shows its count first, is released

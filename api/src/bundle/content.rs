@@ -110,11 +110,11 @@ pub const AUDIT_HEADER: &str =
 /// Header of `payments.csv`.
 pub const PAYMENTS_HEADER: &str =
     "position,payment_id,payee_id,outcome,amount_minor,currency,reference,code\n";
-// TODO: add the DLQ decisions (proposed, approved, rejected, released) to
-// `dlq_actions.csv`; it lists only the parkings, and the decisions are in audit.csv and
-// events.jsonl.
-/// Header of `dlq_actions.csv`.
-pub const DLQ_HEADER: &str = "position,payment_id,attempts,last_error_kind,last_error\n";
+/// Header of `dlq_actions.csv`: one row per parking, full view, decision step and release,
+/// for each payment concerned. `detail` is the last bank error of a parking and the
+/// operator's reason of a decision step.
+pub const DLQ_HEADER: &str =
+    "position,payment_id,action,decision_id,actor_id,attempts,last_error_kind,detail\n";
 /// Header of `controls.csv`: one row per control of each recorded controls run.
 pub const CONTROLS_HEADER: &str =
     "position,recorded_at_micros,last_position,control,status,examined,detail\n";
@@ -155,6 +155,9 @@ pub struct Content<W: Write> {
     open_flags: BTreeMap<Uuid, (u64, String, String)>,
     /// `anomaly_decisions.csv`, built in memory: one row per human decision.
     anomaly_csv: Vec<u8>,
+    /// DLQ decisions by id: `retry` or `ignore`, and the payments named. Kept for every
+    /// decision, in scope or not, so later steps know which payments they concern.
+    dlq_decisions: BTreeMap<Uuid, (&'static str, Vec<Uuid>)>,
 }
 
 /// Facts the HTML report shows.
@@ -183,6 +186,7 @@ impl<W: Write> Content<W> {
             summary: ReportFacts::default(),
             open_flags: BTreeMap::new(),
             anomaly_csv: ANOMALY_HEADER.as_bytes().to_vec(),
+            dlq_decisions: BTreeMap::new(),
         })
     }
 
@@ -195,6 +199,10 @@ impl<W: Write> Content<W> {
             DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).ok();
         self.push_json(event, decoded.as_ref())?;
         let decision = self.follow_review(event, decoded.as_ref());
+        if let Some(DomainEvent::DlqDecisionProposed(proposed)) = decoded.as_ref() {
+            let entry = (proposed.action.kind(), proposed.payment_ids.clone());
+            self.dlq_decisions.insert(proposed.decision_id, entry);
+        }
         if !self.selects(event, decoded.as_ref()) {
             return Ok(false);
         }
@@ -240,17 +248,8 @@ impl<W: Write> Content<W> {
                 ];
                 push_row(&mut self.sinks.payments, &row)?;
             }
-            Some(DomainEvent::PaymentDeadLettered(d)) => {
-                let row = [
-                    event.position.to_string(),
-                    d.payment_id.to_string(),
-                    d.attempts.to_string(),
-                    d.last_error_kind,
-                    d.last_error,
-                ];
-                push_row(&mut self.sinks.dlq, &row)?;
-            }
-            _ => {}
+            Some(other) => self.push_dlq(event, &other)?,
+            None => {}
         }
         if event.event_type == ControlsRunRecorded::EVENT_TYPE {
             // A run that does not decode is still in audit.csv and events.jsonl.
@@ -270,6 +269,101 @@ impl<W: Write> Content<W> {
             }
         }
         Ok(true)
+    }
+
+    /// Writes the `dlq_actions.csv` rows of a parking, a full view or a DLQ decision step.
+    fn push_dlq(&mut self, event: &SealedEvent, decoded: &DomainEvent) -> io::Result<()> {
+        let (decision_id, step, reason) = match decoded {
+            DomainEvent::PaymentDeadLettered(d) => {
+                let attempts = d.attempts.to_string();
+                let cells = [attempts.as_str(), &d.last_error_kind, &d.last_error];
+                return self.dlq_row(event, d.payment_id, "parked", None, cells);
+            }
+            DomainEvent::DlqItemViewed(v) => {
+                let detail = format!("viewed as of position {}", v.as_of_position);
+                return self.dlq_row(event, v.payment_id, "viewed", None, ["", "", &detail]);
+            }
+            DomainEvent::DlqRetryReleased(r) => {
+                let detail = format!("release batch {}", r.batch);
+                let decision = Some(r.decision_id);
+                return self.dlq_row(
+                    event,
+                    r.payment_id,
+                    "retry_released",
+                    decision,
+                    ["", "", &detail],
+                );
+            }
+            DomainEvent::DlqDecisionProposed(p) => {
+                let reason = match p.action.reason_code() {
+                    Some(code) => format!("{}: {}", code.as_str(), p.reason),
+                    None => p.reason.clone(),
+                };
+                (p.decision_id, "proposed", reason)
+            }
+            DomainEvent::DlqDecisionApproved(a) => (a.decision_id, "approved", String::new()),
+            DomainEvent::DlqDecisionRejected(r) => (r.decision_id, "rejected", r.reason.clone()),
+            DomainEvent::DlqReleasePaused(p) => (p.decision_id, "release_paused", p.reason.clone()),
+            DomainEvent::DlqReleaseResumed(r) => (r.decision_id, "release_resumed", String::new()),
+            _ => return Ok(()),
+        };
+        let Some((kind, payments)) = self.dlq_decisions.get(&decision_id).cloned() else {
+            return Ok(());
+        };
+        let action = format!("{kind}_{step}");
+        for payment_id in payments {
+            if self.payment_in_scope(payment_id) {
+                let cells = ["", "", reason.as_str()];
+                self.dlq_row(event, payment_id, &action, Some(decision_id), cells)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn dlq_row(
+        &mut self,
+        event: &SealedEvent,
+        payment_id: Uuid,
+        action: &str,
+        decision_id: Option<Uuid>,
+        [attempts, error_kind, detail]: [&str; 3],
+    ) -> io::Result<()> {
+        let row = [
+            event.position.to_string(),
+            payment_id.to_string(),
+            action.to_owned(),
+            decision_id.map(|id| id.to_string()).unwrap_or_default(),
+            event.actor.id.clone(),
+            attempts.to_owned(),
+            error_kind.to_owned(),
+            detail.to_owned(),
+        ];
+        push_row(&mut self.sinks.dlq, &row)
+    }
+
+    /// Whether the scope covers a payment: every payment for the whole-ledger, position
+    /// and time scopes, else the scope's payment or its payee's payments.
+    fn payment_in_scope(&self, payment_id: Uuid) -> bool {
+        match &self.scope {
+            Scope::Payment(id) => *id == payment_id,
+            Scope::Payee(_) => self.payee_payments.contains(&payment_id),
+            _ => true,
+        }
+    }
+
+    /// Whether a DLQ decision step names a payment the scope covers.
+    fn decision_in_scope(&self, decoded: Option<&DomainEvent>) -> bool {
+        let decision_id = match decoded {
+            Some(DomainEvent::DlqDecisionProposed(d)) => d.decision_id,
+            Some(DomainEvent::DlqDecisionApproved(d)) => d.decision_id,
+            Some(DomainEvent::DlqDecisionRejected(d)) => d.decision_id,
+            Some(DomainEvent::DlqReleasePaused(d)) => d.decision_id,
+            Some(DomainEvent::DlqReleaseResumed(d)) => d.decision_id,
+            _ => return false,
+        };
+        self.dlq_decisions
+            .get(&decision_id)
+            .is_some_and(|(_, payments)| payments.iter().any(|p| self.payment_in_scope(*p)))
     }
 
     /// Remembers flags and returns the `anomaly_decisions.csv` row of a decision.
@@ -324,7 +418,9 @@ impl<W: Write> Content<W> {
                 from_micros,
                 to_micros,
             } => (*from_micros..*to_micros).contains(&event.recorded_at_micros),
-            Scope::Payment(id) => payment_of(decoded) == Some(*id),
+            Scope::Payment(id) => {
+                payment_of(decoded) == Some(*id) || self.decision_in_scope(decoded)
+            }
             Scope::Payee(id) => {
                 let payee = *id;
                 match decoded {
@@ -335,7 +431,10 @@ impl<W: Write> Content<W> {
                         true
                     }
                     Some(DomainEvent::PaymentRejected(p)) => p.payee_id == payee,
-                    other => payment_of(other).is_some_and(|p| self.payee_payments.contains(&p)),
+                    other => {
+                        payment_of(other).is_some_and(|p| self.payee_payments.contains(&p))
+                            || self.decision_in_scope(other)
+                    }
                 }
             }
         }
@@ -465,6 +564,8 @@ fn payment_of(decoded: Option<&DomainEvent>) -> Option<Uuid> {
         DomainEvent::PaymentDeadLettered(p) => Some(p.payment_id),
         DomainEvent::PaymentFlagged(p) => Some(p.payment_id),
         DomainEvent::PaymentReviewed(p) => Some(p.payment_id),
+        DomainEvent::DlqItemViewed(p) => Some(p.payment_id),
+        DomainEvent::DlqRetryReleased(p) => Some(p.payment_id),
         _ => None,
     }
 }
