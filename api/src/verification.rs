@@ -96,7 +96,14 @@ impl Verification {
                     failed: false,
                 });
             if !progress.failed {
-                extend(store, info.ledger_id, progress).await?;
+                // A ledger that cannot be read is retried next pass; the others go on.
+                if let Err(error) = extend(store, info.ledger_id, progress).await {
+                    tracing::warn!(
+                        ledger = %info.ledger_id,
+                        %error,
+                        "chain verification could not read the ledger; retrying next pass"
+                    );
+                }
             }
             if progress.failed && self.quarantine {
                 quarantine(store, info.ledger_id);
@@ -113,9 +120,21 @@ async fn extend(
     progress: &mut Progress,
 ) -> anyhow::Result<()> {
     loop {
-        let events = store
+        let read = store
             .read_ledger(ledger_id, progress.next_position, PAGE)
-            .await?;
+            .await;
+        let read = match read {
+            Err(eventstore_adapter::StoreError::Backend(error)) => Err(error),
+            Err(other) => return Err(other.into()),
+            Ok(events) => Ok(events),
+        };
+        let events = match crate::cli::verify::corrupt_as_failure(read)? {
+            Ok(events) => events,
+            Err(failure) => {
+                record_failure(ledger_id, progress, failure);
+                return Ok(());
+            }
+        };
         let Some(last) = events.last() else {
             return Ok(());
         };
@@ -130,22 +149,7 @@ async fn extend(
                 publish(ledger_id, Some(last_position), None);
             }
             Err(failure) => {
-                progress.failed = true;
-                tracing::error!(
-                    ledger = %ledger_id,
-                    position = ?failure.position,
-                    code = failure.kind.code(),
-                    message = %failure.message,
-                    "chain verification failed; run folio verify on an export and follow the \
-                     incident runbook"
-                );
-                // The failure names the position the verifier expected next.
-                let verified_position = match failure.position {
-                    Some(position) => position.checked_sub(1),
-                    None => progress.next_position.checked_sub(1),
-                };
-                let failure = (failure.kind.code().to_owned(), failure.message);
-                publish(ledger_id, verified_position, Some(failure));
+                record_failure(ledger_id, progress, failure);
                 return Ok(());
             }
         }
@@ -153,6 +157,26 @@ async fn extend(
             return Ok(());
         }
     }
+}
+
+/// Marks the ledger failed, logs the failure and publishes it.
+fn record_failure(ledger_id: Uuid, progress: &mut Progress, failure: domain::verify::Failure) {
+    progress.failed = true;
+    tracing::error!(
+        ledger = %ledger_id,
+        position = ?failure.position,
+        code = failure.kind.code(),
+        message = %failure.message,
+        "chain verification failed; run folio verify on an export and follow the \
+         incident runbook"
+    );
+    // The failure names the position the verifier expected next.
+    let verified_position = match failure.position {
+        Some(position) => position.checked_sub(1),
+        None => progress.next_position.checked_sub(1),
+    };
+    let failure = (failure.kind.code().to_owned(), failure.message);
+    publish(ledger_id, verified_position, Some(failure));
 }
 
 /// Quarantines a failed ledger in the store, once, with the published failure as reason.

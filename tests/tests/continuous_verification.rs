@@ -6,6 +6,31 @@ use serde_json::json;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection, Row};
 
+/// Changes the indexed `event_id` column of one ledger's event at `position`, so the row no
+/// longer matches its sealed record and the store refuses to decode it.
+async fn corrupt_index(stack: &Stack, ledger: uuid::Uuid, position: i64) {
+    let path = stack.data_dir().join("events.sqlite");
+    let mut connection = SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap();
+    sqlx::query("DROP TRIGGER \"events_no_update\"")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let changed =
+        sqlx::query("UPDATE events SET event_id = ? WHERE ledger_id = ? AND position = ?")
+            .bind(uuid::Uuid::now_v7().as_bytes().to_vec())
+            .bind(ledger.as_bytes().to_vec())
+            .bind(position)
+            .execute(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(changed.rows_affected(), 1);
+    connection.close().await.unwrap();
+}
+
 /// Flips one payload byte of the event at `position`, after dropping the append-only
 /// triggers, as an attacker with write access to the database file could.
 async fn tamper(stack: &Stack, position: i64) {
@@ -109,5 +134,40 @@ async fn changed_row_is_found_by_full_pass() {
         ledger.to_string(),
         "{body}"
     );
+    stack.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_row_quarantines_only_its_ledger() {
+    let stack = Stack::start().await.unwrap();
+    let broken = stack.create_ledger("corrupt-row").await.unwrap();
+    let intact = stack.create_ledger("still-intact").await.unwrap();
+    let payee = stack
+        .add_payee(broken, "Ann Lee", "062-000", "12345678")
+        .await
+        .unwrap();
+    let mut job = Verification::new(1);
+    corrupt_index(&stack, broken, 1).await;
+
+    // Every pass starts from genesis; the unreadable row is a failure of its ledger, and
+    // the other ledger is still verified, including events added afterwards.
+    job.pass(&stack.state.store).await.unwrap();
+    let result = snapshot()[&broken].clone();
+    let (code, message) = result.failure.expect("the corrupt row is a failure");
+    assert_eq!(code, "undecodable", "{message}");
+    assert!(message.contains("position 1"), "{message}");
+    assert_eq!(result.verified_position, Some(0));
+    stack
+        .add_payee(intact, "Bob Ray", "083-004", "87654321")
+        .await
+        .unwrap();
+    job.pass(&stack.state.store).await.unwrap();
+    let head = stack.state.store.head(intact).await.unwrap().position;
+    assert_eq!(snapshot()[&intact].verified_position, Some(head));
+    assert_eq!(snapshot()[&intact].failure, None);
+
+    let (status, body) = stack.pay(broken, payee, json!(100), "cv-9").await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["code"], "ledger_quarantined", "{body}");
     stack.stop().await.unwrap();
 }

@@ -107,6 +107,27 @@ async fn changed_payload_byte_is_found() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_not_matching_its_record_is_a_verdict() {
+    let (dir, ledger) = finished_ledger().await;
+    let mut connection = open_writable(dir.path()).await;
+    drop_triggers(&mut connection).await;
+    // The indexed event id no longer matches the sealed record, so the row cannot be read.
+    sqlx::query("UPDATE events SET event_id = randomblob(16) WHERE position = 2")
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    connection.close().await.unwrap();
+
+    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger)).await;
+    let failure = match verdicts {
+        Ok(verdicts) => verdicts[0].result.clone().unwrap_err(),
+        Err(error) => panic!("verify should report a verdict, not fail: {error:#}"),
+    };
+    assert_eq!(failure.position, Some(2), "{failure}");
+    assert_eq!(failure.kind.code(), "undecodable", "{failure}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_tail_event_is_found() {
     let (dir, ledger) = finished_ledger().await;
     let mut connection = open_writable(dir.path()).await;

@@ -132,7 +132,10 @@ async fn verify_ledger(
     ledger_id: Uuid,
 ) -> anyhow::Result<Result<Summary, Failure>> {
     let mut verifier = ChainVerifier::new();
-    let mut events = backend.read_ledger(ledger_id, 0, PAGE).await?;
+    let mut events = match corrupt_as_failure(backend.read_ledger(ledger_id, 0, PAGE).await)? {
+        Ok(events) => events,
+        Err(failure) => return Ok(Err(failure)),
+    };
     while let Some(last) = events.last() {
         let next_from = (events.len() == PAGE as usize).then_some(last.position + 1);
         let records: Vec<Vec<u8>> = events.iter().map(|event| event.to_bytes()).collect();
@@ -153,10 +156,31 @@ async fn verify_ledger(
         if let Err(failure) = result {
             return Ok(Err(failure));
         }
-        events = next?;
+        events = match corrupt_as_failure(next)? {
+            Ok(events) => events,
+            Err(failure) => return Ok(Err(failure)),
+        };
     }
     let signed_head = backend.signed_head(ledger_id).await?;
     Ok(verifier.finish(signed_head.as_ref().map(|head| head.record.as_slice())))
+}
+
+/// Turns a stored record that does not decode, or does not match its index columns, into a
+/// verification failure at its position: that is a changed ledger, not a failed command.
+pub fn corrupt_as_failure<T>(
+    read: Result<T, eventstore_adapter::BackendError>,
+) -> anyhow::Result<Result<T, Failure>> {
+    match read {
+        Ok(value) => Ok(Ok(value)),
+        Err(eventstore_adapter::BackendError::Corrupt {
+            position, reason, ..
+        }) => Ok(Err(Failure {
+            position: Some(position),
+            kind: domain::verify::FailureKind::Undecodable,
+            message: format!("the stored record at position {position} is corrupt: {reason}"),
+        })),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Runs the kept-checkpoint check on the one ledger verified, and prints a line per checkpoint.
