@@ -140,6 +140,9 @@ pub struct ControlsEvaluator {
     dlq_proposals: HashMap<Uuid, (Uuid, [u8; 32])>,
     /// DLQ decisions approved by a second operator.
     dlq_approved: HashSet<Uuid>,
+    /// Operators who submitted payments, by payment id, so a release from anomaly review
+    /// can be checked against them.
+    submitters: HashMap<Uuid, String>,
     /// Position and tree size of the last checkpoint event seen.
     last_checkpoint: Option<(u64, u64)>,
 }
@@ -204,6 +207,7 @@ impl ControlsEvaluator {
             unapproved_payee_events: Vec::new(),
             dlq_proposals: HashMap::new(),
             dlq_approved: HashSet::new(),
+            submitters: HashMap::new(),
             last_checkpoint: None,
         }
     }
@@ -318,6 +322,23 @@ impl ControlsEvaluator {
             }
             DomainEvent::PaymentReviewed(reviewed) => {
                 self.check_step_up(&reviewed.auth, at, position, "anomaly review decision");
+                let reviewer = reviewed.auth.operator_id.to_string();
+                let submitter = self.submitters.get(&reviewed.payment_id);
+                let released = reviewed.decision == crate::anomaly_events::ReviewDecision::Release;
+                self.dual
+                    .check(!released || submitter != Some(&reviewer), || {
+                        format!(
+                            "operator {reviewer} released their own payment {} from review at \
+                         position {position}",
+                            reviewed.payment_id
+                        )
+                    });
+            }
+            DomainEvent::PaymentSubmitted(submitted)
+                if event.actor.kind == crate::record::ActorKind::Operator =>
+            {
+                self.submitters
+                    .insert(submitted.payment_id, event.actor.id.clone());
             }
             _ => self.apply_dlq(at, position, decoded),
         }

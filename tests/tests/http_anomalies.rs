@@ -397,3 +397,46 @@ async fn aba_records_to_new_payees_are_held() {
     assert_eq!(page["items"].as_array().unwrap().len(), items.len());
     stack.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitter_cannot_release_own_payment() {
+    let stack = stack().await;
+    let ledger = stack.create_ledger("anomaly-self-review").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Acme Plumbing", "062-000", "00012345")
+        .await
+        .unwrap();
+    for amount in [10_000, 10_000, 10_000] {
+        let body = pay(&stack, ledger, payee, amount).await;
+        stack
+            .wait_status(ledger, &id(&body), &["receipted"])
+            .await
+            .unwrap();
+    }
+    // The administrator submits an outlier under their own name, then tries to wave it
+    // through: refused, because the hold exists so that someone else looks.
+    let operators = stack.operators(ledger).await.unwrap();
+    let admin = &operators.proposer;
+    let outlier = json!({"payee_id": payee, "amount_minor": 900_000, "currency": "AUD",
+                         "reference": "OWN"});
+    let (status, held) = admin
+        .post(&format!("/v1/ledgers/{ledger}/payments"), &outlier)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{held}");
+    assert_eq!(held["status"], "held_for_review", "{held}");
+    let release = format!("/v1/ledgers/{ledger}/anomalies/{}/release", id(&held));
+    let reason = json!({"reason": "it is fine, I submitted it"});
+    let (status, problem) = admin.post(&release, &reason).await.unwrap();
+    assert_eq!(status, StatusCode::FORBIDDEN, "{problem}");
+    assert_eq!(problem["code"], "self_review", "{problem}");
+
+    // A different reviewer may release it.
+    let reviewer = stack
+        .enrolled_operator(admin, ledger, "other.reviewer", &["approver"])
+        .await
+        .unwrap();
+    let (status, released) = reviewer.post(&release, &reason).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{released}");
+    stack.stop().await.unwrap();
+}

@@ -125,6 +125,32 @@ pub(crate) async fn reject(
     .await
 }
 
+/// Refuses to let the operator who submitted a held payment release it: the hold exists
+/// so that a second person looks. Rejecting one's own payment is allowed.
+fn check_not_own_payment(
+    session: &OperatorSession,
+    events: &[domain::record::SealedEvent],
+    payment_id: Uuid,
+    decision: ReviewDecision,
+) -> Result<(), ApiError> {
+    let submitter = events.first().map(|event| &event.actor);
+    let own = submitter.is_some_and(|actor| {
+        actor.kind == domain::record::ActorKind::Operator
+            && actor.id == session.operator.id.to_string()
+    });
+    if own && decision == ReviewDecision::Release {
+        return Err(ApiError {
+            code: "self_review",
+            ..ApiError::forbidden(format!(
+                "operator {} submitted payment {payment_id} and cannot release it from \
+                 review; another reviewer must decide",
+                session.operator.username
+            ))
+        });
+    }
+    Ok(())
+}
+
 async fn decide(
     state: &AppState,
     session: &OperatorSession,
@@ -165,6 +191,7 @@ async fn decide(
                 ))
             }
         };
+        check_not_own_payment(session, &events, payment_id, decision)?;
         let reviewed = PaymentReviewed {
             payment_id,
             flag_event_id,
