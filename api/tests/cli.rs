@@ -99,13 +99,14 @@ fn run(command: &mut Command) -> Output {
 
 const ADMIN_PASSWORD: &str = "cli harbour lantern 77";
 
-/// Creates the first administrator with `folio operator create --admin`, the password
-/// on standard input.
-fn bootstrap_admin(data_dir: &Path, ledger_id: &str) {
+/// Runs `folio operator create --admin` with `extra` arguments, the password on standard
+/// input.
+fn create_admin(data_dir: &Path, ledger_id: &str, username: &str, extra: &[&str]) -> Output {
     use std::io::Write;
     let mut child = folio()
         .args(["operator", "create", "--admin", "--ledger", ledger_id])
-        .args(["--username", "cli.admin"])
+        .args(["--username", username])
+        .args(extra)
         .env("FOLIO_DATA_DIR", data_dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -115,7 +116,13 @@ fn bootstrap_admin(data_dir: &Path, ledger_id: &str) {
     let mut stdin = child.stdin.take().unwrap();
     writeln!(stdin, "{ADMIN_PASSWORD}").unwrap();
     drop(stdin);
-    let output = child.wait_with_output().unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Creates the first administrator with `folio operator create --admin`. A second one is
+/// refused unless it is a break-glass administrator.
+fn bootstrap_admin(data_dir: &Path, ledger_id: &str) {
+    let output = create_admin(data_dir, ledger_id, "cli.admin", &[]);
     assert!(
         output.status.success(),
         "{}",
@@ -123,6 +130,18 @@ fn bootstrap_admin(data_dir: &Path, ledger_id: &str) {
     );
     let id = String::from_utf8_lossy(&output.stdout);
     assert!(uuid::Uuid::parse_str(id.trim()).is_ok(), "{id}");
+
+    let second = create_admin(data_dir, ledger_id, "cli.second", &[]);
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("already has administrators (cli.admin)"),
+        "{stderr}"
+    );
+    let glass = create_admin(data_dir, ledger_id, "cli.glass", &["--break-glass"]);
+    let stderr = String::from_utf8_lossy(&glass.stderr);
+    assert!(glass.status.success(), "{stderr}");
+    assert!(stderr.contains("break-glass"), "{stderr}");
 }
 
 /// Signs in the administrator, enrols them, creates and enrols an approver, and has

@@ -47,6 +47,10 @@ pub enum Command {
         /// File holding the password on its first line.
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Create another administrator although the ledger has one, because no
+        /// administrator can sign in (docs/operations/mfa-incident.md, step 5).
+        #[arg(long)]
+        break_glass: bool,
     },
 }
 
@@ -59,6 +63,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         username,
         admin,
         password_file,
+        break_glass,
     } = command;
     if !admin {
         bail!(
@@ -84,6 +89,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         operators_url.as_deref(),
     );
     let store = OperatorStore::open(&operators).await?;
+    check_first_admin(&store, ledger, break_glass).await?;
     let hasher = SecretHasher::new(false)?;
     let now = SystemClock.now_micros();
     let created = create_operator(
@@ -113,6 +119,37 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Refuses a second administrator unless `break_glass` says every administrator lost
+/// access: later operators are created over the API, where the creation is an event with
+/// the creating administrator and a step-up.
+async fn check_first_admin(
+    store: &OperatorStore,
+    ledger: Uuid,
+    break_glass: bool,
+) -> anyhow::Result<()> {
+    let admins: Vec<String> = (store.list(ledger).await?.into_iter())
+        .filter(|operator| operator.roles.contains(&Role::Admin))
+        .map(|operator| operator.username)
+        .collect();
+    if admins.is_empty() {
+        return Ok(());
+    }
+    if !break_glass {
+        bail!(
+            "ledger {ledger} already has administrators ({}); an administrator creates \
+             operators with POST /v1/ledgers/{ledger}/operators. Only if none of them can sign \
+             in, pass --break-glass (docs/operations/mfa-incident.md)",
+            admins.join(", ")
+        );
+    }
+    eprintln!(
+        "warning: break-glass administrator for ledger {ledger}, which already has {}; \
+         record why in the incident timeline",
+        admins.join(", ")
+    );
+    Ok(())
 }
 
 fn read_password(file: Option<&PathBuf>) -> anyhow::Result<Zeroizing<String>> {
