@@ -419,7 +419,17 @@ impl LedgerWorker {
     /// Releases the next batch of approved retries: at most `pace.batch_size` payments
     /// whose decision is not paused, each recorded before the dispatcher may send it.
     async fn release_batch(&mut self) {
-        let limit = usize::try_from(self.inner.pace.batch_size).unwrap_or(usize::MAX);
+        // Released into an open breaker, a payment would spend its attempts without reaching
+        // the bank. While the breaker is open nothing is released; half-open, one payment
+        // goes, and its call is the probe that closes the breaker again.
+        if self.inner.breaker.cooling_down().is_some() {
+            return;
+        }
+        let batch_size = match self.inner.breaker.state() {
+            crate::bank::BreakerState::Closed => self.inner.pace.batch_size,
+            crate::bank::BreakerState::Open | crate::bank::BreakerState::HalfOpen => 1,
+        };
+        let limit = usize::try_from(batch_size).unwrap_or(usize::MAX);
         let mut taken = Vec::new();
         let mut kept = VecDeque::new();
         while let Some(entry) = self.releases.queue.pop_front() {

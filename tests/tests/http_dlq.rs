@@ -435,3 +435,66 @@ async fn wait_quiet(stack: &Stack, ledger: Uuid) -> usize {
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
 }
+
+/// An approved retry is not released into an open breaker, where it would spend its
+/// attempts without reaching the bank; it goes once the breaker lets a probe through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_waits_for_open_breaker() {
+    let stack = Stack::start_with(|config| {
+        config.dlq.release_interval_ms = 50;
+        config.bank.breaker_failure_threshold = 3;
+        config.bank.breaker_open_ms = 4_000;
+    })
+    .await
+    .unwrap();
+    let ledger = stack.create_ledger("dlq-breaker").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Bob Ray", "083-004", "87654321")
+        .await
+        .unwrap();
+    let operators = stack.operators(ledger).await.unwrap();
+    let admin = &operators.proposer;
+    let dora = stack
+        .enrolled_operator(admin, ledger, "dora.breaker", &["dlq-operator"])
+        .await
+        .unwrap();
+    stack.sim.set_fault(FaultMode::Fail, None);
+    let payment = parked_payment(&stack, ledger, payee, "breaker").await;
+    let parked_at = Instant::now();
+    assert_eq!(stack.state.breaker_state(), Some("open"));
+    stack.sim.set_fault(FaultMode::Ok, None);
+
+    let base = format!("/v1/ledgers/{ledger}");
+    let body = json!({"payment_ids": [payment], "reason": "bank is back"});
+    let (status, decision) = dora
+        .post(&format!("{base}/dlq/retries"), &body)
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::ACCEPTED, "{decision}");
+    let approval = format!(
+        "{base}/dlq-decisions/{}/approval",
+        decision["decision_id"].as_str().unwrap()
+    );
+    let hash = json!({"content_hash": decision["content_hash"]});
+    let (status, approved) = admin.post(&approval, &hash).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{approved}");
+
+    // Still open: many release ticks pass, and nothing is released.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        parked_at.elapsed() < Duration::from_millis(3_500),
+        "setup too slow"
+    );
+    let all = events(&stack, ledger).await;
+    assert!(of_type(&all, "dlq.retry_released").is_empty());
+
+    // Once the breaker half-opens, the payment is released as the probe and paid.
+    stack
+        .wait_status(ledger, &payment.to_string(), &["receipted"])
+        .await
+        .unwrap();
+    assert!(parked_at.elapsed() >= Duration::from_millis(4_000));
+    let all = events(&stack, ledger).await;
+    assert_eq!(of_type(&all, "dlq.retry_released").len(), 1);
+    stack.stop().await.unwrap();
+}

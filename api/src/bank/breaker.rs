@@ -191,6 +191,19 @@ impl CircuitBreaker {
         &self.metrics
     }
 
+    /// Returns how long the breaker still refuses every call; `None` when it admits one
+    /// (closed, half-open, or open with its cool-down over, so the next call is a probe).
+    pub fn cooling_down(&self) -> Option<Duration> {
+        let now = self.clock.now();
+        match *self.lock() {
+            State::Open { since } => {
+                let open_for = now.saturating_duration_since(since);
+                Some(self.config.cool_down.saturating_sub(open_for)).filter(|left| !left.is_zero())
+            }
+            _ => None,
+        }
+    }
+
     /// Asks to make one bank call.
     pub fn admit(&self) -> Admission<'_> {
         let now = self.clock.now();
