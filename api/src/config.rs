@@ -17,6 +17,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Directory of the embedded store, read models and keys.
     pub data_dir: PathBuf,
+    /// `development` (the default) or `production`, which refuses development shortcuts.
+    pub profile: crate::kms::Profile,
     /// HTTP server settings.
     pub server: ServerConfig,
     /// Payment rules.
@@ -39,12 +41,15 @@ pub struct Config {
     pub store: StoreConfig,
     /// Signed checkpoints and the witnesses they are published to.
     pub checkpoints: CheckpointsConfig,
+    /// The KMS that holds the key-encryption key.
+    pub kms: crate::kms::KmsConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("folio-data"),
+            profile: crate::kms::Profile::default(),
             server: ServerConfig::default(),
             payments: PaymentsConfig::default(),
             bank: BankConfig::default(),
@@ -56,6 +61,7 @@ impl Default for Config {
             cluster: Default::default(),
             store: StoreConfig::default(),
             checkpoints: CheckpointsConfig::default(),
+            kms: crate::kms::KmsConfig::default(),
         }
     }
 }
@@ -475,6 +481,7 @@ impl Config {
         }
         self.read_models.validate()?;
         self.cluster.validate()?;
+        self.kms.validate(self.profile)?;
         Ok(())
     }
 }

@@ -57,6 +57,8 @@ pub struct AppState {
     pub tokens: TokenStore,
     /// Operators, sessions and second factors.
     pub mfa: crate::operators::Mfa,
+    /// The KMS holding the key-encryption key.
+    pub kms: Arc<dyn crate::kms::Kms>,
     /// Time source for everything but sealing.
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
@@ -117,7 +119,11 @@ impl AppState {
         let auth_path = data_dir.join("auth.sqlite");
         crate::files::create_private_file(&auth_path)?;
         let tokens = TokenStore::open(&auth_path).await?;
-        let mfa = crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list).await?;
+        let kms = crate::kms::open(&config.kms, config.profile, &data_dir)?;
+        tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS opened");
+        let mfa =
+            crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list, kms.as_ref())
+                .await?;
         let bank_metrics = Arc::new(BankMetrics::default());
         if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
@@ -142,6 +148,7 @@ impl AppState {
             local_runner,
             tokens,
             mfa,
+            kms,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
             workers,

@@ -13,6 +13,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod controls;
 pub mod crypto;
+pub mod envelope;
 pub mod events;
 pub mod evidence;
 pub mod export;

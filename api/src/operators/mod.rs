@@ -58,13 +58,14 @@ impl Mfa {
         data_dir: &Path,
         config: &MfaConfig,
         allow_list: &AllowListConfig,
+        kms: &dyn crate::kms::Kms,
     ) -> anyhow::Result<Mfa> {
         let path = data_dir.join("operators.sqlite");
         crate::files::create_private_file(&path)?;
         let store = OperatorStore::open(&path)
             .await
             .with_context(|| format!("cannot open operator store {}", path.display()))?;
-        let secrets = open_secret_box(data_dir, config)?;
+        let secrets = open_secret_box(data_dir, config, kms).await?;
         Ok(Mfa {
             store,
             secrets,
@@ -76,16 +77,36 @@ impl Mfa {
     }
 }
 
-/// Opens the AES-256-GCM key named by `mfa.secret_key_file`, or the generated default.
-fn open_secret_box(data_dir: &Path, config: &MfaConfig) -> anyhow::Result<Arc<dyn SecretBox>> {
-    let (path, create) = if config.secret_key_file.as_os_str().is_empty() {
-        let keys = data_dir.join("keys");
-        crate::files::create_private_dir(&keys)?;
-        (keys.join("mfa-secret.key"), true)
-    } else {
-        (config.secret_key_file.clone(), false)
-    };
-    Ok(Arc::new(AesGcmBox::load_or_create(&path, create)?))
+/// Associated data of the wrapped TOTP data key at the KMS.
+const MFA_KEY_CONTEXT: &[u8] = b"folio/mfa-secret-key/v1";
+
+/// Opens the AES-256-GCM key of the TOTP secrets: the file `mfa.secret_key_file` names,
+/// else a data key wrapped by the KMS in `keys/mfa-secret.wrapped` (created on the first
+/// start). A data directory from before the KMS keeps its plain `keys/mfa-secret.key`.
+async fn open_secret_box(
+    data_dir: &Path,
+    config: &MfaConfig,
+    kms: &dyn crate::kms::Kms,
+) -> anyhow::Result<Arc<dyn SecretBox>> {
+    if !config.secret_key_file.as_os_str().is_empty() {
+        let key = AesGcmBox::load_or_create(&config.secret_key_file, false)?;
+        return Ok(Arc::new(key));
+    }
+    let keys = data_dir.join("keys");
+    crate::files::create_private_dir(&keys)?;
+    let legacy = keys.join("mfa-secret.key");
+    if legacy.exists() {
+        // TODO(kms migration): wrap the legacy key with the KMS and delete the plain file
+        // once a `folio keys wrap-mfa-key` command exists.
+        tracing::warn!(
+            path = %legacy.display(),
+            "the TOTP secret key is a plain file, not wrapped by the KMS"
+        );
+        return Ok(Arc::new(AesGcmBox::load_or_create(&legacy, false)?));
+    }
+    let path = keys.join("mfa-secret.wrapped");
+    let key = crate::kms::wrapped_file::load_or_create(kms, &path, MFA_KEY_CONTEXT).await?;
+    Ok(Arc::new(AesGcmBox::new(&key)))
 }
 
 /// Associated data binding a sealed TOTP secret to its operator.
