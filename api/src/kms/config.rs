@@ -41,7 +41,7 @@ pub enum KmsProvider {
 pub struct KmsConfig {
     /// `local` (the default), `vault`, `aws` or `gcp`.
     pub provider: KmsProvider,
-    /// Key file of the local provider; empty means `keys/kms-local.key` in the data dir.
+    /// Key file of the local provider; empty means `keys/kms-local.kek` in the data dir.
     pub local_key_file: PathBuf,
     /// Messages one data key encrypts before a new one is made (at most 2^24).
     pub data_key_max_messages: u64,
@@ -159,7 +159,7 @@ impl KmsConfig {
     /// The local provider's key file.
     pub fn local_key_path(&self, data_dir: &Path) -> PathBuf {
         if self.local_key_file.as_os_str().is_empty() {
-            data_dir.join("keys").join("kms-local.key")
+            data_dir.join("keys").join("kms-local.kek")
         } else {
             self.local_key_file.clone()
         }

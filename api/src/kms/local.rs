@@ -225,7 +225,7 @@ fn write_versions(path: &Path, id: &str, versions: &[(u32, KeyBytes)]) -> anyhow
     for (version, key) in versions {
         text.push_str(&format!("v{version} {}\n", hex::encode(key.as_ref())));
     }
-    let temporary = path.with_extension("key.new");
+    let temporary = path.with_extension("kek.new");
     let _ = std::fs::remove_file(&temporary);
     crate::files::create_private_file(&temporary)?;
     std::fs::write(&temporary, text.as_bytes())
