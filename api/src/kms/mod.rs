@@ -15,6 +15,7 @@
 pub mod aws;
 pub mod cache;
 mod config;
+pub mod data_keys;
 pub mod gcp;
 mod http;
 pub mod local;
