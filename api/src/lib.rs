@@ -23,6 +23,7 @@ pub mod lease;
 pub mod logging;
 pub mod metrics;
 pub mod operators;
+pub mod personal;
 pub mod problem;
 pub mod proofs;
 pub mod read_store;

@@ -59,6 +59,8 @@ pub struct AppState {
     pub mfa: crate::operators::Mfa,
     /// The KMS holding the key-encryption key.
     pub kms: Arc<dyn crate::kms::Kms>,
+    /// Sealing, opening and erasure of payees' personal fields.
+    pub personal: Arc<crate::personal::PersonalFields>,
     /// Time source for everything but sealing.
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
@@ -112,15 +114,19 @@ impl AppState {
         let witness =
             crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
+        // The KMS and the data keys come first: the read models open sealed fields.
+        let kms = crate::kms::open(&config.kms, config.profile, &data_dir)?;
+        tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS opened");
+        let personal = Arc::new(open_personal(&config, &data_dir, Arc::clone(&kms)).await?);
+
         let models = config.read_models.open(&data_dir).await?;
+        let models = models.with_opener(Arc::clone(&personal) as Arc<dyn projections::EventOpener>);
         let shared_models = config.read_models.is_shared();
         let local_runner =
             (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
         let auth_path = data_dir.join("auth.sqlite");
         crate::files::create_private_file(&auth_path)?;
         let tokens = TokenStore::open(&auth_path).await?;
-        let kms = crate::kms::open(&config.kms, config.profile, &data_dir)?;
-        tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS opened");
         let mfa =
             crate::operators::Mfa::open(&data_dir, &config.mfa, &config.allow_list, kms.as_ref())
                 .await?;
@@ -149,6 +155,7 @@ impl AppState {
             tokens,
             mfa,
             kms,
+            personal,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
             workers,
@@ -194,6 +201,11 @@ impl AppState {
                 let decoded =
                     DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
                         .map_err(ApiError::internal)?;
+                let decoded = self
+                    .personal
+                    .open(ledger_id, &event.stream_id, event.event_id, decoded)
+                    .await
+                    .map_err(ApiError::internal)?;
                 // A replayed event that contradicts the list means damaged history.
                 entry.list.apply(&decoded).map_err(ApiError::internal)?;
                 entry.proposals.apply(&decoded);
@@ -272,6 +284,29 @@ impl AppState {
         }
         self.store.shutdown().await;
     }
+}
+
+/// Opens `data-keys.sqlite` in the data directory over the KMS.
+// TODO(postgres data keys): nodes sharing a PostgreSQL store need the data keys in that
+// database too; today each node keeps its own file, so run one node with sealed fields.
+async fn open_personal(
+    config: &Config,
+    data_dir: &std::path::Path,
+    kms: Arc<dyn crate::kms::Kms>,
+) -> anyhow::Result<crate::personal::PersonalFields> {
+    let path = data_dir.join("data-keys.sqlite");
+    crate::files::create_private_file(&path)?;
+    let cache = crate::kms::cache::DataKeyCache::new(
+        std::time::Duration::from_secs(config.kms.cache_ttl_seconds),
+        config.kms.cache_max_entries,
+    );
+    let keys = crate::kms::data_keys::DataKeys::open(&path, kms, cache, config.kms.limits())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+    Ok(crate::personal::PersonalFields::new(
+        Arc::new(keys),
+        config.kms.seal_payee_fields,
+    ))
 }
 
 /// Returns the function that starts the lease holder's workers: the projection runner when

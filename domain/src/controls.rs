@@ -244,7 +244,9 @@ impl ControlsEvaluator {
         let at = event.recorded_at_micros;
         if !matches!(
             decoded,
-            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_)
+            DomainEvent::PayeeAdded(_)
+                | DomainEvent::PayeeAddedSealed(_)
+                | DomainEvent::PayeeRemoved(_)
         ) {
             self.close_unapproved_payee_events(decoded);
         }
@@ -252,8 +254,15 @@ impl ControlsEvaluator {
             DomainEvent::LedgerCreated(_) | DomainEvent::LedgerKeyRotated(_) => {
                 self.key_since = Some((at, position));
             }
-            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_) => {
+            DomainEvent::PayeeAdded(_)
+            | DomainEvent::PayeeAddedSealed(_)
+            | DomainEvent::PayeeRemoved(_) => {
                 self.unapproved_payee_events.push(position);
+            }
+            DomainEvent::SubjectErased(erased) => {
+                if let Some(auth) = &erased.auth {
+                    self.check_step_up(auth, at, position, "erasure");
+                }
             }
             DomainEvent::ChallengePassed(passed) => {
                 if let Some(step) = passed.totp_step {

@@ -6,6 +6,7 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
+use crate::personal::{PayeeAddedSealed, SubjectErased};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -123,6 +124,14 @@ pub enum PayeeAccount {
     Iban {
         /// The IBAN.
         iban: String,
+    },
+    /// The account cannot be shown: erased, or sealed and read without the KMS. Never
+    /// stored in an event; readers build it from a sealed `payee.added` (version 2).
+    Unavailable {
+        /// `[erased]` or `[encrypted]`.
+        why: String,
+        /// The payee, so two unavailable accounts never look like one.
+        payee_id: Uuid,
     },
 }
 
@@ -308,6 +317,8 @@ pub enum DomainEvent {
     LedgerCreated(LedgerCreated),
     LedgerKeyRotated(LedgerKeyRotated),
     PayeeAdded(PayeeAdded),
+    PayeeAddedSealed(crate::personal::PayeeAddedSealed),
+    SubjectErased(crate::personal::SubjectErased),
     PayeeRemoved(PayeeRemoved),
     PaymentSubmitted(PaymentSubmitted),
     PaymentRejected(PaymentRejected),
@@ -362,6 +373,8 @@ impl DomainEvent {
             LedgerCreated,
             LedgerKeyRotated,
             PayeeAdded,
+            PayeeAddedSealed,
+            SubjectErased,
             PayeeRemoved,
             PaymentSubmitted,
             PaymentRejected,
@@ -397,6 +410,17 @@ impl DomainEvent {
             event_type: event_type.to_owned(),
             schema_version,
         })
+    }
+
+    /// The event as a reader without the KMS sees it: a sealed `payee.added` becomes the
+    /// plain payload with `[encrypted]` fields; other events are unchanged.
+    pub fn without_keys(self) -> Self {
+        match self {
+            DomainEvent::PayeeAddedSealed(sealed) => {
+                DomainEvent::PayeeAdded(sealed.unreadable(crate::personal::Unreadable::Sealed))
+            }
+            other => other,
+        }
     }
 
     /// Encodes a payload into an event draft's type, schema version and bytes.

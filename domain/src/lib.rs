@@ -22,6 +22,7 @@ pub mod mfa;
 pub mod operator_events;
 pub mod operators;
 pub mod payments;
+pub mod personal;
 pub mod record;
 pub mod seal;
 pub mod verify;

@@ -34,6 +34,7 @@ pub fn mask_account(account: &PayeeAccount) -> String {
             )
         }
         PayeeAccount::Iban { iban } => format!("IBAN {}", mask_account_number(iban)),
+        PayeeAccount::Unavailable { why, .. } => why.clone(),
     }
 }
 
@@ -63,6 +64,17 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
                 "signing key rotated to {} ({})",
                 hex::encode(e.new_public_key),
                 e.reason
+            ),
+            DomainEvent::PayeeAddedSealed(e) => format!(
+                "payee {} added, name and account sealed, looks like {} other payee(s)",
+                e.payee_id,
+                e.lookalike_of.len()
+            ),
+            DomainEvent::SubjectErased(e) => format!(
+                "personal fields of {} erased ({} data key(s) destroyed): {}",
+                e.subject,
+                e.data_key_ids.len(),
+                e.policy
             ),
             DomainEvent::PayeeAdded(e) => {
                 let mut text = format!(

@@ -273,6 +273,10 @@ impl<W: Write> Content<W> {
                 let payee = *id;
                 match decoded {
                     Some(DomainEvent::PayeeAdded(p)) => p.payee_id == payee,
+                    Some(DomainEvent::PayeeAddedSealed(p)) => p.payee_id == payee,
+                    Some(DomainEvent::SubjectErased(p)) => {
+                        p.subject == domain::personal::payee_subject(payee)
+                    }
                     Some(DomainEvent::PayeeRemoved(p)) => p.payee_id == payee,
                     Some(DomainEvent::PaymentSubmitted(p)) if p.payee_id == payee => {
                         self.payee_payments.insert(p.payment_id);

@@ -55,6 +55,8 @@ pub struct KmsConfig {
     pub request_timeout_ms: u64,
     /// PEM file of the CA certificates trusted for an `https://` KMS endpoint.
     pub ca_cert: PathBuf,
+    /// Seal the name and account of new payees (`payee.added` schema version 2).
+    pub seal_payee_fields: bool,
     /// `vault` provider settings.
     pub vault: VaultConfig,
     /// `aws` provider settings.
@@ -74,6 +76,7 @@ impl Default for KmsConfig {
             cache_ttl_seconds: 300,
             request_timeout_ms: 5_000,
             ca_cert: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+            seal_payee_fields: true,
             vault: VaultConfig::default(),
             aws: AwsConfig::default(),
             gcp: GcpConfig::default(),

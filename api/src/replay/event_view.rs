@@ -105,7 +105,8 @@ macro_rules! payload_to_value {
 /// Returns the payload as JSON, with fixed-size byte arrays (hashes, keys) as hex.
 fn payload_json(event: &DomainEvent) -> Value {
     let value = payload_to_value!(event;
-        LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeRemoved, PaymentSubmitted,
+        LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeAddedSealed, SubjectErased,
+        PayeeRemoved, PaymentSubmitted,
         PaymentRejected, AbaBatchImported, DispatchAttempted, DispatchFailed, ReceiptRecorded,
         PaymentDeadLettered, BreakerStateChanged, ControlsRunRecorded, OperatorCreated,
         SessionStarted, SessionRevoked, MfaEnrolmentStarted, RecoveryCodesIssued,

@@ -90,6 +90,7 @@ fn account_json(account: &PayeeAccount) -> Value {
     match account {
         PayeeAccount::Bsb { bsb, account } => json!({"bsb": bsb, "account": account}),
         PayeeAccount::Iban { iban } => json!({"iban": iban}),
+        PayeeAccount::Unavailable { why, .. } => json!({"unavailable": why}),
     }
 }
 
@@ -251,10 +252,15 @@ pub(crate) async fn approve(
             Ok(proposal) => proposal,
             Err(error) => return refusal(&error, proposals.get(proposal_id), &session, version),
         };
-        let mut events = payee_events(&allow_list, &proposal.change)?
-            .iter()
-            .map(|event| event_draft(event, &session))
-            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        for event in payee_events(&allow_list, &proposal.change)? {
+            let draft = state
+                .personal
+                .draft(ledger_id, ALLOW_LIST_STREAM, &event, &session.actor(), now)
+                .await
+                .map_err(ApiError::internal)?;
+            events.push(draft);
+        }
         let cooling = seconds_to_micros(state.mfa.allow_list.cooling_off_seconds);
         let payee_id = proposal.change.payee_added();
         let payable_from_micros = if payee_id.is_some() {
@@ -285,15 +291,6 @@ pub(crate) async fn approve(
         })
     })
     .await
-}
-
-fn event_draft(event: &DomainEvent, session: &OperatorSession) -> EventDraft {
-    match event {
-        DomainEvent::PayeeAdded(added) => draft(added, &session.actor(), Uuid::now_v7()),
-        DomainEvent::PayeeRemoved(removed) => draft(removed, &session.actor(), Uuid::now_v7()),
-        // `payee_events` returns only the two kinds above.
-        other => unreachable!("unexpected allow-list event {other:?}"),
-    }
 }
 
 /// Checks a change against the allow-list as it is now and returns its payee events.

@@ -1,0 +1,221 @@
+//! Personal fields sealed in events, and their erasure.
+//!
+//! From schema version 2, `payee.added` carries the payee's name, normalised name and
+//! account as [`SealedField`]s under a data key of the payee (the subject
+//! `payee:<payee id>`). The hash chain and signatures cover the sealed bytes, so the
+//! verifier needs no key. A reader with the KMS opens them into the plain
+//! [`PayeeAdded`]; a reader without it, or after the subject's keys were destroyed
+//! (`subject.erased`), sees [`PayeeAccount::Unavailable`] and a marker name.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::envelope::{FieldContext, SealedField};
+use crate::events::{EventPayload, PayeeAccount, PayeeAdded};
+use crate::operator_events::AuthContext;
+
+/// Field names in the associated data of a sealed payee.
+pub const FIELD_NAME: &str = "name";
+/// See [`FIELD_NAME`].
+pub const FIELD_NORMALIZED_NAME: &str = "normalized_name";
+/// See [`FIELD_NAME`].
+pub const FIELD_ACCOUNT: &str = "account";
+
+/// Name shown for a payee whose fields were erased.
+pub const ERASED: &str = "[erased]";
+/// Name shown for a payee whose fields cannot be opened here (no KMS access).
+pub const SEALED: &str = "[encrypted]";
+
+/// The subject of a payee's personal fields.
+pub fn payee_subject(payee_id: Uuid) -> String {
+    format!("payee:{payee_id}")
+}
+
+/// `payee.added` schema version 2: the personal fields sealed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayeeAddedSealed {
+    /// Payee id.
+    pub payee_id: Uuid,
+    /// UTF-8 name as given.
+    pub name: SealedField,
+    /// UTF-8 normalised name.
+    pub normalized_name: SealedField,
+    /// The account, postcard-encoded [`PayeeAccount`].
+    pub account: SealedField,
+    /// Existing payees whose names look like this one.
+    pub lookalike_of: Vec<Uuid>,
+}
+
+impl EventPayload for PayeeAddedSealed {
+    const EVENT_TYPE: &'static str = "payee.added";
+    const SCHEMA_VERSION: u16 = 2;
+}
+
+/// Why a sealed payee reads without its fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// The subject's keys were destroyed.
+    Erased,
+    /// This reader has no access to the keys (an auditor's offline tools).
+    Sealed,
+}
+
+impl PayeeAddedSealed {
+    /// The place of one of its fields, for the associated data.
+    pub fn context<'a>(
+        ledger_id: Uuid,
+        stream: &'a str,
+        event_id: Uuid,
+        field: &'a str,
+    ) -> FieldContext<'a> {
+        FieldContext {
+            ledger_id,
+            stream,
+            event_id,
+            field,
+        }
+    }
+
+    /// The plain event from the opened fields.
+    ///
+    /// # Errors
+    /// A name that is not UTF-8 or an account that does not decode.
+    pub fn opened(
+        &self,
+        name: &[u8],
+        normalized_name: &[u8],
+        account: &[u8],
+    ) -> Result<PayeeAdded, String> {
+        let text = |bytes: &[u8], field: &str| {
+            String::from_utf8(bytes.to_vec()).map_err(|_| format!("sealed {field} is not UTF-8"))
+        };
+        let account: PayeeAccount = postcard::from_bytes(account)
+            .map_err(|error| format!("sealed account does not decode: {error}"))?;
+        Ok(PayeeAdded {
+            payee_id: self.payee_id,
+            name: text(name, FIELD_NAME)?,
+            normalized_name: text(normalized_name, FIELD_NORMALIZED_NAME)?,
+            account,
+            lookalike_of: self.lookalike_of.clone(),
+        })
+    }
+
+    /// The event as a reader sees it without the fields.
+    pub fn unreadable(&self, why: Unreadable) -> PayeeAdded {
+        let marker = match why {
+            Unreadable::Erased => ERASED,
+            Unreadable::Sealed => SEALED,
+        };
+        PayeeAdded {
+            payee_id: self.payee_id,
+            name: marker.to_owned(),
+            normalized_name: marker.to_owned(),
+            account: PayeeAccount::Unavailable {
+                why: marker.to_owned(),
+                payee_id: self.payee_id,
+            },
+            lookalike_of: self.lookalike_of.clone(),
+        }
+    }
+}
+
+/// The plaintext bytes of a payee's sealed fields, in field order.
+pub fn payee_plaintexts(added: &PayeeAdded) -> [(&'static str, Vec<u8>); 3] {
+    [
+        (FIELD_NAME, added.name.as_bytes().to_vec()),
+        (
+            FIELD_NORMALIZED_NAME,
+            added.normalized_name.as_bytes().to_vec(),
+        ),
+        (
+            FIELD_ACCOUNT,
+            postcard::to_allocvec(&added.account).expect("postcard encoding of an account"),
+        ),
+    ]
+}
+
+/// A subject's data keys were destroyed: its sealed fields read as erased from here on.
+/// The sealed bytes stay in the chain, so verification is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubjectErased {
+    /// The subject, such as `payee:<id>`.
+    pub subject: String,
+    /// Data keys destroyed.
+    pub data_key_ids: Vec<Uuid>,
+    /// Why: `retention:<rule>` for a retention rule, or the approved proposal's reason.
+    pub policy: String,
+    /// The operator who approved, with step-up; `None` when a retention rule applied.
+    pub auth: Option<AuthContext>,
+}
+
+impl EventPayload for SubjectErased {
+    const EVENT_TYPE: &'static str = "subject.erased";
+    const SCHEMA_VERSION: u16 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sealed() -> PayeeAddedSealed {
+        let field = SealedField {
+            alg: 1,
+            data_key_id: Uuid::from_u128(3),
+            nonce: [0; 12],
+            ciphertext: vec![0; 16],
+        };
+        PayeeAddedSealed {
+            payee_id: Uuid::from_u128(9),
+            name: field.clone(),
+            normalized_name: field.clone(),
+            account: field,
+            lookalike_of: vec![Uuid::from_u128(4)],
+        }
+    }
+
+    #[test]
+    fn opened_fields_rebuild_the_plain_event() {
+        let plain = PayeeAdded {
+            payee_id: Uuid::from_u128(9),
+            name: "Jane Citizen".into(),
+            normalized_name: "jane citizen".into(),
+            account: PayeeAccount::Bsb {
+                bsb: "062000".into(),
+                account: "12345678".into(),
+            },
+            lookalike_of: vec![Uuid::from_u128(4)],
+        };
+        let [(_, name), (_, normalized), (_, account)] = payee_plaintexts(&plain);
+        assert_eq!(
+            sealed().opened(&name, &normalized, &account).unwrap(),
+            plain
+        );
+        assert!(sealed().opened(&[0xff], &normalized, &account).is_err());
+    }
+
+    #[test]
+    fn erased_and_sealed_markers() {
+        let erased = sealed().unreadable(Unreadable::Erased);
+        assert_eq!(erased.name, ERASED);
+        assert_eq!(
+            erased.account,
+            PayeeAccount::Unavailable {
+                why: ERASED.to_owned(),
+                payee_id: Uuid::from_u128(9),
+            }
+        );
+        assert_eq!(sealed().unreadable(Unreadable::Sealed).name, SEALED);
+    }
+
+    #[test]
+    fn version_two_round_trips_beside_version_one() {
+        let bytes = sealed().encode();
+        assert_eq!(PayeeAddedSealed::decode(&bytes).unwrap(), sealed());
+        let decoded = crate::events::DomainEvent::decode("payee.added", 2, &bytes).unwrap();
+        assert_eq!(
+            decoded,
+            crate::events::DomainEvent::PayeeAddedSealed(sealed())
+        );
+        assert!(crate::events::DomainEvent::decode("payee.added", 1, &bytes).is_err());
+    }
+}
