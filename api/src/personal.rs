@@ -5,7 +5,11 @@
 use std::sync::Arc;
 
 use domain::events::{DomainEvent, EventPayload, PayeeAdded};
-use domain::personal::{payee_plaintexts, payee_subject, PayeeAddedSealed, Unreadable};
+use domain::operator_events::ChangeProposed;
+use domain::personal::{
+    payee_plaintexts, payee_subject, sealed_change_ids, ChangeProposedSealed, PayeeAddedSealed,
+    Unreadable, FIELD_CHANGE,
+};
 use domain::record::{Actor, EventDraft, SealedEvent};
 
 use uuid::Uuid;
@@ -67,6 +71,54 @@ impl PersonalFields {
         })
     }
 
+    /// The draft of a proposal on `stream`: sealed (version 2) when sealing is on and the
+    /// change carries personal fields (an add or a change), else plain.
+    ///
+    /// # Errors
+    /// KMS or key-store failures.
+    pub async fn proposal_draft(
+        &self,
+        ledger_id: Uuid,
+        stream: &str,
+        proposed: &ChangeProposed,
+        actor: &Actor,
+        now_micros: i64,
+    ) -> Result<EventDraft, DataKeyError> {
+        let event_id = Uuid::now_v7();
+        let ids = sealed_change_ids(&proposed.change).filter(|_| self.seal_new);
+        let (event_type, schema_version, payload) = match ids {
+            Some((payee_id, new_payee_id)) => {
+                let subject = payee_subject(new_payee_id.unwrap_or(payee_id));
+                let context = PayeeAddedSealed::context(ledger_id, stream, event_id, FIELD_CHANGE);
+                let plaintext = domain::personal::change_plaintext(&proposed.change);
+                let change = self
+                    .keys
+                    .seal_field(&subject, &context, &plaintext, now_micros)
+                    .await?;
+                DomainEvent::encode(&ChangeProposedSealed {
+                    proposal_id: proposed.proposal_id,
+                    revision: proposed.revision,
+                    payee_id,
+                    new_payee_id,
+                    change,
+                    content_hash: proposed.content_hash,
+                    expires_at_micros: proposed.expires_at_micros,
+                    auth: proposed.auth.clone(),
+                })
+            }
+            None => DomainEvent::encode(proposed),
+        };
+        Ok(EventDraft {
+            event_id,
+            event_type: event_type.to_owned(),
+            schema_version,
+            actor: actor.clone(),
+            correlation_id: Uuid::now_v7(),
+            causation_id: None,
+            payload,
+        })
+    }
+
     async fn seal(
         &self,
         ledger_id: Uuid,
@@ -108,8 +160,20 @@ impl PersonalFields {
         event_id: Uuid,
         decoded: DomainEvent,
     ) -> Result<DomainEvent, DataKeyError> {
-        let DomainEvent::PayeeAddedSealed(sealed) = decoded else {
-            return Ok(decoded);
+        let sealed = match decoded {
+            DomainEvent::PayeeAddedSealed(sealed) => sealed,
+            DomainEvent::ChangeProposedSealed(sealed) => {
+                let context = PayeeAddedSealed::context(ledger_id, stream, event_id, FIELD_CHANGE);
+                return Ok(DomainEvent::ChangeProposed(
+                    match self.keys.open_field(&context, &sealed.change).await? {
+                        Opened::Plain(bytes) => sealed
+                            .opened(&bytes)
+                            .map_err(|reason| DataKeyError::Corrupt(sealed.proposal_id, reason))?,
+                        Opened::Erased => sealed.unreadable(Unreadable::Erased),
+                    },
+                ));
+            }
+            other => return Ok(other),
         };
         let fields = [
             (domain::personal::FIELD_NAME, &sealed.name),
@@ -155,8 +219,10 @@ impl projections::EventOpener for PersonalFields {
     }
 }
 
-/// Whether a stored event is a payee event with sealed fields.
+/// Whether a stored event has sealed personal fields.
 pub fn is_sealed_payee(event: &SealedEvent) -> bool {
-    event.event_type == PayeeAddedSealed::EVENT_TYPE
-        && event.schema_version == PayeeAddedSealed::SCHEMA_VERSION
+    (event.event_type == PayeeAddedSealed::EVENT_TYPE
+        && event.schema_version == PayeeAddedSealed::SCHEMA_VERSION)
+        || (event.event_type == ChangeProposedSealed::EVENT_TYPE
+            && event.schema_version == ChangeProposedSealed::SCHEMA_VERSION)
 }

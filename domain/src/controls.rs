@@ -276,6 +276,10 @@ impl ControlsEvaluator {
                     });
                 }
             }
+            DomainEvent::ChangeProposedSealed(sealed) => {
+                let proposed = sealed.unreadable(crate::personal::Unreadable::Sealed);
+                self.apply(event, &DomainEvent::ChangeProposed(proposed));
+            }
             DomainEvent::ChangeProposed(proposed) => {
                 self.check_step_up(&proposed.auth, at, position, "allow-list proposal");
                 let key = (proposed.proposal_id, proposed.revision);

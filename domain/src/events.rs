@@ -6,7 +6,7 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
-use crate::personal::{PayeeAddedSealed, SubjectErased};
+use crate::personal::{ChangeProposedSealed, PayeeAddedSealed, SubjectErased};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -346,6 +346,7 @@ pub enum DomainEvent {
     MfaResetProposed(MfaResetProposed),
     MfaReset(MfaReset),
     ChangeProposed(ChangeProposed),
+    ChangeProposedSealed(ChangeProposedSealed),
     ChangeApproved(ChangeApproved),
     ChangeRejected(ChangeRejected),
     ChangeExpired(ChangeExpired),
@@ -402,6 +403,7 @@ impl DomainEvent {
             MfaResetProposed,
             MfaReset,
             ChangeProposed,
+            ChangeProposedSealed,
             ChangeApproved,
             ChangeRejected,
             ChangeExpired
@@ -418,6 +420,9 @@ impl DomainEvent {
         match self {
             DomainEvent::PayeeAddedSealed(sealed) => {
                 DomainEvent::PayeeAdded(sealed.unreadable(crate::personal::Unreadable::Sealed))
+            }
+            DomainEvent::ChangeProposedSealed(sealed) => {
+                DomainEvent::ChangeProposed(sealed.unreadable(crate::personal::Unreadable::Sealed))
             }
             other => other,
         }

@@ -12,7 +12,8 @@ use uuid::Uuid;
 
 use crate::envelope::{FieldContext, SealedField};
 use crate::events::{EventPayload, PayeeAccount, PayeeAdded};
-use crate::operator_events::AuthContext;
+use crate::operator_events::{AuthContext, ChangeProposed};
+use crate::operators::AllowListChange;
 
 /// Field names in the associated data of a sealed payee.
 pub const FIELD_NAME: &str = "name";
@@ -116,6 +117,109 @@ impl PayeeAddedSealed {
             },
             lookalike_of: self.lookalike_of.clone(),
         }
+    }
+}
+
+/// Field name of a sealed proposal's change.
+pub const FIELD_CHANGE: &str = "change";
+
+/// `allowlist.change_proposed` schema version 2: a change that adds a payee, with the
+/// change (name and account) sealed under the data key of the payee it adds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeProposedSealed {
+    /// Proposal id.
+    pub proposal_id: Uuid,
+    /// Revision, from 1.
+    pub revision: u32,
+    /// Payee changed or added (`Add`: the new payee; `Change`: the replaced one).
+    pub payee_id: Uuid,
+    /// The replacement's id for a `Change`, `None` for an `Add`.
+    pub new_payee_id: Option<Uuid>,
+    /// The postcard-encoded [`AllowListChange`].
+    pub change: SealedField,
+    /// Hash an approval must name (see `operators::content_hash`).
+    pub content_hash: [u8; 32],
+    /// When the proposal expires, microseconds since the Unix epoch.
+    pub expires_at_micros: i64,
+    /// Proposer, with step-up.
+    pub auth: AuthContext,
+}
+
+impl EventPayload for ChangeProposedSealed {
+    const EVENT_TYPE: &'static str = "allowlist.change_proposed";
+    const SCHEMA_VERSION: u16 = 2;
+}
+
+impl ChangeProposedSealed {
+    /// The payee whose data key seals the change: the one the change adds.
+    pub fn subject_payee(&self) -> Uuid {
+        self.new_payee_id.unwrap_or(self.payee_id)
+    }
+
+    /// The plain event from the opened change.
+    ///
+    /// # Errors
+    /// A change that does not decode.
+    pub fn opened(&self, change: &[u8]) -> Result<ChangeProposed, String> {
+        let change: AllowListChange = postcard::from_bytes(change)
+            .map_err(|error| format!("sealed change does not decode: {error}"))?;
+        Ok(self.with_change(change))
+    }
+
+    /// The event as a reader sees it without the change's personal fields.
+    pub fn unreadable(&self, why: Unreadable) -> ChangeProposed {
+        let marker = match why {
+            Unreadable::Erased => ERASED,
+            Unreadable::Sealed => SEALED,
+        };
+        let account = PayeeAccount::Unavailable {
+            why: marker.to_owned(),
+            payee_id: self.subject_payee(),
+        };
+        let change = match self.new_payee_id {
+            Some(new_payee_id) => AllowListChange::Change {
+                payee_id: self.payee_id,
+                new_payee_id,
+                name: marker.to_owned(),
+                account,
+            },
+            None => AllowListChange::Add {
+                payee_id: self.payee_id,
+                name: marker.to_owned(),
+                account,
+            },
+        };
+        self.with_change(change)
+    }
+
+    fn with_change(&self, change: AllowListChange) -> ChangeProposed {
+        ChangeProposed {
+            proposal_id: self.proposal_id,
+            revision: self.revision,
+            change,
+            content_hash: self.content_hash,
+            expires_at_micros: self.expires_at_micros,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+/// The plaintext of a sealed change: its postcard encoding.
+pub fn change_plaintext(change: &AllowListChange) -> Vec<u8> {
+    postcard::to_allocvec(change).expect("postcard encoding of a change")
+}
+
+/// The ids a sealed proposal keeps in the clear, or `None` for a change without personal
+/// fields (a removal), which is not sealed.
+pub fn sealed_change_ids(change: &AllowListChange) -> Option<(Uuid, Option<Uuid>)> {
+    match change {
+        AllowListChange::Add { payee_id, .. } => Some((*payee_id, None)),
+        AllowListChange::Change {
+            payee_id,
+            new_payee_id,
+            ..
+        } => Some((*payee_id, Some(*new_payee_id))),
+        AllowListChange::Remove { .. } => None,
     }
 }
 

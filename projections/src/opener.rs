@@ -49,10 +49,14 @@ impl Opener {
         decoded: DomainEvent,
     ) -> Result<DomainEvent, String> {
         match (&self.0, decoded) {
-            (Some(opener), decoded @ DomainEvent::PayeeAddedSealed(_)) => {
-                opener.open(ledger_id, event, decoded).await
-            }
+            (
+                Some(opener),
+                decoded @ (DomainEvent::PayeeAddedSealed(_) | DomainEvent::ChangeProposedSealed(_)),
+            ) => opener.open(ledger_id, event, decoded).await,
             (None, DomainEvent::PayeeAddedSealed(sealed)) => Ok(DomainEvent::PayeeAdded(
+                sealed.unreadable(Unreadable::Sealed),
+            )),
+            (None, DomainEvent::ChangeProposedSealed(sealed)) => Ok(DomainEvent::ChangeProposed(
                 sealed.unreadable(Unreadable::Sealed),
             )),
             (_, decoded) => Ok(decoded),

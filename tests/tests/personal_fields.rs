@@ -24,6 +24,18 @@ async fn payee_fields_are_sealed_in_the_ledger_and_open_for_readers() {
         .read_ledger(ledger, 0, 10_000)
         .await
         .unwrap();
+    let proposed: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "allowlist.change_proposed")
+        .collect();
+    assert_eq!(proposed.len(), 1);
+    assert_eq!(proposed[0].schema_version, 2, "the proposal is sealed too");
+    for needle in [&b"Zelda"[..], b"98765432"] {
+        assert!(!proposed[0]
+            .payload
+            .windows(needle.len())
+            .any(|w| w == needle));
+    }
     let added: Vec<_> = events
         .iter()
         .filter(|e| e.event_type == "payee.added")

@@ -73,6 +73,7 @@ pub fn auth_context(event: &DomainEvent) -> Option<&AuthContext> {
         DomainEvent::MfaResetProposed(e) => Some(&e.auth),
         DomainEvent::MfaReset(e) => Some(&e.auth),
         DomainEvent::ChangeProposed(e) => Some(&e.auth),
+        DomainEvent::ChangeProposedSealed(e) => Some(&e.auth),
         DomainEvent::ChangeApproved(e) => Some(&e.auth),
         DomainEvent::ChangeRejected(e) => Some(&e.auth),
         DomainEvent::OperatorUnlocked(e) => Some(&e.by),
@@ -112,7 +113,8 @@ fn payload_json(event: &DomainEvent) -> Value {
         SessionStarted, SessionRevoked, MfaEnrolmentStarted, RecoveryCodesIssued,
         RecoveryCodesAcknowledged, MfaEnrolled, ChallengeIssued, ChallengePassed,
         ChallengeFailed, OperatorLocked, OperatorUnlocked, RecoveryCodeUsed, StepUpGranted,
-        MfaResetProposed, MfaReset, ChangeProposed, ChangeApproved, ChangeRejected,
+        MfaResetProposed, MfaReset, ChangeProposed, ChangeProposedSealed, ChangeApproved,
+        ChangeRejected,
         ChangeExpired,
     );
     // Serialising these derived payload structs to a JSON value fails only on a map with

@@ -146,7 +146,7 @@ async fn first_revision(
         version,
         extra,
     };
-    Ok(proposals::propose(state, session, new))
+    proposals::propose(state, session, new).await
 }
 
 fn parse_payee_id(text: &str) -> Result<Uuid, ApiError> {

@@ -111,7 +111,14 @@ pub(crate) struct NewRevision {
 }
 
 /// Builds the append of a new revision of a proposal and its response.
-pub(crate) fn propose(state: &AppState, session: &OperatorSession, new: NewRevision) -> Decision {
+///
+/// # Errors
+/// KMS or key-store failures while sealing the change.
+pub(crate) async fn propose(
+    state: &AppState,
+    session: &OperatorSession,
+    new: NewRevision,
+) -> Result<Decision, ApiError> {
     let NewRevision {
         ledger_id,
         proposal_id,
@@ -146,12 +153,22 @@ pub(crate) fn propose(state: &AppState, session: &OperatorSession, new: NewRevis
     if let (Value::Object(map), Value::Object(more)) = (&mut body, extra) {
         map.extend(more);
     }
-    let event = draft(&proposed, &session.actor(), Uuid::now_v7());
-    Decision {
+    let event = state
+        .personal
+        .proposal_draft(
+            ledger_id,
+            ALLOW_LIST_STREAM,
+            &proposed,
+            &session.actor(),
+            now,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Decision {
         status: StatusCode::ACCEPTED,
         body,
         writes: vec![allow_list_write(version, vec![event])],
-    }
+    })
 }
 
 fn allow_list_write(version: Option<u64>, events: Vec<EventDraft>) -> StreamWrite {
@@ -432,7 +449,7 @@ pub(crate) async fn revise(
             version,
             extra,
         };
-        Ok(propose(&state, &session, new))
+        propose(&state, &session, new).await
     })
     .await
 }
