@@ -176,6 +176,22 @@ impl AppState {
         Ok((list, version))
     }
 
+    /// Destroys the data keys of an erased subject. Called for every `subject.erased` the
+    /// allow-list applies, so keys left behind by a crash between the append and the
+    /// destruction are destroyed on the next read; a second call finds none.
+    async fn destroy_erased(&self, ledger_id: Uuid, subject: &str) -> Result<(), ApiError> {
+        let now = self.clock.now_micros();
+        let keys = self.personal.keys();
+        let destroyed = keys
+            .destroy_subject(ledger_id, subject, now)
+            .await
+            .map_err(ApiError::internal)?;
+        if !destroyed.is_empty() {
+            tracing::info!(%ledger_id, subject, keys = destroyed.len(), "personal fields erased");
+        }
+        Ok(())
+    }
+
     /// Returns the allow-list and its proposals as of the store's head, with the stream
     /// version they reflect.
     ///
@@ -206,6 +222,9 @@ impl AppState {
                     .open(ledger_id, &event.stream_id, event.event_id, decoded)
                     .await
                     .map_err(ApiError::internal)?;
+                if let DomainEvent::SubjectErased(erased) = &decoded {
+                    self.destroy_erased(ledger_id, &erased.subject).await?;
+                }
                 // A replayed event that contradicts the list means damaged history.
                 entry.list.apply(&decoded).map_err(ApiError::internal)?;
                 entry.proposals.apply(&decoded);

@@ -219,7 +219,7 @@ pub fn sealed_change_ids(change: &AllowListChange) -> Option<(Uuid, Option<Uuid>
             new_payee_id,
             ..
         } => Some((*payee_id, Some(*new_payee_id))),
-        AllowListChange::Remove { .. } => None,
+        AllowListChange::Remove { .. } | AllowListChange::Erase { .. } => None,
     }
 }
 

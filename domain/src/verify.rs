@@ -17,6 +17,7 @@ use crate::crypto::{self, KeyId, SignatureCheck, PUBLIC_KEY_LEN};
 use crate::events::{EventPayload, LedgerCreated, LedgerKeyRotated};
 use crate::export;
 use crate::merkle::Frontier;
+use crate::personal::SubjectErased;
 use crate::record::{
     hash_canonical_body, RecordError, SealedEvent, SigAlg, SignedHead, HASH_LEN, SEAL_LEN,
 };
@@ -163,6 +164,21 @@ pub struct Summary {
     pub checkpoints: Vec<SignedCheckpoint>,
     /// Merkle root over every event hash of the ledger.
     pub merkle_root: [u8; HASH_LEN],
+    /// Subjects whose personal fields were erased by policy (`subject.erased`), in ledger
+    /// order. Their sealed bytes are still in the chain, so they verify as they were.
+    pub erasures: Vec<Erasure>,
+}
+
+/// A `subject.erased` event: the fields sealed under the subject's keys can no longer be
+/// opened. This is policy, not tampering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// Position of the event.
+    pub position: u64,
+    /// The subject, such as `payee:<id>`.
+    pub subject: String,
+    /// The policy or reason recorded.
+    pub policy: String,
 }
 
 /// Chain state after the last verified record.
@@ -181,6 +197,7 @@ struct State {
     /// Merkle tree over the verified events, to check each checkpoint's root.
     frontier: Frontier,
     checkpoints: Vec<SignedCheckpoint>,
+    erasures: Vec<Erasure>,
 }
 
 /// A record after the parallel decode-and-hash phase.
@@ -225,6 +242,7 @@ impl ChainVerifier {
             rotations: Vec::new(),
             frontier: Frontier::new(),
             checkpoints: Vec::new(),
+            erasures: Vec::new(),
         };
         ChainVerifier {
             state,
@@ -288,6 +306,7 @@ impl ChainVerifier {
             keys: state.keys,
             rotations: state.rotations,
             checkpoints: state.checkpoints,
+            erasures: state.erasures,
         })
     }
 
@@ -573,6 +592,18 @@ impl State {
 
         if event.event_type == LedgerKeyRotated::EVENT_TYPE {
             self.rotate(event);
+        }
+        if event.event_type == SubjectErased::EVENT_TYPE {
+            // The payload is covered by the signature either way; one this build cannot
+            // read is listed with its position only.
+            let (subject, policy) = SubjectErased::decode(&event.payload)
+                .map(|erased| (erased.subject, erased.policy))
+                .unwrap_or_else(|_| ("(unreadable)".to_owned(), String::new()));
+            self.erasures.push(Erasure {
+                position: event.position,
+                subject,
+                policy,
+            });
         }
         Ok(())
     }

@@ -788,6 +788,7 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
     const SENSITIVE: &[&str] = &[
         "POST /v1/ledgers/{ledger_id}/payees",
         "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/removal",
+        "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/erasure",
         "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/change",
         "POST /v1/ledgers/{ledger_id}/proposals/{proposal_id}/approval",
         "POST /v1/ledgers/{ledger_id}/proposals/{proposal_id}/rejection",

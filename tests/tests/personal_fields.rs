@@ -128,3 +128,65 @@ async fn payee_fields_are_sealed_in_the_ledger_and_open_for_readers() {
         .unwrap();
     assert!(verdicts[0].result.is_ok());
 }
+
+/// Erasure: an approved erasure of a removed payee destroys its keys; its fields read as
+/// `[erased]` in the API and as-of queries, and the chain still verifies, listing the
+/// erasure as policy. An active payee cannot be erased.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
+    let stack = Stack::start().await.unwrap();
+    let ledger = stack.create_ledger("erasure").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Yusuf Erasable", "062000", "55554444")
+        .await
+        .unwrap();
+    let erasure = format!("/v1/ledgers/{ledger}/payees/{payee}/erasure");
+    let reason = json!({"reason": "subject asked to be forgotten"});
+
+    // Still on the allow-list: the proposal is refused.
+    let operators = stack.operators(ledger).await.unwrap();
+    let refused = operators.proposer.propose(&erasure, &reason).await;
+    assert!(
+        format!("{refused:?}").contains("payee_still_active"),
+        "{refused:?}"
+    );
+
+    stack
+        .remove_payee(ledger, payee, "closed account")
+        .await
+        .unwrap();
+    stack
+        .propose_and_approve(ledger, &erasure, &reason)
+        .await
+        .unwrap();
+
+    let subject = domain::personal::payee_subject(payee);
+    let keys = stack.state.personal.keys();
+    assert!(keys.live_keys(ledger, &subject).await.unwrap().is_empty());
+
+    let head = stack.state.store.head(ledger).await.unwrap().position;
+    let path = format!("/v1/ledgers/{ledger}/payees?include_removed=true&min_position={head}");
+    let (status, body) = stack.get(&path).await.unwrap();
+    assert!(status.is_success(), "{body}");
+    let text = body.to_string();
+    assert!(!text.contains("Yusuf"), "{text}");
+    assert!(text.contains("[erased]"), "{text}");
+
+    let as_of = format!("/v1/ledgers/{ledger}/payees?include_removed=true&as_of={head}");
+    let (status, body) = stack.get(&as_of).await.unwrap();
+    assert!(status.is_success(), "{body}");
+    assert!(!body.to_string().contains("Yusuf"), "{body}");
+    assert!(body.to_string().contains("[erased]"), "{body}");
+
+    let dir = stack.stop().await.unwrap();
+    let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger))
+        .await
+        .unwrap();
+    let summary = verdicts[0]
+        .result
+        .as_ref()
+        .expect("the chain still verifies");
+    assert_eq!(summary.erasures.len(), 1);
+    assert_eq!(summary.erasures[0].subject, subject);
+    assert!(summary.erasures[0].policy.contains("forgotten"));
+}

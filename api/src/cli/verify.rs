@@ -190,20 +190,35 @@ async fn check_kept_checkpoints(
     Ok(all_hold)
 }
 
+/// The erasures of a summary, one line each, so a reader sees erased fields as policy.
+fn erasures_text(erasures: &[domain::verify::Erasure]) -> String {
+    erasures
+        .iter()
+        .map(|erasure| {
+            format!(
+                "\n  erased by policy at position {}: personal fields of {} ({})",
+                erasure.position, erasure.subject, erasure.policy
+            )
+        })
+        .collect()
+}
+
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
-        Ok(summary) => format!(
-            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
+        Ok(summary) => {
+            format!(
+                "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
              {} checkpoint(s), Merkle root {}",
-            verdict.subject,
-            summary.event_count,
-            summary.head_position,
-            hex::encode(summary.head_hash),
-            summary.keys.len(),
-            summary.rotations.len(),
-            summary.checkpoints.len(),
-            hex::encode(summary.merkle_root)
-        ),
+                verdict.subject,
+                summary.event_count,
+                summary.head_position,
+                hex::encode(summary.head_hash),
+                summary.keys.len(),
+                summary.rotations.len(),
+                summary.checkpoints.len(),
+                hex::encode(summary.merkle_root)
+            ) + &erasures_text(&summary.erasures)
+        }
         Err(failure) => format!(
             "{}: BROKEN at position {}: {} ({})",
             verdict.subject,
@@ -226,6 +241,11 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Value {
             "head_hash": hex::encode(summary.head_hash),
             "checkpoints": summary.checkpoints.len(),
             "merkle_root": hex::encode(summary.merkle_root),
+            "erased_by_policy": summary.erasures.iter().map(|erasure| serde_json::json!({
+                "position": erasure.position,
+                "subject": erasure.subject,
+                "policy": erasure.policy,
+            })).collect::<Vec<_>>(),
         }),
         Err(failure) => serde_json::json!({
             "subject": verdict.subject,

@@ -202,6 +202,26 @@ impl DataKeys {
         Ok(ids)
     }
 
+    /// Ids of the live (not destroyed) keys of `subject`.
+    ///
+    /// # Errors
+    /// A database failure.
+    pub async fn live_keys(
+        &self,
+        ledger_id: Uuid,
+        subject: &str,
+    ) -> Result<Vec<Uuid>, DataKeyError> {
+        let rows = sqlx::query(
+            "SELECT id FROM data_keys WHERE ledger_id = ? AND subject = ? \
+             AND destroyed_at_micros IS NULL ORDER BY id",
+        )
+        .bind(ledger_id.to_string())
+        .bind(subject)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| parse_id(row.get("id"))).collect()
+    }
+
     /// Live (not destroyed) keys per KEK version: what a retirement must wait for.
     ///
     /// # Errors

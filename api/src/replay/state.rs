@@ -339,6 +339,8 @@ impl Replayer {
             AllowListChange::Remove { payee_id, .. } => {
                 self.approvals_removing.insert(*payee_id, approval);
             }
+            // An erasure changes no payee's place on the allow-list.
+            AllowListChange::Erase { .. } => {}
         }
         if let Some(payee_id) = approved.payee_id {
             if let Some(payee) = self.payees.get_mut(&payee_id) {

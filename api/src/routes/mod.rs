@@ -37,6 +37,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payees::add)
                 .service(payees::change)
                 .service(payees::remove)
+                .service(payees::erase)
                 .service(payees::list)
                 .service(proposals::list)
                 .service(proposals::approve)
