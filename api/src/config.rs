@@ -43,6 +43,8 @@ pub struct Config {
     pub checkpoints: CheckpointsConfig,
     /// The KMS that holds the key-encryption key.
     pub kms: crate::kms::KmsConfig,
+    /// Retention rules of audit records and personal fields.
+    pub retention: crate::retention::RetentionConfig,
 }
 
 impl Default for Config {
@@ -62,6 +64,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             checkpoints: CheckpointsConfig::default(),
             kms: crate::kms::KmsConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -482,6 +485,7 @@ impl Config {
         self.read_models.validate()?;
         self.cluster.validate()?;
         self.kms.validate(self.profile)?;
+        self.retention.validate()?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
-use crate::personal::{ChangeProposedSealed, PayeeAddedSealed, SubjectErased};
+use crate::personal::{ChangeProposedSealed, PayeeAddedSealed, RetentionApplied, SubjectErased};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -319,6 +319,7 @@ pub enum DomainEvent {
     PayeeAdded(PayeeAdded),
     PayeeAddedSealed(crate::personal::PayeeAddedSealed),
     SubjectErased(crate::personal::SubjectErased),
+    RetentionApplied(crate::personal::RetentionApplied),
     PayeeRemoved(PayeeRemoved),
     PaymentSubmitted(PaymentSubmitted),
     PaymentRejected(PaymentRejected),
@@ -376,6 +377,7 @@ impl DomainEvent {
             PayeeAdded,
             PayeeAddedSealed,
             SubjectErased,
+            RetentionApplied,
             PayeeRemoved,
             PaymentSubmitted,
             PaymentRejected,

@@ -257,6 +257,23 @@ impl EventPayload for SubjectErased {
     const SCHEMA_VERSION: u16 = 1;
 }
 
+/// A retention rule was applied; the `subject.erased` events it caused precede it in the
+/// same append. Recorded even when nothing was due, so each run leaves a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetentionApplied {
+    /// The rule, as configured (`erase_removed_payees_after_days = 2555`).
+    pub rule: String,
+    /// Payees removed before this time were due, microseconds since the Unix epoch.
+    pub cutoff_micros: i64,
+    /// Subjects erased by this run.
+    pub erased_subjects: Vec<String>,
+}
+
+impl EventPayload for RetentionApplied {
+    const EVENT_TYPE: &'static str = "retention.applied";
+    const SCHEMA_VERSION: u16 = 1;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -78,7 +78,7 @@ impl Mfa {
 }
 
 /// Associated data of the wrapped TOTP data key at the KMS.
-const MFA_KEY_CONTEXT: &[u8] = b"folio/mfa-secret-key/v1";
+pub const MFA_KEY_CONTEXT: &[u8] = b"folio/mfa-secret-key/v1";
 
 /// Opens the AES-256-GCM key of the TOTP secrets: the file `mfa.secret_key_file` names,
 /// else a data key wrapped by the KMS in `keys/mfa-secret.wrapped` (created on the first
