@@ -111,3 +111,67 @@ pub async fn kek_version_in_use(state: &AppState, version: &str) -> anyhow::Resu
     }
     Ok(count)
 }
+
+/// Stream of the key revocations of a ledger.
+pub const REVOCATION_STREAM: &str = "signing-keys";
+
+/// Revokes the signing key with id `key_id` (32 hex digits) from `from_position` on:
+/// appends `ledger.key_revoked`, signed by the ledger's current key. The current key
+/// itself cannot be revoked; rotate away from it first.
+///
+/// # Errors
+/// An unknown key, the current key, or a store failure.
+pub async fn revoke_signing(
+    state: &AppState,
+    ledger_id: Uuid,
+    key_id: &str,
+    from_position: u64,
+    reason: &str,
+) -> anyhow::Result<AppendResult> {
+    use domain::events::{DomainEvent, LedgerKeyRevoked};
+
+    let ring = crate::keys::KeyRing::load_or_create(&state.config.data_dir)?;
+    let Some(key) = ring.keys.iter().find(|k| k.key_id().to_hex() == key_id) else {
+        anyhow::bail!(
+            "no signing key with id {key_id} in the key ring; `folio verify` lists key ids"
+        );
+    };
+    let mut current = None;
+    let ledger_events = state
+        .store
+        .read_stream(ledger_id, domain::seal::LEDGER_STREAM, 0, 10_000)
+        .await?;
+    for event in &ledger_events {
+        match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+            Ok(DomainEvent::LedgerCreated(created)) => current = Some(created.public_key),
+            Ok(DomainEvent::LedgerKeyRotated(rotated)) => current = Some(rotated.new_public_key),
+            _ => {}
+        }
+    }
+    if current == Some(key.public_key()) {
+        anyhow::bail!(
+            "key {key_id} still signs ledger {ledger_id}; run `folio keys rotate-signing` first"
+        );
+    }
+    let revoked = LedgerKeyRevoked {
+        key_algorithm: domain::record::SigAlg::Ed25519 as u8,
+        public_key: key.public_key(),
+        from_position,
+        reason: reason.to_owned(),
+    };
+    let actor = Actor::system("folio keys revoke-signing");
+    let request = eventstore_adapter::AppendRequest {
+        writes: vec![eventstore_adapter::StreamWrite {
+            stream_id: REVOCATION_STREAM.to_owned(),
+            expected: eventstore_adapter::ExpectedVersion::Any,
+            events: vec![crate::commands::draft(&revoked, &actor, Uuid::now_v7())],
+        }],
+        idempotency: None,
+    };
+    match state.store.append(ledger_id, request).await? {
+        eventstore_adapter::AppendOutcome::Committed(result) => Ok(result),
+        eventstore_adapter::AppendOutcome::Duplicate(_) => {
+            anyhow::bail!("the revocation carries no idempotency key, so it cannot repeat")
+        }
+    }
+}

@@ -110,6 +110,21 @@ pub struct LedgerKeyRotated {
 }
 payload!(LedgerKeyRotated, "ledger.key_rotated", 1);
 
+/// A signing key version is compromised: events it signed from `from_position` on are no
+/// longer trusted. Recorded after a rotation away from it, so a trusted key signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerKeyRevoked {
+    /// Signature algorithm identifier of `public_key` (1 = Ed25519).
+    pub key_algorithm: u8,
+    /// The revoked public key.
+    pub public_key: [u8; 32],
+    /// First position whose signature by this key is not trusted.
+    pub from_position: u64,
+    /// Why (suspected compromise, ...).
+    pub reason: String,
+}
+payload!(LedgerKeyRevoked, "ledger.key_revoked", 1);
+
 /// Bank account of a payee.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PayeeAccount {
@@ -316,6 +331,7 @@ payload!(BreakerStateChanged, "bank.breaker_state_changed", 1);
 pub enum DomainEvent {
     LedgerCreated(LedgerCreated),
     LedgerKeyRotated(LedgerKeyRotated),
+    LedgerKeyRevoked(LedgerKeyRevoked),
     PayeeAdded(PayeeAdded),
     PayeeAddedSealed(crate::personal::PayeeAddedSealed),
     SubjectErased(crate::personal::SubjectErased),
@@ -374,6 +390,7 @@ impl DomainEvent {
         try_decode!(
             LedgerCreated,
             LedgerKeyRotated,
+            LedgerKeyRevoked,
             PayeeAdded,
             PayeeAddedSealed,
             SubjectErased,

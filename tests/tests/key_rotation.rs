@@ -53,10 +53,22 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     while answered.load(Ordering::SeqCst) < 5 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    api::key_rotation::rotate_signing(state, ledger, actor, "scheduled")
+    let keys_dir = stack.data_dir().join("keys");
+    let key_id = |keys_dir: &std::path::Path| {
+        let current = std::fs::read_to_string(keys_dir.join("current")).unwrap();
+        let name = current
+            .trim()
+            .trim_start_matches("ledger-")
+            .trim_end_matches(".key");
+        name.to_owned()
+    };
+    let old_key = key_id(&keys_dir);
+    let rotation = api::key_rotation::rotate_signing(state, ledger, actor, "scheduled")
         .await
         .unwrap();
     let at_rotation = answered.load(Ordering::SeqCst);
+    let new_key = key_id(&keys_dir);
+    assert_ne!(old_key, new_key);
     assert_eq!(api::key_rotation::rotate_kek(state).await.unwrap(), "2");
     let second = stack
         .add_payee(ledger, "Rotation Two", "083004", "33334444")
@@ -97,6 +109,17 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     let (status, body) = stack.pay(ledger, second, json!(5), "after").await.unwrap();
     assert!(status.is_success(), "{body}");
 
+    // The old key is revoked from just before the rotation; the current key cannot be.
+    let from = rotation.last_position - 1;
+    let refused = api::key_rotation::revoke_signing(state, ledger, &new_key, 0, "wrong key").await;
+    assert!(
+        format!("{refused:?}").contains("rotate-signing"),
+        "{refused:?}"
+    );
+    api::key_rotation::revoke_signing(state, ledger, &old_key, from, "suspected compromise")
+        .await
+        .unwrap();
+
     // The chain verifies with both keys, the rotation signed by the old one.
     let dir = stack.stop().await.unwrap();
     let data = dir.path().join("data");
@@ -106,6 +129,12 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     let summary = verdicts[0].result.as_ref().expect("intact");
     assert_eq!(summary.rotations.len(), 1);
     assert_eq!(summary.keys.len(), 2);
+    assert_eq!(summary.revocations.len(), 1);
+    assert_eq!(
+        summary.revocations[0].untrusted,
+        Some((from, rotation.last_position)),
+        "the events the old key signed from the revoked position are reported"
+    );
 
     // Version 1 wraps nothing any more, so the local KMS lets it go.
     let kms = api::kms::local::LocalKms::open(&data.join("keys/kms-local.kek")).unwrap();

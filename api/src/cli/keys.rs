@@ -46,6 +46,24 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Revoke a signing key version: its signatures from a position on are not trusted,
+    /// and `folio verify` reports the events it signed there.
+    RevokeSigning {
+        #[command(flatten)]
+        open: Open,
+        /// Ledger.
+        #[arg(long)]
+        ledger: Uuid,
+        /// Key id (32 hex digits) of the compromised key.
+        #[arg(long)]
+        key_id: String,
+        /// First position whose signature by that key is not trusted.
+        #[arg(long)]
+        from_position: u64,
+        /// Why, recorded in the event.
+        #[arg(long)]
+        reason: String,
+    },
     /// Make a new KEK version current at the KMS; new data keys use it at once.
     RotateKek {
         #[command(flatten)]
@@ -99,6 +117,30 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let result = result?;
             println!(
                 "ledger {ledger}: signing key rotated at position {}",
+                result.last_position
+            );
+        }
+        Command::RevokeSigning {
+            open,
+            ledger,
+            key_id,
+            from_position,
+            reason,
+        } => {
+            let state = open.state().await?;
+            let result = crate::key_rotation::revoke_signing(
+                &state,
+                ledger,
+                &key_id,
+                from_position,
+                &reason,
+            )
+            .await;
+            state.shutdown().await;
+            let result = result?;
+            println!(
+                "ledger {ledger}: key {key_id} revoked from position {from_position} \
+                 (recorded at position {})",
                 result.last_position
             );
         }
