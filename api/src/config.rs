@@ -45,6 +45,8 @@ pub struct Config {
     pub kms: crate::kms::KmsConfig,
     /// Retention rules of audit records and personal fields.
     pub retention: crate::retention::RetentionConfig,
+    /// The secrets provider's cache.
+    pub secrets: crate::secrets::SecretsConfig,
 }
 
 impl Default for Config {
@@ -65,6 +67,7 @@ impl Default for Config {
             checkpoints: CheckpointsConfig::default(),
             kms: crate::kms::KmsConfig::default(),
             retention: crate::retention::RetentionConfig::default(),
+            secrets: crate::secrets::SecretsConfig::default(),
         }
     }
 }

@@ -33,6 +33,7 @@ pub mod request_id;
 pub mod retention;
 pub mod routes;
 pub mod secret;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -359,3 +359,151 @@ print(signature)
     assert!(authorization
         .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"));
 }
+
+/// A `MakeWriter` that keeps every log line in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// Secrets from OpenBao KV and from moto's Secrets Manager go through the cache; when
+/// the providers stop, the stale value is served and then refused. The planted values
+/// appear in no log line and no error.
+#[tokio::test]
+async fn secrets_from_openbao_and_secrets_manager_never_print() {
+    let Some((bao, addr, token)) = start_openbao().await else {
+        return;
+    };
+    let Some((moto, endpoint, _)) = start_moto().await else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Plant the values: a database password in OpenBao KV, an API key in Secrets Manager.
+    let db_password = format!("{}-{}", "planted-db", uuid::Uuid::now_v7().simple());
+    let api_key = format!("{}-{}", "planted-api", uuid::Uuid::now_v7().simple());
+    let response = reqwest::Client::new()
+        .post(format!("{addr}/v1/secret/data/folio/db"))
+        .header("X-Vault-Token", &token)
+        .json(&json!({"data": {"password": db_password}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFOLIOTEST");
+    std::env::set_var(
+        "AWS_SECRET_ACCESS_KEY",
+        credentials().secret_access_key.expose(),
+    );
+    let created = aws_secrets_call(
+        &endpoint,
+        "CreateSecret",
+        json!({
+            "Name": "folio/api", "SecretString": api_key,
+        }),
+    )
+    .await;
+    assert!(created["ARN"].is_string(), "{created}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bao-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let secrets = api::secrets::Secrets::new(api::secrets::SecretsConfig {
+        ttl_seconds: 0,
+        max_stale_seconds: 1,
+        vault_addr: addr.clone(),
+        vault_token_file: token_file,
+        aws_region: "ap-southeast-2".to_owned(),
+        aws_endpoint: endpoint.clone(),
+    })
+    .unwrap();
+    let db = "vault:secret/folio/db#password";
+    let api = "aws-sm:folio/api";
+    assert_eq!(secrets.get(db).await.unwrap().expose(), db_password);
+    assert_eq!(secrets.get(api).await.unwrap().expose(), api_key);
+
+    // Both providers go away: the last good values are served, then refused.
+    drop(bao);
+    drop(moto);
+    assert_eq!(secrets.get(db).await.unwrap().expose(), db_password);
+    assert_eq!(secrets.get(api).await.unwrap().expose(), api_key);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut errors = Vec::new();
+    for reference in [db, api] {
+        let error = secrets.get(reference).await.unwrap_err();
+        assert!(
+            matches!(error, api::secrets::SecretError::Stale { .. }),
+            "{error}"
+        );
+        errors.push(format!("{error} {error:?}"));
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("serving the last good value"), "{logs}");
+    assert!(logs.contains("secret refused"), "{logs}");
+    for planted in [
+        &db_password,
+        &api_key,
+        &token,
+        credentials().secret_access_key.expose(),
+    ] {
+        assert!(!logs.contains(planted), "a planted secret reached the log");
+        assert!(errors.iter().all(|e| !e.contains(planted)), "{errors:?}");
+    }
+}
+
+/// Calls the Secrets Manager JSON API directly (set-up only).
+async fn aws_secrets_call(endpoint: &str, target: &str, body: Value) -> Value {
+    let body = body.to_string();
+    let host = endpoint.trim_start_matches("http://");
+    let target = format!("secretsmanager.{target}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        host,
+        path: "/",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let signed = sigv4::sign(
+        &credentials(),
+        "ap-southeast-2",
+        "secretsmanager",
+        &sigv4::amz_date_now(),
+        &request,
+    );
+    let mut builder = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .body(body);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &signed {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder.send().await.unwrap().json().await.unwrap()
+}
