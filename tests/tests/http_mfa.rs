@@ -799,6 +799,9 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
         "POST /v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset",
         "POST /v1/ledgers/{ledger_id}/operators/{operator_id}/mfa-reset/approval",
         "POST /v1/ledgers/{ledger_id}/bundles",
+        "POST /v1/ledgers/{ledger_id}/signing-key/rotation",
+        "POST /v1/ledgers/{ledger_id}/signing-key/revocation",
+        "POST /v1/ledgers/{ledger_id}/kek/rotation",
     ];
     const NOT_SENSITIVE: &[&str] = &[
         "POST /v1/ledgers",

@@ -195,3 +195,38 @@ async fn retention_erases_payees_removed_long_ago_and_records_the_run() {
     assert_eq!(summary.erasures.len(), 1);
     assert!(summary.erasures[0].policy.starts_with("retention:"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrator_rotates_keys_over_http() {
+    let stack = Stack::start().await.unwrap();
+    let ledger = stack.create_ledger("rotation-http").await.unwrap();
+    stack
+        .add_payee(ledger, "Http Rotation", "062000", "12121212")
+        .await
+        .unwrap();
+    let admin = &stack.operators(ledger).await.unwrap().proposer;
+
+    let path = format!("/v1/ledgers/{ledger}/signing-key/rotation");
+    let (status, body) = admin
+        .post(&path, &json!({"reason": "scheduled"}))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    let (status, body) = admin.post(&path, &json!({"reason": " "})).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+
+    let path = format!("/v1/ledgers/{ledger}/kek/rotation");
+    let (status, body) = admin.post(&path, &json!({"batch": 10})).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(body["version"], "2");
+    assert_eq!(body["rewrapped"], 1, "the payee's data key moved: {body}");
+    let in_use = stack.state.personal.keys().versions_in_use().await.unwrap();
+    assert_eq!(in_use.keys().collect::<Vec<_>>(), ["2"]);
+    assert_eq!(
+        api::key_rotation::kek_version_in_use(&stack.state, "1")
+            .await
+            .unwrap(),
+        0
+    );
+    stack.stop().await.unwrap();
+}

@@ -5,6 +5,7 @@ pub mod bundles;
 pub mod controls;
 pub mod dlq;
 pub mod health;
+pub mod keys;
 pub mod ledgers;
 pub mod openapi;
 pub mod operators;
@@ -69,7 +70,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(proofs::list)
                 .service(proofs::inclusion)
                 .service(proofs::consistency)
-                .service(bundles::export),
+                .service(bundles::export)
+                .service(keys::rotate_signing)
+                .service(keys::revoke_signing)
+                .service(keys::rotate_kek),
         );
 }
 
