@@ -40,6 +40,9 @@ pub async fn rotate_signing(
     Ok(result)
 }
 
+// TODO(kek events): KEK rotation and rewrap progress are logged but not yet recorded as
+// ledger events; the KEK serves every ledger of the node, so they need a node-level stream.
+
 /// Makes a new KEK version current at the KMS; returns it.
 ///
 /// # Errors
