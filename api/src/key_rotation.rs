@@ -178,3 +178,75 @@ pub async fn revoke_signing(
         }
     }
 }
+
+/// Moves a plain TOTP key file from before the KMS (`keys/mfa-secret.key`) under the
+/// KMS: writes it wrapped to `keys/mfa-secret.wrapped`, checks that it unwraps to the
+/// same key, then deletes the plain file. Returns `false` when there is no plain file.
+///
+/// # Errors
+/// A malformed key file, a wrapped file already present, or a KMS failure; the plain
+/// file stays unless the wrapped one was written and checked.
+pub async fn wrap_legacy_mfa_key(
+    kms: &dyn crate::kms::Kms,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let keys = data_dir.join("keys");
+    let legacy = keys.join("mfa-secret.key");
+    let wrapped_path = keys.join("mfa-secret.wrapped");
+    if !legacy.exists() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        !wrapped_path.exists(),
+        "both {} and {} exist; keep the one the TOTP secrets were sealed with",
+        legacy.display(),
+        wrapped_path.display()
+    );
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&legacy)?);
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    if hex::decode_to_slice(text.trim(), key.as_mut()).is_err() {
+        anyhow::bail!("{} must hold 64 hex digits", legacy.display());
+    }
+
+    let context = crate::operators::MFA_KEY_CONTEXT;
+    let wrapped = kms.wrap(&key, context).await?;
+    crate::kms::wrapped_file::write(&wrapped_path, &wrapped)?;
+    let back = kms
+        .unwrap(&crate::kms::wrapped_file::read(&wrapped_path)?, context)
+        .await?;
+    anyhow::ensure!(
+        *back == *key,
+        "the wrapped TOTP key does not unwrap to the same key"
+    );
+    std::fs::remove_file(&legacy)?;
+    tracing::info!(path = %wrapped_path.display(), "TOTP secret key wrapped by the KMS");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::Kms;
+    use crate::operators::{AesGcmBox, SecretBox};
+
+    #[tokio::test]
+    async fn legacy_totp_key_moves_under_the_kms() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let legacy = AesGcmBox::load_or_create(&keys.join("mfa-secret.key"), true).unwrap();
+        let sealed = legacy.seal(b"totp secret", b"op-1").unwrap();
+        let kms = crate::kms::local::LocalKms::open(&keys.join("kms-local.kek")).unwrap();
+
+        assert!(wrap_legacy_mfa_key(&kms, dir.path()).await.unwrap());
+        assert!(!keys.join("mfa-secret.key").exists());
+        let wrapped = crate::kms::wrapped_file::read(&keys.join("mfa-secret.wrapped")).unwrap();
+        let key = kms
+            .unwrap(&wrapped, crate::operators::MFA_KEY_CONTEXT)
+            .await
+            .unwrap();
+        let opened = AesGcmBox::new(&key).open(&sealed, b"op-1").unwrap();
+        assert_eq!(opened.as_slice(), b"totp secret");
+        assert!(!wrap_legacy_mfa_key(&kms, dir.path()).await.unwrap());
+    }
+}

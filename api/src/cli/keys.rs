@@ -64,6 +64,12 @@ pub enum Command {
         #[arg(long)]
         reason: String,
     },
+    /// Wrap a TOTP key file from before the KMS (`keys/mfa-secret.key`) with the KMS and
+    /// delete the plain file.
+    WrapMfaKey {
+        #[command(flatten)]
+        open: Open,
+    },
     /// Make a new KEK version current at the KMS; new data keys use it at once.
     RotateKek {
         #[command(flatten)]
@@ -143,6 +149,23 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                  (recorded at position {})",
                 result.last_position
             );
+        }
+        Command::WrapMfaKey { open } => {
+            let mut config = super::load_config(open.config.as_ref())?;
+            if let Some(data_dir) = &open.data_dir {
+                config.data_dir = data_dir.clone();
+            }
+            let _lock = crate::files::lock_data_dir(&config.data_dir)?;
+            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir)?;
+            let moved = crate::key_rotation::wrap_legacy_mfa_key(kms.as_ref(), &config.data_dir);
+            if moved.await? {
+                println!(
+                    "keys/mfa-secret.key is now wrapped by the {} KMS",
+                    kms.provider()
+                );
+            } else {
+                println!("no plain keys/mfa-secret.key: nothing to do");
+            }
         }
         Command::RotateKek { open } => {
             let state = open.state().await?;

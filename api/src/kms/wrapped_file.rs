@@ -75,7 +75,11 @@ pub fn read(path: &Path) -> anyhow::Result<WrappedKey> {
     })
 }
 
-fn write(path: &Path, wrapped: &WrappedKey) -> anyhow::Result<()> {
+/// Writes `wrapped` to `path` (mode 0600) through a temporary file and a rename.
+///
+/// # Errors
+/// Names the file that cannot be written.
+pub fn write(path: &Path, wrapped: &WrappedKey) -> anyhow::Result<()> {
     let file = WrappedFile {
         provider: wrapped.provider.clone(),
         kek_id: wrapped.kek_id.clone(),

@@ -96,11 +96,10 @@ async fn open_secret_box(
     crate::files::create_private_dir(&keys)?;
     let legacy = keys.join("mfa-secret.key");
     if legacy.exists() {
-        // TODO(kms migration): wrap the legacy key with the KMS and delete the plain file
-        // once a `folio keys wrap-mfa-key` command exists.
         tracing::warn!(
             path = %legacy.display(),
-            "the TOTP secret key is a plain file, not wrapped by the KMS"
+            "the TOTP secret key is a plain file, not wrapped by the KMS; \
+             run `folio keys wrap-mfa-key` with the server stopped"
         );
         return Ok(Arc::new(AesGcmBox::load_or_create(&legacy, false)?));
     }
