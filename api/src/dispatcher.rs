@@ -53,6 +53,8 @@ struct Inner {
     /// Runtime the dispatcher was started on. Workers and bank calls are spawned here
     /// even when `track` is called from an HTTP worker's runtime, so they outlive it.
     runtime: tokio::runtime::Handle,
+    /// Opens sealed payee accounts of `payment.submitted` (schema 2) before dispatch.
+    opener: Option<Arc<crate::personal::PersonalFields>>,
 }
 
 impl Dispatcher {
@@ -65,26 +67,38 @@ impl Dispatcher {
         config: &BankConfig,
         store: EventStore,
         metrics: Arc<BankMetrics>,
+        opener: Arc<crate::personal::PersonalFields>,
     ) -> anyhow::Result<Dispatcher> {
         let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
         let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
         let policy = RetryPolicy::from_config(config);
-        Ok(Self::with_adapter(
+        let limits = (policy, config.max_in_flight);
+        Ok(Self::build(
             store,
             Arc::new(adapter),
             breaker,
-            policy,
-            config.max_in_flight,
+            limits,
+            Some(opener),
         ))
     }
 
-    /// Starts a dispatcher over any adapter.
+    /// Starts a dispatcher over any adapter, for ledgers whose payments are not sealed.
     pub fn with_adapter(
         store: EventStore,
         adapter: Arc<dyn BankAdapter>,
         breaker: CircuitBreaker,
         policy: RetryPolicy,
         max_in_flight: usize,
+    ) -> Dispatcher {
+        Self::build(store, adapter, breaker, (policy, max_in_flight), None)
+    }
+
+    fn build(
+        store: EventStore,
+        adapter: Arc<dyn BankAdapter>,
+        breaker: CircuitBreaker,
+        (policy, max_in_flight): (RetryPolicy, usize),
+        opener: Option<Arc<crate::personal::PersonalFields>>,
     ) -> Dispatcher {
         let (stop, _) = watch::channel(false);
         let dispatcher = Dispatcher {
@@ -99,6 +113,7 @@ impl Dispatcher {
                 jobs: StdMutex::new(JoinSet::new()),
                 stop,
                 runtime: tokio::runtime::Handle::current(),
+                opener,
             }),
         };
         let starter = dispatcher.clone();
@@ -207,7 +222,10 @@ impl LedgerWorker {
                 None => break,
             };
             let position = event.position;
-            self.apply(&event);
+            let Some(decoded) = self.decode(&event).await else {
+                break;
+            };
+            self.apply(&event, decoded);
             if !live && position >= caught_up_at {
                 live = true;
             }
@@ -218,8 +236,35 @@ impl LedgerWorker {
         tracing::info!(ledger = %self.ledger_id, "dispatcher stopped following ledger");
     }
 
-    fn apply(&mut self, event: &SealedEvent) {
+    /// Decodes an event, opening a sealed payment; `None` stops following the ledger
+    /// (the KMS failed), and the next lease holder or restart resumes it.
+    async fn decode(&self, event: &SealedEvent) -> Option<Result<DomainEvent, ()>> {
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+        let Ok(decoded) = decoded else {
+            return Some(Err(()));
+        };
+        let (Some(opener), DomainEvent::PaymentSubmittedSealed(_)) = (&self.inner.opener, &decoded)
+        else {
+            return Some(Ok(decoded.without_keys()));
+        };
+        match opener
+            .open(self.ledger_id, &event.stream_id, event.event_id, decoded)
+            .await
+        {
+            Ok(opened) => Some(Ok(opened)),
+            Err(error) => {
+                tracing::error!(
+                    ledger = %self.ledger_id,
+                    position = event.position,
+                    %error,
+                    "dispatcher cannot open a sealed payment; stopping this ledger"
+                );
+                None
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &SealedEvent, decoded: Result<DomainEvent, ()>) {
         let Ok(decoded) = decoded else { return };
         match decoded {
             DomainEvent::PaymentSubmitted(submitted) => {

@@ -139,6 +139,7 @@ impl AppState {
             store.clone(),
             shared_models.then(|| models.clone()),
             Arc::clone(&bank_metrics),
+            Arc::clone(&personal),
         );
         let timings = LeaseTimings {
             retry: config.cluster.retry_interval(),
@@ -337,6 +338,7 @@ fn worker_starter(
     store: EventStore,
     shared_models: Option<ReadModels>,
     metrics: Arc<BankMetrics>,
+    personal: Arc<crate::personal::PersonalFields>,
 ) -> StartWorkers {
     Box::new(move || {
         let dispatcher = if bank.url.is_empty() {
@@ -346,6 +348,7 @@ fn worker_starter(
                 &bank,
                 store.clone(),
                 Arc::clone(&metrics),
+                Arc::clone(&personal),
             )?)
         };
         let runner = (shared_models.as_ref())

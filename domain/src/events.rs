@@ -6,7 +6,9 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
-use crate::personal::{ChangeProposedSealed, PayeeAddedSealed, RetentionApplied, SubjectErased};
+use crate::personal::{
+    ChangeProposedSealed, PayeeAddedSealed, PaymentSubmittedSealed, RetentionApplied, SubjectErased,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -338,6 +340,7 @@ pub enum DomainEvent {
     RetentionApplied(crate::personal::RetentionApplied),
     PayeeRemoved(PayeeRemoved),
     PaymentSubmitted(PaymentSubmitted),
+    PaymentSubmittedSealed(PaymentSubmittedSealed),
     PaymentRejected(PaymentRejected),
     AbaBatchImported(AbaBatchImported),
     DispatchAttempted(DispatchAttempted),
@@ -397,6 +400,7 @@ impl DomainEvent {
             RetentionApplied,
             PayeeRemoved,
             PaymentSubmitted,
+            PaymentSubmittedSealed,
             PaymentRejected,
             AbaBatchImported,
             DispatchAttempted,
@@ -443,6 +447,9 @@ impl DomainEvent {
             DomainEvent::ChangeProposedSealed(sealed) => {
                 DomainEvent::ChangeProposed(sealed.unreadable(crate::personal::Unreadable::Sealed))
             }
+            DomainEvent::PaymentSubmittedSealed(sealed) => DomainEvent::PaymentSubmitted(
+                sealed.unreadable(crate::personal::Unreadable::Sealed),
+            ),
             other => other,
         }
     }

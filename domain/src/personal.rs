@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::envelope::{FieldContext, SealedField};
-use crate::events::{EventPayload, PayeeAccount, PayeeAdded};
+use crate::events::{EventPayload, PayeeAccount, PayeeAdded, PaymentSource, PaymentSubmitted};
 use crate::operator_events::{AuthContext, ChangeProposed};
 use crate::operators::AllowListChange;
 
@@ -202,6 +202,103 @@ impl ChangeProposedSealed {
             auth: self.auth.clone(),
         }
     }
+}
+
+/// Field name of a sealed payment's payee name.
+pub const FIELD_PAYEE_NAME: &str = "payee_name";
+
+/// `payment.submitted` schema version 2: the payee's account and name sealed under the
+/// payee's data key, so erasing the payee reaches its payments too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentSubmittedSealed {
+    /// Payment id.
+    pub payment_id: Uuid,
+    /// Allow-listed payee paid.
+    pub payee_id: Uuid,
+    /// Amount in minor units (cents), greater than zero.
+    pub amount_minor: u64,
+    /// ISO 4217 currency code.
+    pub currency: String,
+    /// The postcard-encoded [`PayeeAccount`] at submission time.
+    pub account: SealedField,
+    /// UTF-8 payee name sent to the bank.
+    pub payee_name: SealedField,
+    /// Reference text shown to the payee.
+    pub reference: String,
+    /// Key sent to the bank, derived from the ledger and payment ids.
+    pub bank_idempotency_key: String,
+    /// Origin.
+    pub source: PaymentSource,
+}
+
+impl EventPayload for PaymentSubmittedSealed {
+    const EVENT_TYPE: &'static str = "payment.submitted";
+    const SCHEMA_VERSION: u16 = 2;
+}
+
+impl PaymentSubmittedSealed {
+    /// Builds the sealed payload from the plain one and its two sealed fields.
+    pub fn from_plain(
+        plain: &PaymentSubmitted,
+        account: SealedField,
+        payee_name: SealedField,
+    ) -> Self {
+        PaymentSubmittedSealed {
+            payment_id: plain.payment_id,
+            payee_id: plain.payee_id,
+            amount_minor: plain.amount_minor,
+            currency: plain.currency.clone(),
+            account,
+            payee_name,
+            reference: plain.reference.clone(),
+            bank_idempotency_key: plain.bank_idempotency_key.clone(),
+            source: plain.source.clone(),
+        }
+    }
+
+    /// Rebuilds the plain payload from the opened account and name.
+    ///
+    /// # Errors
+    /// An account that does not decode or a name that is not UTF-8.
+    pub fn opened(&self, account: &[u8], payee_name: &[u8]) -> Result<PaymentSubmitted, String> {
+        let account: PayeeAccount = postcard::from_bytes(account)
+            .map_err(|error| format!("sealed account does not decode: {error}"))?;
+        let payee_name = String::from_utf8(payee_name.to_vec())
+            .map_err(|_| "sealed payee name is not UTF-8".to_owned())?;
+        Ok(self.with_fields(account, payee_name))
+    }
+
+    /// Builds the plain payload as a reader without the fields sees it.
+    pub fn unreadable(&self, why: Unreadable) -> PaymentSubmitted {
+        let marker = match why {
+            Unreadable::Erased => ERASED,
+            Unreadable::Sealed => SEALED,
+        };
+        let account = PayeeAccount::Unavailable {
+            why: marker.to_owned(),
+            payee_id: self.payee_id,
+        };
+        self.with_fields(account, marker.to_owned())
+    }
+
+    fn with_fields(&self, account: PayeeAccount, payee_name: String) -> PaymentSubmitted {
+        PaymentSubmitted {
+            payment_id: self.payment_id,
+            payee_id: self.payee_id,
+            amount_minor: self.amount_minor,
+            currency: self.currency.clone(),
+            account,
+            payee_name,
+            reference: self.reference.clone(),
+            bank_idempotency_key: self.bank_idempotency_key.clone(),
+            source: self.source.clone(),
+        }
+    }
+}
+
+/// Encodes an account as a sealed field's plaintext (postcard).
+pub fn account_plaintext(account: &PayeeAccount) -> Vec<u8> {
+    postcard::to_allocvec(account).expect("postcard encoding of an account")
 }
 
 /// The plaintext of a sealed change: its postcard encoding.

@@ -51,11 +51,16 @@ impl Opener {
         match (&self.0, decoded) {
             (
                 Some(opener),
-                decoded @ (DomainEvent::PayeeAddedSealed(_) | DomainEvent::ChangeProposedSealed(_)),
+                decoded @ (DomainEvent::PayeeAddedSealed(_)
+                | DomainEvent::ChangeProposedSealed(_)
+                | DomainEvent::PaymentSubmittedSealed(_)),
             ) => opener.open(ledger_id, event, decoded).await,
             (None, DomainEvent::PayeeAddedSealed(sealed)) => Ok(DomainEvent::PayeeAdded(
                 sealed.unreadable(Unreadable::Sealed),
             )),
+            (None, DomainEvent::PaymentSubmittedSealed(sealed)) => Ok(
+                DomainEvent::PaymentSubmitted(sealed.unreadable(Unreadable::Sealed)),
+            ),
             (None, DomainEvent::ChangeProposedSealed(sealed)) => Ok(DomainEvent::ChangeProposed(
                 sealed.unreadable(Unreadable::Sealed),
             )),

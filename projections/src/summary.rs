@@ -92,6 +92,15 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
                 text
             }
             DomainEvent::PayeeRemoved(e) => format!("payee {} removed ({})", e.payee_id, e.reason),
+            DomainEvent::PaymentSubmittedSealed(e) => format!(
+                "payment {} of {} {} to payee {}, account sealed, reference {:?}, from {}",
+                e.payment_id,
+                e.amount_minor,
+                e.currency,
+                e.payee_id,
+                e.reference,
+                describe_source(&e.source)
+            ),
             DomainEvent::PaymentSubmitted(e) => format!(
                 "payment {} of {} {} to payee {}, {}, reference {:?}, from {}",
                 e.payment_id,

@@ -69,6 +69,23 @@ async fn payee_fields_are_sealed_in_the_ledger_and_open_for_readers() {
         .wait_status(ledger, &id, &["receipted"])
         .await
         .unwrap();
+    let events = stack
+        .state
+        .store
+        .read_ledger(ledger, 0, 10_000)
+        .await
+        .unwrap();
+    let submitted = events
+        .iter()
+        .find(|e| e.event_type == "payment.submitted")
+        .expect("the payment is recorded");
+    assert_eq!(
+        submitted.schema_version, 2,
+        "the payment's account is sealed"
+    );
+    for needle in [&b"Zelda"[..], b"98765432"] {
+        assert!(!submitted.payload.windows(needle.len()).any(|w| w == needle));
+    }
 
     // The personal fields open through the KMS, and only in their own place.
     let decoded =
@@ -140,6 +157,17 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
         .add_payee(ledger, "Yusuf Erasable", "062000", "55554444")
         .await
         .unwrap();
+    let (status, body) = stack
+        .pay(ledger, payee, json!(700), "erase-1")
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{body}");
+    let payment = body["payment_id"].as_str().unwrap().to_owned();
+    let done = stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
+    assert_eq!(done["payee_name"], "Yusuf Erasable", "{done}");
     let erasure = format!("/v1/ledgers/{ledger}/payees/{payee}/erasure");
     let reason = json!({"reason": "subject asked to be forgotten"});
 
@@ -171,6 +199,11 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     let text = body.to_string();
     assert!(!text.contains("Yusuf"), "{text}");
     assert!(text.contains("[erased]"), "{text}");
+
+    let path = format!("/v1/ledgers/{ledger}/payments/{payment}?min_position={head}");
+    let (status, body) = stack.get(&path).await.unwrap();
+    assert!(status.is_success(), "{body}");
+    assert_eq!(body["payee_name"], "[erased]", "{body}");
 
     let as_of = format!("/v1/ledgers/{ledger}/payees?include_removed=true&as_of={head}");
     let (status, body) = stack.get(&as_of).await.unwrap();

@@ -179,8 +179,9 @@ impl<W: Write> Content<W> {
     /// # Errors
     /// A write error of a sink.
     pub fn push(&mut self, event: &SealedEvent) -> io::Result<bool> {
-        let decoded =
-            DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).ok();
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
+            .ok()
+            .map(DomainEvent::without_keys);
         self.push_json(event, decoded.as_ref())?;
         if !self.selects(event, decoded.as_ref()) {
             return Ok(false);

@@ -136,14 +136,41 @@ impl DataKeys {
         plaintext: &[u8],
         now_micros: i64,
     ) -> Result<SealedField, DataKeyError> {
-        let key = self
-            .key_for_sealing(context.ledger_id, subject, now_micros)
-            .await?;
-        let mut nonce = [0u8; 12];
-        getrandom::getrandom(&mut nonce).map_err(|error| {
-            KmsError::Local(format!("the system random source failed: {error}"))
-        })?;
-        Ok(key.seal(context, nonce, plaintext)?)
+        let fields = [(*context, plaintext)];
+        let sealed = self.seal_fields(subject, &fields, now_micros).await?;
+        // One field in, one sealed field out.
+        Ok(sealed.into_iter().next().expect("one sealed field"))
+    }
+
+    /// Seals several fields of one subject and ledger, reserving their messages on a key
+    /// with one update per key instead of one per field.
+    ///
+    /// # Errors
+    /// KMS, database or envelope failures.
+    pub async fn seal_fields(
+        &self,
+        subject: &str,
+        fields: &[(FieldContext<'_>, &[u8])],
+        now_micros: i64,
+    ) -> Result<Vec<SealedField>, DataKeyError> {
+        let mut sealed = Vec::with_capacity(fields.len());
+        let chunk = usize::try_from(self.limits.max_messages).unwrap_or(usize::MAX);
+        for group in fields.chunks(chunk.max(1)) {
+            let ledger_id = group[0].0.ledger_id;
+            let count = u64::try_from(group.len()).unwrap_or(u64::MAX);
+            let key = self
+                .key_for_sealing(ledger_id, subject, now_micros, count)
+                .await?;
+            for (context, plaintext) in group {
+                assert_eq!(context.ledger_id, ledger_id, "fields of one ledger");
+                let mut nonce = [0u8; 12];
+                getrandom::getrandom(&mut nonce).map_err(|error| {
+                    KmsError::Local(format!("the system random source failed: {error}"))
+                })?;
+                sealed.push(key.seal(context, nonce, plaintext)?);
+            }
+        }
+        Ok(sealed)
     }
 
     /// Opens a sealed field, or reports it erased when its key was destroyed.
@@ -292,12 +319,13 @@ impl DataKeys {
         })
     }
 
-    /// A key of the subject that may seal one more message, with that message reserved.
+    /// A key of the subject that may seal `count` more messages, with them reserved.
     async fn key_for_sealing(
         &self,
         ledger_id: Uuid,
         subject: &str,
         now_micros: i64,
+        count: u64,
     ) -> Result<Arc<DataKey>, DataKeyError> {
         let newest = sqlx::query(
             "SELECT id, created_at_micros, messages FROM data_keys \
@@ -312,35 +340,44 @@ impl DataKeys {
             let id = parse_id(row.get("id"))?;
             let created: i64 = row.get("created_at_micros");
             let used = u64::try_from(row.get::<i64, _>("messages")).unwrap_or(u64::MAX);
-            if self.limits.allows(used, created, now_micros) && self.reserve(id).await? {
+            let fits = used.saturating_add(count) <= self.limits.max_messages;
+            if fits
+                && self.limits.allows(used, created, now_micros)
+                && self.reserve(id, count).await?
+            {
                 if let Some(key) = self.key(id).await? {
                     return Ok(key);
                 }
             }
         }
-        self.create(ledger_id, subject, now_micros).await
+        self.create(ledger_id, subject, now_micros, count).await
     }
 
-    /// Counts one more message against key `id` if it is under the limit.
-    async fn reserve(&self, id: Uuid) -> Result<bool, DataKeyError> {
+    /// Counts `count` more messages against key `id` if they fit under the limit.
+    async fn reserve(&self, id: Uuid, count: u64) -> Result<bool, DataKeyError> {
         let max = i64::try_from(self.limits.max_messages).unwrap_or(i64::MAX);
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
         let updated = sqlx::query(
-            "UPDATE data_keys SET messages = messages + 1 \
-             WHERE id = ? AND messages < ? AND destroyed_at_micros IS NULL",
+            "UPDATE data_keys SET messages = messages + ? \
+             WHERE id = ? AND messages + ? <= ? AND destroyed_at_micros IS NULL",
         )
+        .bind(count)
         .bind(id.to_string())
+        .bind(count)
         .bind(max)
         .execute(&self.pool)
         .await?;
         Ok(updated.rows_affected() == 1)
     }
 
-    /// Makes, wraps and stores a new key for the subject, with its first message counted.
+    /// Makes, wraps and stores a new key for the subject, with its first `count` messages
+    /// counted.
     async fn create(
         &self,
         ledger_id: Uuid,
         subject: &str,
         now_micros: i64,
+        count: u64,
     ) -> Result<Arc<DataKey>, DataKeyError> {
         let id = Uuid::now_v7();
         let bytes = random_key()?;
@@ -350,7 +387,7 @@ impl DataKeys {
             .await?;
         sqlx::query(
             "INSERT INTO data_keys (id, ledger_id, subject, provider, kek_id, kek_version, \
-             wrapped, created_at_micros, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+             wrapped, created_at_micros, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(id.to_string())
         .bind(ledger_id.to_string())
@@ -360,6 +397,7 @@ impl DataKeys {
         .bind(&wrapped.kek_version)
         .bind(&wrapped.ciphertext)
         .bind(now_micros)
+        .bind(i64::try_from(count).unwrap_or(i64::MAX))
         .execute(&self.pool)
         .await?;
         let key = Arc::new(DataKey::new(id, bytes));

@@ -107,7 +107,7 @@ macro_rules! payload_to_value {
 fn payload_json(event: &DomainEvent) -> Value {
     let value = payload_to_value!(event;
         LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeAddedSealed, SubjectErased,
-        PayeeRemoved, PaymentSubmitted,
+        PayeeRemoved, PaymentSubmitted, PaymentSubmittedSealed,
         PaymentRejected, AbaBatchImported, DispatchAttempted, DispatchFailed, ReceiptRecorded,
         PaymentDeadLettered, BreakerStateChanged, ControlsRunRecorded, OperatorCreated,
         SessionStarted, SessionRevoked, MfaEnrolmentStarted, RecoveryCodesIssued,

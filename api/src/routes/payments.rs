@@ -73,6 +73,10 @@ pub(crate) async fn submit(
                 correlation_id,
             ),
         };
+        let now = state.clock.now_micros();
+        let personal = &state.personal;
+        let sealed = personal.seal_payments(ledger_id, &mut decision.writes, now);
+        sealed.await.map_err(ApiError::internal)?;
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })
@@ -179,6 +183,10 @@ pub(crate) async fn submit_batch(
             ledger_id,
         )?;
         let mut decision = batch.into_decision(&actor, correlation_id);
+        let now = state.clock.now_micros();
+        let personal = &state.personal;
+        let sealed = personal.seal_payments(ledger_id, &mut decision.writes, now);
+        sealed.await.map_err(ApiError::internal)?;
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })

@@ -191,9 +191,6 @@ pub fn decide_submission(
         amount.get() <= policy.max_amount_minor,
         "accepted amount is over the limit"
     );
-    // TODO(sealed payments): the account and payee name of payment.submitted are still in
-    // the clear, so erasing a payee does not reach its payments; seal them under the
-    // payee's data key in a schema 2, as payee.added is.
     Ok(PaymentSubmitted {
         payment_id: request.payment_id,
         payee_id: payee.payee_id,
