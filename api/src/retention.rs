@@ -56,7 +56,7 @@ impl RetentionConfig {
     }
 }
 
-/// What one run did.
+/// The outcome of one retention run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionReport {
     /// Payees erased.
@@ -140,7 +140,7 @@ pub async fn apply(
     })
 }
 
-/// Every payee removal on the allow-list stream, with its time.
+/// Returns every payee removal on the allow-list stream, with its time.
 async fn removals(state: &AppState, ledger_id: Uuid) -> anyhow::Result<BTreeMap<Uuid, i64>> {
     let mut removed = BTreeMap::new();
     let mut from = 0;

@@ -78,7 +78,7 @@ pub enum SecretError {
     Unavailable {
         /// The reference.
         reference: String,
-        /// What failed (never the value).
+        /// The failure, without the value.
         reason: String,
     },
     /// The provider has failed for longer than `max_stale_seconds` past the TTL.
@@ -152,7 +152,7 @@ impl SecretMetrics {
     }
 }
 
-/// Where a secret comes from.
+/// The source of a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
     Env(String),
@@ -213,7 +213,7 @@ impl Secrets {
         })
     }
 
-    /// The secret named by `reference`, from the cache, the provider, or (while the
+    /// Returns the secret named by `reference` from the cache, the provider, or (while the
     /// provider fails) the last good value within `max_stale_seconds`.
     ///
     /// # Errors
@@ -265,7 +265,7 @@ impl Secrets {
         let past_ttl = cached.fetched.elapsed().saturating_sub(ttl);
         if past_ttl.as_secs() >= self.config.max_stale_seconds {
             METRICS.refused.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(reference, %reason, "secret refused: provider failing past max_stale_seconds");
+            tracing::error!(reference, %reason, "secret rejected: the provider has failed for longer than max_stale_seconds");
             return Err(SecretError::Stale {
                 reference: reference.to_owned(),
                 seconds: past_ttl.as_secs(),

@@ -461,7 +461,7 @@ async fn secrets_from_openbao_and_secrets_manager_never_print() {
 
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("serving the last good value"), "{logs}");
-    assert!(logs.contains("secret refused"), "{logs}");
+    assert!(logs.contains("secret rejected"), "{logs}");
     for planted in [
         &db_password,
         &api_key,

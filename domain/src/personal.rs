@@ -27,7 +27,7 @@ pub const ERASED: &str = "[erased]";
 /// Name shown for a payee whose fields cannot be opened here (no KMS access).
 pub const SEALED: &str = "[encrypted]";
 
-/// The subject of a payee's personal fields.
+/// Returns the subject of a payee's personal fields.
 pub fn payee_subject(payee_id: Uuid) -> String {
     format!("payee:{payee_id}")
 }
@@ -52,7 +52,7 @@ impl EventPayload for PayeeAddedSealed {
     const SCHEMA_VERSION: u16 = 2;
 }
 
-/// Why a sealed payee reads without its fields.
+/// The reason a sealed payee reads without its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unreadable {
     /// The subject's keys were destroyed.
@@ -62,7 +62,7 @@ pub enum Unreadable {
 }
 
 impl PayeeAddedSealed {
-    /// The place of one of its fields, for the associated data.
+    /// Returns the place of one of its fields, for the associated data.
     pub fn context<'a>(
         ledger_id: Uuid,
         stream: &'a str,
@@ -77,7 +77,7 @@ impl PayeeAddedSealed {
         }
     }
 
-    /// The plain event from the opened fields.
+    /// Rebuilds the plain event from the opened fields.
     ///
     /// # Errors
     /// A name that is not UTF-8 or an account that does not decode.
@@ -101,7 +101,7 @@ impl PayeeAddedSealed {
         })
     }
 
-    /// The event as a reader sees it without the fields.
+    /// Builds the event as a reader without the fields gets it.
     pub fn unreadable(&self, why: Unreadable) -> PayeeAdded {
         let marker = match why {
             Unreadable::Erased => ERASED,
@@ -151,12 +151,12 @@ impl EventPayload for ChangeProposedSealed {
 }
 
 impl ChangeProposedSealed {
-    /// The payee whose data key seals the change: the one the change adds.
+    /// Returns the payee whose data key seals the change: the one the change adds.
     pub fn subject_payee(&self) -> Uuid {
         self.new_payee_id.unwrap_or(self.payee_id)
     }
 
-    /// The plain event from the opened change.
+    /// Rebuilds the plain event from the opened change.
     ///
     /// # Errors
     /// A change that does not decode.
@@ -166,7 +166,7 @@ impl ChangeProposedSealed {
         Ok(self.with_change(change))
     }
 
-    /// The event as a reader sees it without the change's personal fields.
+    /// Builds the event as a reader without the change's personal fields gets it.
     pub fn unreadable(&self, why: Unreadable) -> ChangeProposed {
         let marker = match why {
             Unreadable::Erased => ERASED,
@@ -301,12 +301,12 @@ pub fn account_plaintext(account: &PayeeAccount) -> Vec<u8> {
     postcard::to_allocvec(account).expect("postcard encoding of an account")
 }
 
-/// The plaintext of a sealed change: its postcard encoding.
+/// Encodes a change as a sealed field's plaintext (postcard).
 pub fn change_plaintext(change: &AllowListChange) -> Vec<u8> {
     postcard::to_allocvec(change).expect("postcard encoding of a change")
 }
 
-/// The ids a sealed proposal keeps in the clear, or `None` for a change without personal
+/// Returns the ids a sealed proposal keeps in the clear, or `None` for a change without personal
 /// fields (a removal), which is not sealed.
 pub fn sealed_change_ids(change: &AllowListChange) -> Option<(Uuid, Option<Uuid>)> {
     match change {
@@ -320,7 +320,7 @@ pub fn sealed_change_ids(change: &AllowListChange) -> Option<(Uuid, Option<Uuid>
     }
 }
 
-/// The plaintext bytes of a payee's sealed fields, in field order.
+/// Returns the plaintext bytes of a payee's sealed fields, in field order.
 pub fn payee_plaintexts(added: &PayeeAdded) -> [(&'static str, Vec<u8>); 3] {
     [
         (FIELD_NAME, added.name.as_bytes().to_vec()),

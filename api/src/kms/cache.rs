@@ -19,7 +19,7 @@ use uuid::Uuid;
 /// Counters of the cache.
 #[derive(Debug, Default)]
 pub struct CacheMetrics {
-    /// Lookups answered from memory.
+    /// Lookups served from memory.
     pub hits: AtomicU64,
     /// Lookups that needed the KMS.
     pub misses: AtomicU64,
@@ -48,7 +48,7 @@ impl DataKeyCache {
         }
     }
 
-    /// The key with id `id`, if cached and younger than the TTL at `now`.
+    /// Returns the key with id `id` if it is cached and younger than the TTL at `now`.
     pub fn get(&self, id: Uuid, now: Instant) -> Option<Arc<DataKey>> {
         let mut entries = self.lock();
         let found = match entries.get(&id) {
@@ -102,7 +102,7 @@ impl DataKeyCache {
         self.lock().len()
     }
 
-    /// Whether the cache is empty.
+    /// Returns whether the cache is empty.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
