@@ -40,17 +40,45 @@ pub async fn rotate_signing(
     Ok(result)
 }
 
-// TODO(kek events): KEK rotation and rewrap progress are logged but not yet recorded as
-// ledger events; the KEK serves every ledger of the node, so they need a node-level stream.
+/// Stream of the KEK events of a ledger.
+pub const KMS_STREAM: &str = "kms";
 
-/// Makes a new KEK version current at the KMS; returns it.
+/// Makes a new KEK version current at the KMS and records `kms.kek_rotated` on every
+/// ledger, since the KEK protects the data keys of all of them; returns the version.
 ///
 /// # Errors
-/// A KMS failure.
+/// A KMS or store failure; a failure to record leaves the rotation done.
 pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
     let version = state.kms.rotate().await?;
     tracing::info!(provider = state.kms.provider(), %version, "KEK rotated");
+    let rotated = domain::key_events::KekRotated {
+        provider: state.kms.provider().to_owned(),
+        kek_id: state.kms.kek_id().to_owned(),
+        new_version: version.clone(),
+    };
+    for ledger in state.store.ledgers().await? {
+        record(state, ledger.ledger_id, &rotated).await?;
+    }
     Ok(version)
+}
+
+/// Appends a KEK event to a ledger's `kms` stream.
+async fn record<P: domain::events::EventPayload>(
+    state: &AppState,
+    ledger_id: Uuid,
+    payload: &P,
+) -> anyhow::Result<()> {
+    let actor = Actor::system("kms");
+    let request = eventstore_adapter::AppendRequest {
+        writes: vec![eventstore_adapter::StreamWrite {
+            stream_id: KMS_STREAM.to_owned(),
+            expected: eventstore_adapter::ExpectedVersion::Any,
+            events: vec![crate::commands::draft(payload, &actor, Uuid::now_v7())],
+        }],
+        idempotency: None,
+    };
+    state.store.append(ledger_id, request).await?;
+    Ok(())
 }
 
 /// Moves up to `batch` data keys (at most [`MAX_REWRAP_BATCH`]) from KEK version
@@ -81,6 +109,17 @@ pub async fn rewrap(
         .keys()
         .rewrap_batch(from_version, batch)
         .await?;
+    if let Some(to_version) = &progress.to_version {
+        for (ledger_id, rewrapped) in &progress.by_ledger {
+            let event = domain::key_events::DataKeysRewrapped {
+                from_version: from_version.to_owned(),
+                to_version: to_version.clone(),
+                rewrapped: *rewrapped,
+                remaining: progress.remaining,
+            };
+            record(state, *ledger_id, &event).await?;
+        }
+    }
     tracing::info!(
         from_version,
         rewrapped = progress.rewrapped,

@@ -6,6 +6,7 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
+use crate::key_events::{DataKeysRewrapped, KekRotated};
 use crate::personal::{
     ChangeProposedSealed, PayeeAddedSealed, PaymentSubmittedSealed, RetentionApplied, SubjectErased,
 };
@@ -334,6 +335,8 @@ pub enum DomainEvent {
     LedgerCreated(LedgerCreated),
     LedgerKeyRotated(LedgerKeyRotated),
     LedgerKeyRevoked(LedgerKeyRevoked),
+    KekRotated(crate::key_events::KekRotated),
+    DataKeysRewrapped(crate::key_events::DataKeysRewrapped),
     PayeeAdded(PayeeAdded),
     PayeeAddedSealed(crate::personal::PayeeAddedSealed),
     SubjectErased(crate::personal::SubjectErased),
@@ -394,6 +397,8 @@ impl DomainEvent {
             LedgerCreated,
             LedgerKeyRotated,
             LedgerKeyRevoked,
+            KekRotated,
+            DataKeysRewrapped,
             PayeeAdded,
             PayeeAddedSealed,
             SubjectErased,

@@ -17,6 +17,7 @@ pub mod envelope;
 pub mod events;
 pub mod evidence;
 pub mod export;
+pub mod key_events;
 pub mod merkle;
 pub mod mfa;
 pub mod operator_events;

@@ -109,6 +109,12 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     let (status, body) = stack.pay(ledger, second, json!(5), "after").await.unwrap();
     assert!(status.is_success(), "{body}");
 
+    // The KEK rotation and the rewrap are recorded on the ledger.
+    let events = state.store.read_ledger(ledger, 0, 10_000).await.unwrap();
+    let count = |kind: &str| events.iter().filter(|e| e.event_type == kind).count();
+    assert_eq!(count("kms.kek_rotated"), 1);
+    assert_eq!(count("kms.data_keys_rewrapped"), 1);
+
     // The old key is revoked from just before the rotation; the current key cannot be.
     let from = rotation.last_position - 1;
     let refused = api::key_rotation::revoke_signing(state, ledger, &new_key, 0, "wrong key").await;

@@ -55,12 +55,16 @@ pub enum Opened {
 }
 
 /// Progress of one rewrap batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RewrapBatch {
     /// Keys moved to the current KEK version in this batch.
     pub rewrapped: u64,
     /// Keys still wrapped by the old version after it.
     pub remaining: u64,
+    /// Keys moved in this batch, per ledger.
+    pub by_ledger: BTreeMap<Uuid, u64>,
+    /// The KEK version the keys moved to, when any moved.
+    pub to_version: Option<String>,
 }
 
 /// The data keys of this node, their wrapped form and an unwrapped cache.
@@ -289,6 +293,8 @@ impl DataKeys {
         .fetch_all(&self.pool)
         .await?;
         let mut rewrapped = 0;
+        let mut by_ledger: BTreeMap<Uuid, u64> = BTreeMap::new();
+        let mut to_version = None;
         for row in &rows {
             let (id, ledger_id, subject, wrapped) = wrapped_row(row)?;
             let context = wrap_context(ledger_id, &subject, id);
@@ -306,6 +312,8 @@ impl DataKeys {
             .execute(&self.pool)
             .await?;
             rewrapped += updated.rows_affected();
+            *by_ledger.entry(ledger_id).or_default() += updated.rows_affected();
+            to_version = Some(new.kek_version);
         }
         let remaining = self
             .versions_in_use()
@@ -316,6 +324,8 @@ impl DataKeys {
         Ok(RewrapBatch {
             rewrapped,
             remaining,
+            by_ledger,
+            to_version,
         })
     }
 
@@ -552,21 +562,11 @@ mod tests {
         }
         kms.rotate().await.unwrap();
         let first = store.rewrap_batch("1", 2).await.unwrap();
-        assert_eq!(
-            first,
-            RewrapBatch {
-                rewrapped: 2,
-                remaining: 1
-            }
-        );
+        assert_eq!((first.rewrapped, first.remaining), (2, 1));
+        assert_eq!(first.to_version.as_deref(), Some("2"));
+        assert_eq!(first.by_ledger.get(&Uuid::from_u128(1)), Some(&2));
         let second = store.rewrap_batch("1", 2).await.unwrap();
-        assert_eq!(
-            second,
-            RewrapBatch {
-                rewrapped: 1,
-                remaining: 0
-            }
-        );
+        assert_eq!((second.rewrapped, second.remaining), (1, 0));
         assert_eq!(
             store
                 .versions_in_use()
