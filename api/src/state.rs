@@ -180,8 +180,6 @@ impl AppState {
     /// Destroys the data keys of an erased subject. Called for every `subject.erased` the
     /// allow-list applies, so keys left behind by a crash between the append and the
     /// destruction are destroyed on the next read; a second call finds none.
-    // TODO(erasure cache): proposals already opened in this process keep the erased name in
-    // memory until restart; rebuild the cached entry after an erasure.
     async fn destroy_erased(&self, ledger_id: Uuid, subject: &str) -> Result<(), ApiError> {
         let now = self.clock.now_micros();
         let keys = self.personal.keys();
@@ -210,6 +208,9 @@ impl AppState {
             proposals: ProposalBook::default(),
             version: None,
         });
+        // An erasure seen in this call rebuilds the entry once, so proposals opened before
+        // the keys were destroyed read as erased too.
+        let (mut erased_seen, mut rebuilt) = (false, false);
         loop {
             let from = entry.version.map_or(0, |version| version + 1);
             let events = self
@@ -227,6 +228,7 @@ impl AppState {
                     .map_err(ApiError::internal)?;
                 if let DomainEvent::SubjectErased(erased) = &decoded {
                     self.destroy_erased(ledger_id, &erased.subject).await?;
+                    erased_seen = true;
                 }
                 // A replayed event that contradicts the list means damaged history.
                 entry.list.apply(&decoded).map_err(ApiError::internal)?;
@@ -234,6 +236,15 @@ impl AppState {
                 entry.version = Some(event.stream_version);
             }
             if events.len() < ALLOW_LIST_PAGE as usize {
+                if erased_seen && !rebuilt {
+                    *entry = CachedAllowList {
+                        list: AllowList::new(),
+                        proposals: ProposalBook::default(),
+                        version: None,
+                    };
+                    rebuilt = true;
+                    continue;
+                }
                 return Ok((entry.list.clone(), entry.proposals.clone(), entry.version));
             }
         }

@@ -200,6 +200,15 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     assert!(!text.contains("Yusuf"), "{text}");
     assert!(text.contains("[erased]"), "{text}");
 
+    let (status, body) = operators
+        .proposer
+        .get(&format!("/v1/ledgers/{ledger}/proposals"))
+        .await
+        .unwrap();
+    assert!(status.is_success(), "{body}");
+    assert!(!body.to_string().contains("Yusuf"), "{body}");
+    assert!(body.to_string().contains("[erased]"), "{body}");
+
     let path = format!("/v1/ledgers/{ledger}/payments/{payment}?min_position={head}");
     let (status, body) = stack.get(&path).await.unwrap();
     assert!(status.is_success(), "{body}");
