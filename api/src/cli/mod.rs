@@ -3,6 +3,7 @@
 mod bank_sim;
 mod bench;
 mod bench_bundle;
+mod bench_keys;
 mod bench_replay;
 mod bundle;
 pub mod checkpoints;
