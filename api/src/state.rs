@@ -321,7 +321,7 @@ impl AppState {
 
 /// Opens `data-keys.sqlite` in the data directory over the KMS.
 // TODO(postgres data keys): nodes sharing a PostgreSQL store need the data keys in that
-// database too; today each node keeps its own file, so run one node with sealed fields.
+// database too; until then sealing is off on that backend.
 async fn open_personal(
     config: &Config,
     data_dir: &std::path::Path,
@@ -336,9 +336,18 @@ async fn open_personal(
     let keys = crate::kms::data_keys::DataKeys::open(&path, kms, cache, config.kms.limits())
         .await
         .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+    // Nodes sharing a PostgreSQL store could not open each other's sealed fields, so
+    // sealing stays off there until the data keys move into that database.
+    let shared_store = config.store.backend == crate::config::StoreBackend::Postgres;
+    if config.kms.seal_payee_fields && shared_store {
+        tracing::warn!(
+            "payee fields are not sealed: with store.backend = \"postgres\" the data keys \
+             would be private to each node"
+        );
+    }
     Ok(crate::personal::PersonalFields::new(
         Arc::new(keys),
-        config.kms.seal_payee_fields,
+        config.kms.seal_payee_fields && !shared_store,
     ))
 }
 
