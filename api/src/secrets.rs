@@ -49,6 +49,8 @@ pub struct SecretsConfig {
     pub aws_region: String,
     /// Endpoint of AWS Secrets Manager; empty means the region's public one.
     pub aws_endpoint: String,
+    /// PEM file of the CA certificates trusted for `https://` providers.
+    pub ca_cert: std::path::PathBuf,
 }
 
 impl Default for SecretsConfig {
@@ -60,6 +62,7 @@ impl Default for SecretsConfig {
             vault_token_file: std::path::PathBuf::new(),
             aws_region: String::new(),
             aws_endpoint: String::new(),
+            ca_cert: std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         }
     }
 }
@@ -202,10 +205,21 @@ impl Secrets {
     /// # Errors
     /// An HTTP client that cannot be built.
     pub fn new(config: SecretsConfig) -> anyhow::Result<Secrets> {
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .no_proxy();
+        // Without the CA file only plain-HTTP providers on loopback can be reached.
+        if config.ca_cert.exists() {
+            let roots = crate::tls::load_root_store(&config.ca_cert)?;
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder.build()?;
         Ok(Secrets {
             config,
             http,

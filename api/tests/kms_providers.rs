@@ -436,6 +436,7 @@ async fn secrets_from_openbao_and_secrets_manager_never_print() {
         vault_token_file: token_file,
         aws_region: "ap-southeast-2".to_owned(),
         aws_endpoint: endpoint.clone(),
+        ca_cert: std::path::PathBuf::new(),
     })
     .unwrap();
     let db = "vault:secret/folio/db#password";
