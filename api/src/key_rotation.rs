@@ -62,6 +62,42 @@ pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
     Ok(version)
 }
 
+/// Retires KEK version `version` of the local KMS and records `kms.kek_retired` on every
+/// ledger. Rejected while anything is still wrapped by the version; for the other
+/// providers the version is retired at the provider, after this check.
+///
+/// # Errors
+/// A version still in use, not a local one, or a key file, KMS or store failure.
+pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
+    let in_use = kek_version_in_use(state, version).await?;
+    anyhow::ensure!(
+        in_use == 0,
+        "KEK version {version} still wraps {in_use} key(s); run `folio keys rewrap \
+         --from-version {version}` first"
+    );
+    let provider = state.kms.provider();
+    anyhow::ensure!(
+        provider == "local",
+        "nothing depends on KEK version {version} any more; retire it at the {provider} KMS \
+         itself (see docs/operations/key-rotation.md)"
+    );
+    let path = state.config.kms.local_key_path(&state.config.data_dir);
+    let local = crate::kms::local::LocalKms::open(&path)?;
+    let number = version
+        .parse::<u32>()
+        .map_err(|_| anyhow::anyhow!("local KEK versions are numbers, not {version:?}"))?;
+    local.retire(number)?;
+    let retired = domain::key_events::KekRetired {
+        provider: provider.to_owned(),
+        kek_id: state.kms.kek_id().to_owned(),
+        version: version.to_owned(),
+    };
+    for ledger in state.store.ledgers().await? {
+        record(state, ledger.ledger_id, &retired).await?;
+    }
+    Ok(())
+}
+
 /// Appends a KEK event to a ledger's `kms` stream.
 async fn record<P: domain::events::EventPayload>(
     state: &AppState,

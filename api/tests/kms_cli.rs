@@ -28,8 +28,8 @@ fn text(output: &Output) -> String {
 }
 
 /// Builds a data directory with one ledger and one sealed field, then stops. The KEK
-/// rotation and the rewrap below each record an event, so the signing rotation that
-/// follows is at position 3.
+/// rotation, the rewrap and the retirement below each record an event, so the signing
+/// rotation that follows is at position 4.
 async fn prepared(data_dir: &Path) -> Uuid {
     let config = Config {
         data_dir: data_dir.to_owned(),
@@ -88,6 +88,11 @@ async fn keys_commands_rotate_rewrap_retire_and_revoke() {
     );
     let retired = folio(&data, &["keys", "retire-kek", "--version", "1"]);
     assert!(retired.status.success(), "{}", text(&retired));
+    let keys = std::fs::read_to_string(data.join("keys/kms-local.kek")).unwrap();
+    assert!(
+        !keys.contains("\nv1 "),
+        "version 1 is gone from the key file"
+    );
 
     let current = std::fs::read_to_string(data.join("keys/current")).unwrap();
     let old_key = current
@@ -132,7 +137,7 @@ async fn keys_commands_rotate_rewrap_retire_and_revoke() {
         "untrusted events fail the check"
     );
     assert!(
-        text(&verified).contains("UNTRUSTED: positions 0 to 3"),
+        text(&verified).contains("UNTRUSTED: positions 0 to 4"),
         "{}",
         text(&verified)
     );

@@ -6,7 +6,7 @@
 //! needs a new `SCHEMA_VERSION`.
 
 use crate::controls::ControlsRunRecorded;
-use crate::key_events::{DataKeysRewrapped, KekRotated};
+use crate::key_events::{DataKeysRewrapped, KekRetired, KekRotated};
 use crate::personal::{
     ChangeProposedSealed, PayeeAddedSealed, PaymentSubmittedSealed, RetentionApplied, SubjectErased,
 };
@@ -337,6 +337,7 @@ pub enum DomainEvent {
     LedgerKeyRevoked(LedgerKeyRevoked),
     KekRotated(crate::key_events::KekRotated),
     DataKeysRewrapped(crate::key_events::DataKeysRewrapped),
+    KekRetired(crate::key_events::KekRetired),
     PayeeAdded(PayeeAdded),
     PayeeAddedSealed(crate::personal::PayeeAddedSealed),
     SubjectErased(crate::personal::SubjectErased),
@@ -399,6 +400,7 @@ impl DomainEvent {
             LedgerKeyRevoked,
             KekRotated,
             DataKeysRewrapped,
+            KekRetired,
             PayeeAdded,
             PayeeAddedSealed,
             SubjectErased,

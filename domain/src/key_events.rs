@@ -37,3 +37,19 @@ impl EventPayload for DataKeysRewrapped {
     const EVENT_TYPE: &'static str = "kms.data_keys_rewrapped";
     const SCHEMA_VERSION: u16 = 1;
 }
+
+/// A KEK version was retired after nothing was wrapped by it any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KekRetired {
+    /// Provider (`local`, `vault`, `aws`, `gcp`).
+    pub provider: String,
+    /// KEK name at the provider.
+    pub kek_id: String,
+    /// The retired version.
+    pub version: String,
+}
+
+impl EventPayload for KekRetired {
+    const EVENT_TYPE: &'static str = "kms.kek_retired";
+    const SCHEMA_VERSION: u16 = 1;
+}

@@ -252,26 +252,5 @@ async fn rewrap_all(state: &AppState, from_version: &str, batch: u32) -> anyhow:
 }
 
 async fn retire(state: &AppState, version: &str) -> anyhow::Result<()> {
-    let in_use = crate::key_rotation::kek_version_in_use(state, version).await?;
-    if in_use > 0 {
-        bail!(
-            "KEK version {version} still wraps {in_use} key(s); run `folio keys rewrap \
-             --from-version {version}` first"
-        );
-    }
-    match state.kms.provider() {
-        "local" => {
-            let path = state.config.kms.local_key_path(&state.config.data_dir);
-            let local = crate::kms::local::LocalKms::open(&path)?;
-            let number = version
-                .parse::<u32>()
-                .map_err(|_| anyhow::anyhow!("local KEK versions are numbers, not {version:?}"))?;
-            local.retire(number)?;
-            Ok(())
-        }
-        provider => bail!(
-            "nothing depends on KEK version {version} any more; retire it at the {provider} \
-             KMS itself (see docs/operations/key-rotation.md)"
-        ),
-    }
+    crate::key_rotation::retire_kek(state, version).await
 }
