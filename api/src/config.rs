@@ -17,6 +17,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Directory of the embedded store, read models and keys.
     pub data_dir: PathBuf,
+    /// `development` (the default) or `production`, which refuses development shortcuts.
+    pub profile: crate::kms::Profile,
     /// HTTP server settings.
     pub server: ServerConfig,
     /// Payment rules.
@@ -45,12 +47,19 @@ pub struct Config {
     pub dlq: DlqConfig,
     /// Anomaly rules that hold payments for review.
     pub anomalies: crate::anomalies::AnomaliesConfig,
+    /// The KMS that holds the key-encryption key.
+    pub kms: crate::kms::KmsConfig,
+    /// Retention rules of audit records and personal fields.
+    pub retention: crate::retention::RetentionConfig,
+    /// The secrets provider's cache.
+    pub secrets: crate::secrets::SecretsConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             data_dir: PathBuf::from("folio-data"),
+            profile: crate::kms::Profile::default(),
             server: ServerConfig::default(),
             payments: PaymentsConfig::default(),
             bank: BankConfig::default(),
@@ -65,6 +74,9 @@ impl Default for Config {
             checkpoints: CheckpointsConfig::default(),
             dlq: DlqConfig::default(),
             anomalies: Default::default(),
+            kms: crate::kms::KmsConfig::default(),
+            retention: crate::retention::RetentionConfig::default(),
+            secrets: crate::secrets::SecretsConfig::default(),
         }
     }
 }
@@ -552,6 +564,8 @@ impl Config {
         self.cluster.validate()?;
         self.dlq.validate()?;
         self.anomalies.validate()?;
+        self.kms.validate(self.profile)?;
+        self.retention.validate()?;
         Ok(())
     }
 }

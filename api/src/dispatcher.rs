@@ -84,6 +84,8 @@ struct Inner {
     /// Runtime the dispatcher was started on. Workers and bank calls are spawned here
     /// even when `track` is called from an HTTP worker's runtime, so they outlive it.
     runtime: tokio::runtime::Handle,
+    /// Opens sealed payee accounts of `payment.submitted` (schema 2) before dispatch.
+    opener: Option<Arc<crate::personal::PersonalFields>>,
 }
 
 /// The bank connection that the dispatchers of one node share: the adapter, its circuit
@@ -97,6 +99,8 @@ pub struct BankLink {
     max_in_flight: usize,
     /// Pace at which approved DLQ retries are released to the bank.
     pace: ReleasePace,
+    /// Opens sealed payee accounts of `payment.submitted` (schema 2) before dispatch.
+    opener: Option<Arc<crate::personal::PersonalFields>>,
 }
 
 impl BankLink {
@@ -117,7 +121,14 @@ impl BankLink {
             policy: RetryPolicy::from_config(config),
             max_in_flight: config.max_in_flight,
             pace,
+            opener: None,
         })
+    }
+
+    /// Opens sealed payments with `opener` before they are sent.
+    pub fn with_opener(mut self, opener: Arc<crate::personal::PersonalFields>) -> Self {
+        self.opener = Some(opener);
+        self
     }
 
     /// Builds the link over any adapter, releasing approved DLQ retries at the default pace.
@@ -133,6 +144,7 @@ impl BankLink {
             policy,
             max_in_flight,
             pace: ReleasePace::default(),
+            opener: None,
         }
     }
 }
@@ -179,6 +191,7 @@ impl Dispatcher {
                 policy: link.policy.clone(),
                 permits: Arc::new(Semaphore::new(link.max_in_flight)),
                 pace: link.pace,
+                opener: link.opener.clone(),
                 only,
                 tracked: StdMutex::new(HashSet::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
@@ -312,7 +325,10 @@ impl LedgerWorker {
                 None => break,
             };
             let position = event.position;
-            self.apply(&event);
+            let Some(decoded) = self.decode(&event).await else {
+                break;
+            };
+            self.apply(&event, decoded);
             if !live && position >= caught_up_at {
                 live = true;
             }
@@ -323,8 +339,35 @@ impl LedgerWorker {
         tracing::info!(ledger = %self.ledger_id, "dispatcher stopped following ledger");
     }
 
-    fn apply(&mut self, event: &SealedEvent) {
+    /// Decodes an event, opening a sealed payment; `None` stops following the ledger
+    /// (the KMS failed), and the next lease holder or restart resumes it.
+    async fn decode(&self, event: &SealedEvent) -> Option<Result<DomainEvent, ()>> {
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+        let Ok(decoded) = decoded else {
+            return Some(Err(()));
+        };
+        let (Some(opener), DomainEvent::PaymentSubmittedSealed(_)) = (&self.inner.opener, &decoded)
+        else {
+            return Some(Ok(decoded.without_keys()));
+        };
+        match opener
+            .open(self.ledger_id, &event.stream_id, event.event_id, decoded)
+            .await
+        {
+            Ok(opened) => Some(Ok(opened)),
+            Err(error) => {
+                tracing::error!(
+                    ledger = %self.ledger_id,
+                    position = event.position,
+                    %error,
+                    "dispatcher cannot open a sealed payment; stopping this ledger"
+                );
+                None
+            }
+        }
+    }
+
+    fn apply(&mut self, event: &SealedEvent, decoded: Result<DomainEvent, ()>) {
         let Ok(decoded) = decoded else { return };
         match decoded {
             DomainEvent::PaymentSubmitted(submitted) => {

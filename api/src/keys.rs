@@ -56,6 +56,22 @@ impl KeyRing {
     }
 }
 
+/// Writes a new signing key file (mode 0600) under `<data_dir>/keys/` and makes it the
+/// key of new ledgers; existing ledgers switch to it only through a rotation event.
+///
+/// # Errors
+/// Names the file that cannot be written.
+pub fn add_current_key(data_dir: &Path, key: &LedgerKey) -> anyhow::Result<()> {
+    let dir = data_dir.join("keys");
+    let name = write_key(&dir, key)?;
+    let current = dir.join("current");
+    let temporary = dir.join("current.new");
+    std::fs::write(&temporary, format!("{name}\n"))
+        .with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, &current)
+        .with_context(|| format!("cannot replace {}", current.display()))
+}
+
 fn write_key(dir: &Path, key: &LedgerKey) -> anyhow::Result<String> {
     let name = format!("ledger-{}.key", key.key_id().to_hex());
     let path: PathBuf = dir.join(&name);

@@ -57,6 +57,10 @@ pub struct AppState {
     pub tokens: TokenStore,
     /// Operators, sessions and second factors.
     pub mfa: crate::operators::Mfa,
+    /// The KMS holding the key-encryption key.
+    pub kms: Arc<dyn crate::kms::Kms>,
+    /// Sealing, opening and erasure of payees' personal fields.
+    pub personal: Arc<crate::personal::PersonalFields>,
     /// Time source for everything but sealing.
     pub clock: Arc<dyn Clock>,
     /// Allow-lists by ledger, refreshed from the store before each decision.
@@ -114,7 +118,13 @@ impl AppState {
         let witness =
             crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
+        // The KMS and the data keys come first: the read models open sealed fields.
+        let kms = crate::kms::open(&config.kms, config.profile, &data_dir)?;
+        tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS opened");
+        let personal = Arc::new(open_personal(&config, &data_dir, Arc::clone(&kms)).await?);
+
         let models = config.read_models.open(&data_dir).await?;
+        let models = models.with_opener(Arc::clone(&personal) as Arc<dyn projections::EventOpener>);
         let shared_models = config.read_models.is_shared();
         let local_runner =
             (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
@@ -128,6 +138,7 @@ impl AppState {
             &config.mfa,
             &config.allow_list,
             clock.now_micros(),
+            kms.as_ref(),
         )
         .await?;
         tracing::info!(store = %credentials.describe(), "operators and tokens opened");
@@ -139,11 +150,14 @@ impl AppState {
         // dispatchers of every ledger, so one breaker counts the bank's failures.
         let bank = match config.bank.url.is_empty() {
             true => None,
-            false => Some(BankLink::from_config(
-                &config.bank,
-                config.dlq.release_pace(),
-                Arc::clone(&bank_metrics),
-            )?),
+            false => Some(
+                BankLink::from_config(
+                    &config.bank,
+                    config.dlq.release_pace(),
+                    Arc::clone(&bank_metrics),
+                )?
+                .with_opener(Arc::clone(&personal)),
+            ),
         };
         let start_workers =
             worker_starter(bank, store.clone(), shared_models.then(|| models.clone()));
@@ -161,6 +175,8 @@ impl AppState {
             local_runner,
             tokens,
             mfa,
+            kms,
+            personal,
             clock,
             allow_lists: Mutex::new(HashMap::new()),
             dlq_books: Mutex::new(HashMap::new()),
@@ -183,6 +199,22 @@ impl AppState {
         Ok((list, version))
     }
 
+    /// Destroys the data keys of an erased subject. Called for every `subject.erased` the
+    /// allow-list applies, so keys left behind by a crash between the append and the
+    /// destruction are destroyed on the next read; a second call finds none.
+    async fn destroy_erased(&self, ledger_id: Uuid, subject: &str) -> Result<(), ApiError> {
+        let now = self.clock.now_micros();
+        let keys = self.personal.keys();
+        let destroyed = keys
+            .destroy_subject(ledger_id, subject, now)
+            .await
+            .map_err(ApiError::internal)?;
+        if !destroyed.is_empty() {
+            tracing::info!(%ledger_id, subject, keys = destroyed.len(), "personal fields erased");
+        }
+        Ok(())
+    }
+
     /// Returns the allow-list and its proposals as of the store's head, with the stream
     /// version they reflect.
     ///
@@ -198,6 +230,9 @@ impl AppState {
             proposals: ProposalBook::default(),
             version: None,
         });
+        // An erasure seen in this call rebuilds the entry once, so proposals opened before
+        // the keys were destroyed read as erased too.
+        let (mut erased_seen, mut rebuilt) = (false, false);
         loop {
             let from = entry.version.map_or(0, |version| version + 1);
             let events = self
@@ -208,12 +243,30 @@ impl AppState {
                 let decoded =
                     DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
                         .map_err(ApiError::internal)?;
+                let decoded = self
+                    .personal
+                    .open(ledger_id, &event.stream_id, event.event_id, decoded)
+                    .await
+                    .map_err(ApiError::internal)?;
+                if let DomainEvent::SubjectErased(erased) = &decoded {
+                    self.destroy_erased(ledger_id, &erased.subject).await?;
+                    erased_seen = true;
+                }
                 // A replayed event that contradicts the list means damaged history.
                 entry.list.apply(&decoded).map_err(ApiError::internal)?;
                 entry.proposals.apply(&decoded);
                 entry.version = Some(event.stream_version);
             }
             if events.len() < ALLOW_LIST_PAGE as usize {
+                if erased_seen && !rebuilt {
+                    *entry = CachedAllowList {
+                        list: AllowList::new(),
+                        proposals: ProposalBook::default(),
+                        version: None,
+                    };
+                    rebuilt = true;
+                    continue;
+                }
                 return Ok((entry.list.clone(), entry.proposals.clone(), entry.version));
             }
         }
@@ -290,6 +343,38 @@ impl AppState {
         }
         self.store.shutdown().await;
     }
+}
+
+/// Opens `data-keys.sqlite` in the data directory over the KMS.
+// TODO(postgres data keys): nodes sharing a PostgreSQL store need the data keys in that
+// database too; until then sealing is off on that backend.
+async fn open_personal(
+    config: &Config,
+    data_dir: &std::path::Path,
+    kms: Arc<dyn crate::kms::Kms>,
+) -> anyhow::Result<crate::personal::PersonalFields> {
+    let path = data_dir.join("data-keys.sqlite");
+    crate::files::create_private_file(&path)?;
+    let cache = crate::kms::cache::DataKeyCache::new(
+        std::time::Duration::from_secs(config.kms.cache_ttl_seconds),
+        config.kms.cache_max_entries,
+    );
+    let keys = crate::kms::data_keys::DataKeys::open(&path, kms, cache, config.kms.limits())
+        .await
+        .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
+    // Nodes sharing a PostgreSQL store could not open each other's sealed fields, so
+    // sealing stays off there until the data keys move into that database.
+    let shared_store = config.store.backend == crate::config::StoreBackend::Postgres;
+    if config.kms.seal_payee_fields && shared_store {
+        tracing::warn!(
+            "payee fields are not sealed: with store.backend = \"postgres\" the data keys \
+             would be private to each node"
+        );
+    }
+    Ok(crate::personal::PersonalFields::new(
+        Arc::new(keys),
+        config.kms.seal_payee_fields && !shared_store,
+    ))
 }
 
 /// Returns the function that starts the workers of a ledger whose lease this node has

@@ -225,8 +225,9 @@ impl ControlsEvaluator {
         self.last = Some((event.position, event.hash));
 
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
-        if let Ok(decoded) = &decoded {
-            self.apply(event, decoded);
+        // The controls need no sealed field, so sealed payloads are read without keys.
+        if let Ok(decoded) = decoded {
+            self.apply(event, &decoded.without_keys());
         }
         if event.stream_id == CHECKPOINT_STREAM {
             if let Ok(checkpoint) = checkpoint_of(event) {
@@ -254,7 +255,9 @@ impl ControlsEvaluator {
         let at = event.recorded_at_micros;
         if !matches!(
             decoded,
-            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_)
+            DomainEvent::PayeeAdded(_)
+                | DomainEvent::PayeeAddedSealed(_)
+                | DomainEvent::PayeeRemoved(_)
         ) {
             self.close_unapproved_payee_events(decoded);
         }
@@ -262,8 +265,15 @@ impl ControlsEvaluator {
             DomainEvent::LedgerCreated(_) | DomainEvent::LedgerKeyRotated(_) => {
                 self.key_since = Some((at, position));
             }
-            DomainEvent::PayeeAdded(_) | DomainEvent::PayeeRemoved(_) => {
+            DomainEvent::PayeeAdded(_)
+            | DomainEvent::PayeeAddedSealed(_)
+            | DomainEvent::PayeeRemoved(_) => {
                 self.unapproved_payee_events.push(position);
+            }
+            DomainEvent::SubjectErased(erased) => {
+                if let Some(auth) = &erased.auth {
+                    self.check_step_up(auth, at, position, "erasure");
+                }
             }
             DomainEvent::ChallengePassed(passed) => {
                 if let Some(step) = passed.totp_step {
@@ -276,6 +286,10 @@ impl ControlsEvaluator {
                         )
                     });
                 }
+            }
+            DomainEvent::ChangeProposedSealed(sealed) => {
+                let proposed = sealed.unreadable(crate::personal::Unreadable::Sealed);
+                self.apply(event, &DomainEvent::ChangeProposed(proposed));
             }
             DomainEvent::ChangeProposed(proposed) => {
                 self.check_step_up(&proposed.auth, at, position, "allow-list proposal");

@@ -11,6 +11,10 @@ use crate::dlq::{
     DlqDecisionApproved, DlqDecisionProposed, DlqDecisionRejected, DlqItemViewed, DlqReleasePaused,
     DlqReleaseResumed, DlqRetryReleased,
 };
+use crate::key_events::{DataKeysRewrapped, KekRetired, KekRotated};
+use crate::personal::{
+    ChangeProposedSealed, PayeeAddedSealed, PaymentSubmittedSealed, RetentionApplied, SubjectErased,
+};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -114,6 +118,21 @@ pub struct LedgerKeyRotated {
 }
 payload!(LedgerKeyRotated, "ledger.key_rotated", 1);
 
+/// A signing key version is compromised: events it signed from `from_position` on are no
+/// longer trusted. Recorded after a rotation away from it, so a trusted key signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerKeyRevoked {
+    /// Signature algorithm identifier of `public_key` (1 = Ed25519).
+    pub key_algorithm: u8,
+    /// The revoked public key.
+    pub public_key: [u8; 32],
+    /// First position whose signature by this key is not trusted.
+    pub from_position: u64,
+    /// Why (suspected compromise, ...).
+    pub reason: String,
+}
+payload!(LedgerKeyRevoked, "ledger.key_revoked", 1);
+
 /// Bank account of a payee.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum PayeeAccount {
@@ -128,6 +147,14 @@ pub enum PayeeAccount {
     Iban {
         /// The IBAN.
         iban: String,
+    },
+    /// The account cannot be shown: erased, or sealed and read without the KMS. Never
+    /// stored in an event; readers build it from a sealed `payee.added` (version 2).
+    Unavailable {
+        /// `[erased]` or `[encrypted]`.
+        why: String,
+        /// The payee, so two unavailable accounts never look like one.
+        payee_id: Uuid,
     },
 }
 
@@ -312,9 +339,17 @@ payload!(BreakerStateChanged, "bank.breaker_state_changed", 1);
 pub enum DomainEvent {
     LedgerCreated(LedgerCreated),
     LedgerKeyRotated(LedgerKeyRotated),
+    LedgerKeyRevoked(LedgerKeyRevoked),
+    KekRotated(crate::key_events::KekRotated),
+    DataKeysRewrapped(crate::key_events::DataKeysRewrapped),
+    KekRetired(crate::key_events::KekRetired),
     PayeeAdded(PayeeAdded),
+    PayeeAddedSealed(crate::personal::PayeeAddedSealed),
+    SubjectErased(crate::personal::SubjectErased),
+    RetentionApplied(crate::personal::RetentionApplied),
     PayeeRemoved(PayeeRemoved),
     PaymentSubmitted(PaymentSubmitted),
+    PaymentSubmittedSealed(PaymentSubmittedSealed),
     PaymentRejected(PaymentRejected),
     AbaBatchImported(AbaBatchImported),
     DispatchAttempted(DispatchAttempted),
@@ -340,6 +375,7 @@ pub enum DomainEvent {
     MfaResetProposed(MfaResetProposed),
     MfaReset(MfaReset),
     ChangeProposed(ChangeProposed),
+    ChangeProposedSealed(ChangeProposedSealed),
     ChangeApproved(ChangeApproved),
     ChangeRejected(ChangeRejected),
     ChangeExpired(ChangeExpired),
@@ -375,9 +411,17 @@ impl DomainEvent {
         try_decode!(
             LedgerCreated,
             LedgerKeyRotated,
+            LedgerKeyRevoked,
+            KekRotated,
+            DataKeysRewrapped,
+            KekRetired,
             PayeeAdded,
+            PayeeAddedSealed,
+            SubjectErased,
+            RetentionApplied,
             PayeeRemoved,
             PaymentSubmitted,
+            PaymentSubmittedSealed,
             PaymentRejected,
             AbaBatchImported,
             DispatchAttempted,
@@ -403,6 +447,7 @@ impl DomainEvent {
             MfaResetProposed,
             MfaReset,
             ChangeProposed,
+            ChangeProposedSealed,
             ChangeApproved,
             ChangeRejected,
             ChangeExpired,
@@ -420,6 +465,23 @@ impl DomainEvent {
             event_type: event_type.to_owned(),
             schema_version,
         })
+    }
+
+    /// The event as a reader without the KMS sees it: a sealed `payee.added` becomes the
+    /// plain payload with `[encrypted]` fields; other events are unchanged.
+    pub fn without_keys(self) -> Self {
+        match self {
+            DomainEvent::PayeeAddedSealed(sealed) => {
+                DomainEvent::PayeeAdded(sealed.unreadable(crate::personal::Unreadable::Sealed))
+            }
+            DomainEvent::ChangeProposedSealed(sealed) => {
+                DomainEvent::ChangeProposed(sealed.unreadable(crate::personal::Unreadable::Sealed))
+            }
+            DomainEvent::PaymentSubmittedSealed(sealed) => DomainEvent::PaymentSubmitted(
+                sealed.unreadable(crate::personal::Unreadable::Sealed),
+            ),
+            other => other,
+        }
     }
 
     /// Encodes a payload into an event draft's type, schema version and bytes.

@@ -14,9 +14,10 @@ use uuid::Uuid;
 
 use crate::checkpoint::{checkpoint_of, LedgerCheckpoint, SignedCheckpoint, CHECKPOINT_STREAM};
 use crate::crypto::{self, KeyId, SignatureCheck, PUBLIC_KEY_LEN};
-use crate::events::{EventPayload, LedgerCreated, LedgerKeyRotated};
+use crate::events::{EventPayload, LedgerCreated, LedgerKeyRevoked, LedgerKeyRotated};
 use crate::export;
 use crate::merkle::Frontier;
+use crate::personal::SubjectErased;
 use crate::record::{
     hash_canonical_body, RecordError, SealedEvent, SigAlg, SignedHead, HASH_LEN, SEAL_LEN,
 };
@@ -163,6 +164,40 @@ pub struct Summary {
     pub checkpoints: Vec<SignedCheckpoint>,
     /// Merkle root over every event hash of the ledger.
     pub merkle_root: [u8; HASH_LEN],
+    /// Signing keys revoked by `ledger.key_revoked`, with the events they signed that
+    /// are no longer trusted.
+    pub revocations: Vec<Revocation>,
+    /// Subjects whose personal fields were erased by policy (`subject.erased`), in ledger
+    /// order. Their sealed bytes are still in the chain, so they verify as they were.
+    pub erasures: Vec<Erasure>,
+}
+
+/// A `ledger.key_revoked` event and what it withdraws trust from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revocation {
+    /// Position of the revocation event.
+    pub position: u64,
+    /// The revoked key.
+    pub key_id: KeyId,
+    /// First position no longer trusted.
+    pub from_position: u64,
+    /// Why.
+    pub reason: String,
+    /// First and last position at or after `from_position` that the key signed; `None`
+    /// when it signed nothing there. These events verify but must not be trusted.
+    pub untrusted: Option<(u64, u64)>,
+}
+
+/// A `subject.erased` event: the fields sealed under the subject's keys can no longer be
+/// opened. This is policy, not tampering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Erasure {
+    /// Position of the event.
+    pub position: u64,
+    /// The subject, such as `payee:<id>`.
+    pub subject: String,
+    /// The policy or reason recorded.
+    pub policy: String,
 }
 
 /// Chain state after the last verified record.
@@ -181,6 +216,9 @@ struct State {
     /// Merkle tree over the verified events, to check each checkpoint's root.
     frontier: Frontier,
     checkpoints: Vec<SignedCheckpoint>,
+    erasures: Vec<Erasure>,
+    /// `ledger.key_revoked` events seen, with their positions.
+    revoked: Vec<(u64, LedgerKeyRevoked)>,
 }
 
 /// A record after the parallel decode-and-hash phase.
@@ -225,6 +263,8 @@ impl ChainVerifier {
             rotations: Vec::new(),
             frontier: Frontier::new(),
             checkpoints: Vec::new(),
+            erasures: Vec::new(),
+            revoked: Vec::new(),
         };
         ChainVerifier {
             state,
@@ -279,6 +319,7 @@ impl ChainVerifier {
             return Err(fail(Some(0), FailureKind::BadGenesis, message));
         };
         check_head(&state, ledger_id, last_position, signed_head)?;
+        let revocations = revocations(&state.keys, &state.revoked);
         Ok(Summary {
             ledger_id,
             event_count: state.next_position,
@@ -287,7 +328,9 @@ impl ChainVerifier {
             merkle_root: state.frontier.root(),
             keys: state.keys,
             rotations: state.rotations,
+            revocations,
             checkpoints: state.checkpoints,
+            erasures: state.erasures,
         })
     }
 
@@ -574,6 +617,23 @@ impl State {
         if event.event_type == LedgerKeyRotated::EVENT_TYPE {
             self.rotate(event);
         }
+        if event.event_type == LedgerKeyRevoked::EVENT_TYPE {
+            if let Ok(revoked) = LedgerKeyRevoked::decode(&event.payload) {
+                self.revoked.push((event.position, revoked));
+            }
+        }
+        if event.event_type == SubjectErased::EVENT_TYPE {
+            // The payload is covered by the signature either way; one this build cannot
+            // read is listed with its position only.
+            let (subject, policy) = SubjectErased::decode(&event.payload)
+                .map(|erased| (erased.subject, erased.policy))
+                .unwrap_or_else(|_| ("(unreadable)".to_owned(), String::new()));
+            self.erasures.push(Erasure {
+                position: event.position,
+                subject,
+                policy,
+            });
+        }
         Ok(())
     }
 
@@ -764,4 +824,28 @@ fn check_head_signature(state: &State, head: &SignedHead) -> Result<(), Failure>
     let message = SignedHead::signature_message(head.ledger_id, head.position, &head.head_hash);
     crypto::verify_strict(&active.public_key, &message, &head.signature)
         .map_err(|error| bad_head(format!("signed head signature rejected: {error}")))
+}
+
+/// Matches each revocation with the span its key signed at or after the revoked position.
+fn revocations(keys: &[KeySpan], revoked: &[(u64, LedgerKeyRevoked)]) -> Vec<Revocation> {
+    revoked
+        .iter()
+        .map(|(position, revocation)| {
+            let key_id = KeyId::from_public_key(SigAlg::Ed25519, &revocation.public_key);
+            let untrusted = keys
+                .iter()
+                .filter(|span| span.public_key == revocation.public_key)
+                .filter_map(|span| span.signed)
+                .filter(|(_, last)| *last >= revocation.from_position)
+                .map(|(first, last)| (first.max(revocation.from_position), last))
+                .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+            Revocation {
+                position: *position,
+                key_id,
+                from_position: revocation.from_position,
+                reason: revocation.reason.clone(),
+                untrusted,
+            }
+        })
+        .collect()
 }

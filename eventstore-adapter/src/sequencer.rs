@@ -548,7 +548,7 @@ impl Sequencer {
             position: self.tip.next_position - 1,
             hash: self.tip.prev_hash,
         };
-        let (events, tip, signed_head, checkpoints) = self.seal(items, true).await;
+        let (events, tip, signed_head, checkpoints) = self.seal(items, true, None).await;
         assert_extends(&expected_head, &events);
         self.tip = tip;
         self.checkpoints = checkpoints;
@@ -698,8 +698,9 @@ impl Sequencer {
         &mut self,
         items: Vec<Unsealed>,
         records: Vec<IdempotencyRecord>,
+        head_sealer: Option<Arc<Sealer>>,
     ) -> Result<Vec<[u8; HASH_LEN]>, BackendError> {
-        let (events, tip, signed_head, checkpoints) = self.seal(items, false).await;
+        let (events, tip, signed_head, checkpoints) = self.seal(items, false, head_sealer).await;
         assert_extends(&self.head, &events);
         let batch = CommitBatch {
             ledger_id: self.ledger_id,
@@ -748,9 +749,17 @@ impl Sequencer {
     /// Seals on a blocking thread, because signing a group takes milliseconds of CPU.
     /// With checkpoints on, a due checkpoint follows the events when `may_checkpoint` is set,
     /// and the returned checkpoint state covers the sealed tip.
-    async fn seal(&self, items: Vec<Unsealed>, may_checkpoint: bool) -> Sealed {
+    /// Seals `items` with the current key. The signed head is signed by `head_sealer`
+    /// when given: after a rotation event the head must be signed by the new key.
+    async fn seal(
+        &self,
+        items: Vec<Unsealed>,
+        may_checkpoint: bool,
+        head_sealer: Option<Arc<Sealer>>,
+    ) -> Sealed {
         assert!(!items.is_empty(), "a group to seal has events");
         let sealer = Arc::clone(&self.sealer);
+        let head_sealer = head_sealer.unwrap_or_else(|| Arc::clone(&sealer));
         let mut tip = self.tip.clone();
         let mut checkpoints = self.checkpoints.clone();
         let count = items.len();
@@ -763,7 +772,7 @@ impl Sequencer {
             }
             // `seal_batch` returns one event per item, and `items` is not empty.
             let last = events.last().expect("seal_batch returns every item");
-            let record = sealer.sign_head(tip.ledger_id, last.position, last.hash);
+            let record = head_sealer.sign_head(tip.ledger_id, last.position, last.hash);
             let head = ChainHead {
                 ledger_id: tip.ledger_id,
                 position: last.position,
@@ -847,12 +856,15 @@ impl Sequencer {
             draft,
         };
 
+        // The rotation event is signed by the old key and the head after it by the new one,
+        // as the verifier requires of every head after a rotation.
         let position = self.tip.next_position;
+        let next_sealer = Arc::new(next_sealer);
         let hashes = self
-            .seal_and_commit(vec![item], Vec::new())
+            .seal_and_commit(vec![item], Vec::new(), Some(Arc::clone(&next_sealer)))
             .await
             .map_err(|e| StoreError::CommitFailed(Arc::new(e)))?;
-        self.sealer = Arc::new(next_sealer);
+        self.sealer = next_sealer;
         let key_id = self.sealer.key_id();
         tracing::info!(ledger = %self.ledger_id, %key_id, position, "signing key rotated");
 

@@ -142,6 +142,11 @@ async fn reopen_after_rotation_needs_current_key() {
         )
         .await
         .unwrap();
+    // Regression: the head after a rotation event is signed by the new key, as the
+    // verifier requires, even when the rotation is the last event.
+    let signed = store.signed_head(ledger).await.unwrap();
+    let head = domain::record::SignedHead::from_bytes(&signed.record).unwrap();
+    assert_eq!(head.key_id, new_key.key_id());
     store.shutdown().await;
     backend.close().await;
 

@@ -10,6 +10,7 @@ use domain::events::{
     EventPayload, LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeRemoved, PayloadError,
     PaymentDeadLettered, PaymentRejected, PaymentSubmitted, ReceiptRecorded,
 };
+use domain::personal::SubjectErased;
 use domain::record::SealedEvent;
 use sqlx::AnyConnection;
 use uuid::Uuid;
@@ -26,6 +27,7 @@ const KNOWN_EVENT_TYPES: &[&str] = &[
     LedgerCreated::EVENT_TYPE,
     LedgerKeyRotated::EVENT_TYPE,
     PayeeAdded::EVENT_TYPE,
+    SubjectErased::EVENT_TYPE,
     PayeeRemoved::EVENT_TYPE,
     PaymentSubmitted::EVENT_TYPE,
     PaymentRejected::EVENT_TYPE,
@@ -69,11 +71,16 @@ impl EventContext<'_> {
     }
 }
 
-/// Applies one event to every read model inside the caller's transaction.
+/// Applies one event to every read model inside the caller's transaction. `raw` is the
+/// decoded payload (`None` for a type this build does not know), `opened` the same with
+/// sealed fields opened. The audit trail summarises the raw form, so it never holds a
+/// sealed personal field in the clear.
 pub(crate) async fn apply_event(
     conn: &mut AnyConnection,
     ledger_id: Uuid,
     event: &SealedEvent,
+    raw: Option<DomainEvent>,
+    opened: Option<DomainEvent>,
 ) -> Result<(), ProjectionError> {
     let context = EventContext {
         ledger: ledger_id.to_string(),
@@ -82,11 +89,9 @@ pub(crate) async fn apply_event(
         position: to_db("position", event.position)?,
         at_micros: event.recorded_at_micros,
     };
-    let decoded = decode(ledger_id, event)?;
-
-    let summary = decoded.as_ref().and_then(summary::summarize);
+    let summary = raw.as_ref().and_then(summary::summarize);
     audit::record(conn, &context, summary).await?;
-    let Some(decoded) = decoded else {
+    let Some(decoded) = opened else {
         return Ok(());
     };
 
@@ -100,7 +105,10 @@ pub(crate) async fn apply_event(
 }
 
 /// Decodes a payload; `None` for an event type this build does not know.
-fn decode(ledger_id: Uuid, event: &SealedEvent) -> Result<Option<DomainEvent>, ProjectionError> {
+pub(crate) fn decode(
+    ledger_id: Uuid,
+    event: &SealedEvent,
+) -> Result<Option<DomainEvent>, ProjectionError> {
     match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
         Ok(decoded) => Ok(Some(decoded)),
         Err(PayloadError::Unknown { .. })

@@ -61,6 +61,16 @@ pub enum ProjectionError {
         /// Decoder error.
         source: PayloadError,
     },
+    /// Sealed fields of an event could not be opened (KMS or key store failure).
+    #[error("ledger {ledger_id}: sealed fields at position {position} cannot be opened: {reason}")]
+    Opening {
+        /// Ledger id.
+        ledger_id: Uuid,
+        /// Position of the event.
+        position: u64,
+        /// What failed.
+        reason: String,
+    },
     /// An event contradicts the read models, such as a receipt for an unknown payment.
     #[error("ledger {ledger_id}: event at position {position} is inconsistent: {reason}")]
     Inconsistent {
@@ -105,6 +115,7 @@ impl ProjectionError {
             ProjectionError::BrokenLink { position, .. }
             | ProjectionError::WrongLedger { position, .. }
             | ProjectionError::Payload { position, .. }
+            | ProjectionError::Opening { position, .. }
             | ProjectionError::Inconsistent { position, .. } => Some(*position),
             _ => None,
         }

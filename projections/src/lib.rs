@@ -20,6 +20,7 @@ mod apply;
 mod audit;
 mod dead_letters;
 mod error;
+mod opener;
 mod page;
 mod payees;
 mod payments;
@@ -39,6 +40,7 @@ pub use dead_letters::{
     OPEN_STATUSES,
 };
 pub use error::ProjectionError;
+pub use opener::EventOpener;
 pub use page::{AsOf, Page, PageRequest, DEFAULT_PAGE_LIMIT, MAX_PAGE_LIMIT};
 pub use payees::Payee;
 pub use payments::{PaymentDetail, PaymentStatus, PaymentView, StatusChange};

@@ -55,6 +55,7 @@ pub(crate) async fn apply(
     match event {
         DomainEvent::PayeeAdded(e) => added(conn, context, e).await,
         DomainEvent::PayeeRemoved(e) => removed(conn, context, e).await,
+        DomainEvent::SubjectErased(e) => erased(conn, context, e).await,
         _ => Ok(()),
     }
 }
@@ -94,6 +95,29 @@ async fn added(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Blanks the personal columns of an erased payee. Rows rebuilt later get the same
+/// values, because the opener reads the destroyed keys' fields as `[erased]`.
+async fn erased(
+    conn: &mut AnyConnection,
+    context: &EventContext<'_>,
+    e: &domain::personal::SubjectErased,
+) -> Result<(), ProjectionError> {
+    let Some(payee_id) = e.subject.strip_prefix("payee:") else {
+        return Ok(());
+    };
+    let marker = domain::personal::ERASED;
+    sqlx::query(
+        "UPDATE payees SET name = $3, normalized_name = $3, account_masked = $3
+         WHERE ledger_id = $1 AND payee_id = $2",
+    )
+    .bind(&context.ledger)
+    .bind(payee_id)
+    .bind(marker)
+    .execute(&mut *conn)
+    .await?;
     Ok(())
 }
 

@@ -197,6 +197,7 @@ pub(crate) async fn apply(
 ) -> Result<(), ProjectionError> {
     match event {
         DomainEvent::PaymentSubmitted(e) => submitted(conn, context, e).await,
+        DomainEvent::SubjectErased(e) => erased(conn, context, e).await,
         DomainEvent::PaymentRejected(e) => rejected(conn, context, e).await,
         DomainEvent::DispatchAttempted(e) => {
             let change = Transition {
@@ -675,4 +676,26 @@ fn corrupt(reason: String) -> ProjectionError {
         table: TABLE,
         reason,
     }
+}
+
+/// Blanks the payee name and account of an erased payee's payments. Rows rebuilt later
+/// get the same values, because the opener reads the destroyed keys' fields as `[erased]`.
+async fn erased(
+    conn: &mut AnyConnection,
+    context: &EventContext<'_>,
+    e: &domain::personal::SubjectErased,
+) -> Result<(), ProjectionError> {
+    let Some(payee_id) = e.subject.strip_prefix("payee:") else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE payments SET payee_name = $3, account_masked = $3
+         WHERE ledger_id = $1 AND payee_id = $2",
+    )
+    .bind(&context.ledger)
+    .bind(payee_id)
+    .bind(domain::personal::ERASED)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }

@@ -77,6 +77,8 @@ pub struct ReadModels {
     pub(crate) location: Location,
     // Bumped after every committed batch so waiters recheck their ledger's checkpoint.
     applied: Arc<watch::Sender<u64>>,
+    // Opens sealed personal fields before the models see them.
+    opener: crate::opener::Opener,
 }
 
 impl ReadModels {
@@ -156,7 +158,15 @@ impl ReadModels {
             pool,
             location,
             applied: Arc::new(applied),
+            opener: crate::opener::Opener(None),
         })
+    }
+
+    /// Opens sealed personal fields with `opener` before applying events; without one
+    /// they read as `[encrypted]`.
+    pub fn with_opener(mut self, opener: Arc<dyn crate::EventOpener>) -> Self {
+        self.opener = crate::opener::Opener(Some(opener));
+        self
     }
 
     /// Returns the checkpoint of a ledger, or `None` if none of its events is applied.
@@ -186,11 +196,34 @@ impl ReadModels {
         ledger_id: Uuid,
         events: &[SealedEvent],
     ) -> Result<Option<Checkpoint>, ProjectionError> {
+        // Sealed fields are opened before the transaction, so no KMS call holds it open.
+        let mut decoded = Vec::with_capacity(events.len());
+        for event in events {
+            decoded.push(apply::decode(ledger_id, event)?);
+        }
+        let mut opened = Vec::with_capacity(events.len());
+        for (event, raw) in events.iter().zip(&decoded) {
+            let plain = match raw {
+                Some(raw) => Some(
+                    self.opener
+                        .open(ledger_id, event, raw.clone())
+                        .await
+                        .map_err(|reason| ProjectionError::Opening {
+                            ledger_id,
+                            position: event.position,
+                            reason,
+                        })?,
+                ),
+                None => None,
+            };
+            opened.push(plain);
+        }
+
         let mut tx = self.pool.begin().await?;
         let mut tip = load_checkpoint(&mut tx, ledger_id).await?;
-        for event in events {
+        for ((event, raw), plain) in events.iter().zip(decoded).zip(opened) {
             check_continuity(ledger_id, tip.as_ref(), event)?;
-            apply::apply_event(&mut tx, ledger_id, event).await?;
+            apply::apply_event(&mut tx, ledger_id, event, raw, plain).await?;
             tip = Some(Checkpoint {
                 ledger_id,
                 position: event.position,

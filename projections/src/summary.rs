@@ -34,6 +34,7 @@ pub fn mask_account(account: &PayeeAccount) -> String {
             )
         }
         PayeeAccount::Iban { iban } => format!("IBAN {}", mask_account_number(iban)),
+        PayeeAccount::Unavailable { why, .. } => why.clone(),
     }
 }
 
@@ -64,6 +65,17 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
                 hex::encode(e.new_public_key),
                 e.reason
             ),
+            DomainEvent::PayeeAddedSealed(e) => format!(
+                "payee {} added, name and account sealed, looks like {} other payee(s)",
+                e.payee_id,
+                e.lookalike_of.len()
+            ),
+            DomainEvent::SubjectErased(e) => format!(
+                "personal fields of {} erased ({} data key(s) destroyed): {}",
+                e.subject,
+                e.data_key_ids.len(),
+                e.policy
+            ),
             DomainEvent::PayeeAdded(e) => {
                 let mut text = format!(
                     "payee {} {:?} added, {}",
@@ -80,6 +92,15 @@ pub fn summarize(event: &DomainEvent) -> Option<String> {
                 text
             }
             DomainEvent::PayeeRemoved(e) => format!("payee {} removed ({})", e.payee_id, e.reason),
+            DomainEvent::PaymentSubmittedSealed(e) => format!(
+                "payment {} of {} {} to payee {}, account sealed, reference {:?}, from {}",
+                e.payment_id,
+                e.amount_minor,
+                e.currency,
+                e.payee_id,
+                e.reference,
+                describe_source(&e.source)
+            ),
             DomainEvent::PaymentSubmitted(e) => format!(
                 "payment {} of {} {} to payee {}, {}, reference {:?}, from {}",
                 e.payment_id,

@@ -62,22 +62,29 @@ async fn generated_file_becomes_exact_payments() {
         );
     }
 
-    // The submitted events carry the full account, exactly as in the file.
+    // The submitted events carry the full account, exactly as in the file, sealed under
+    // the payee's data key: opened through the KMS, they match the file.
     let events = stack
         .state
         .store
         .read_ledger(ledger, 0, 10_000)
         .await
         .unwrap();
-    let submitted: Vec<domain::events::PaymentSubmitted> = events
+    let mut submitted: Vec<domain::events::PaymentSubmitted> = Vec::new();
+    for e in events
         .iter()
-        .filter_map(|e| {
-            match domain::events::DomainEvent::decode(&e.event_type, e.schema_version, &e.payload) {
-                Ok(domain::events::DomainEvent::PaymentSubmitted(p)) => Some(p),
-                _ => None,
-            }
-        })
-        .collect();
+        .filter(|e| e.event_type == "payment.submitted")
+    {
+        assert_eq!(e.schema_version, 2, "ABA payments are sealed");
+        let decoded =
+            domain::events::DomainEvent::decode(&e.event_type, e.schema_version, &e.payload)
+                .unwrap();
+        let personal = &stack.state.personal;
+        let opened = personal.open(ledger, &e.stream_id, e.event_id, decoded);
+        if let domain::events::DomainEvent::PaymentSubmitted(p) = opened.await.unwrap() {
+            submitted.push(p);
+        }
+    }
     assert_eq!(submitted.len(), records.len());
     for (payment, record) in submitted.iter().zip(records) {
         let bsb = record["bsb"].as_str().unwrap().replace('-', "");

@@ -763,6 +763,7 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
     const SENSITIVE: &[&str] = &[
         "POST /v1/ledgers/{ledger_id}/payees",
         "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/removal",
+        "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/erasure",
         "POST /v1/ledgers/{ledger_id}/payees/{payee_id}/change",
         "POST /v1/ledgers/{ledger_id}/proposals/{proposal_id}/approval",
         "POST /v1/ledgers/{ledger_id}/proposals/{proposal_id}/rejection",
@@ -781,6 +782,9 @@ async fn openapi_sensitive_routes_refuse_without_step_up() {
         "POST /v1/ledgers/{ledger_id}/dlq-decisions/{decision_id}/resume",
         "POST /v1/ledgers/{ledger_id}/anomalies/{payment_id}/release",
         "POST /v1/ledgers/{ledger_id}/anomalies/{payment_id}/rejection",
+        "POST /v1/ledgers/{ledger_id}/signing-key/rotation",
+        "POST /v1/ledgers/{ledger_id}/signing-key/revocation",
+        "POST /v1/ledgers/{ledger_id}/kek/rotation",
     ];
     const NOT_SENSITIVE: &[&str] = &[
         "POST /v1/ledgers",

@@ -166,25 +166,31 @@ impl LedgerInsight {
     /// A payload of a known type that does not decode: damaged history.
     pub fn apply(&mut self, event: &SealedEvent) -> Result<(), PayloadError> {
         let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
-        let decoded = match decoded {
-            Ok(decoded) => decoded,
-            Err(PayloadError::Unknown { .. }) => {
-                self.history.skip(event.position);
-                self.analytics.skip(event.position);
-                return Ok(());
-            }
+        match decoded {
+            Ok(decoded) => self.apply_decoded(event, &decoded.without_keys()),
+            Err(PayloadError::Unknown { .. }) => self.skip(event.position),
             Err(error) => return Err(error),
-        };
+        }
+        Ok(())
+    }
+
+    /// Counts an event of a type this version does not know, so positions stay gapless.
+    fn skip(&mut self, position: u64) {
+        self.history.skip(position);
+        self.analytics.skip(position);
+    }
+
+    /// Applies an event already decoded, with its sealed payee fields opened.
+    pub fn apply_decoded(&mut self, event: &SealedEvent, decoded: &DomainEvent) {
         self.history
-            .apply(event.position, event.recorded_at_micros, &decoded);
+            .apply(event.position, event.recorded_at_micros, decoded);
         let meta = EventMeta {
             position: event.position,
             at_micros: event.recorded_at_micros,
             actor: &event.actor,
             event_type: &event.event_type,
         };
-        self.analytics.apply(&meta, &decoded);
-        Ok(())
+        self.analytics.apply(&meta, decoded);
     }
 }
 
@@ -205,6 +211,7 @@ impl Insights {
     pub async fn read<R>(
         &self,
         store: &EventStore,
+        personal: &crate::personal::PersonalFields,
         ledger_id: Uuid,
         read: impl FnOnce(&LedgerInsight) -> R,
     ) -> Result<R, ApiError> {
@@ -214,7 +221,22 @@ impl Insights {
             let from = insight.next_position();
             let events = store.read_ledger(ledger_id, from, PAGE).await?;
             for event in &events {
-                insight.apply(event).map_err(ApiError::internal)?;
+                let decoded =
+                    DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+                let decoded = match decoded {
+                    Ok(decoded) => decoded,
+                    Err(PayloadError::Unknown { .. }) => {
+                        insight.skip(event.position);
+                        continue;
+                    }
+                    Err(error) => return Err(ApiError::internal(error)),
+                };
+                // The rules compare names and accounts, so sealed fields are opened first.
+                let opened = personal
+                    .open(ledger_id, &event.stream_id, event.event_id, decoded)
+                    .await
+                    .map_err(ApiError::internal)?;
+                insight.apply_decoded(event, &opened);
             }
             if events.len() < PAGE as usize {
                 return Ok(read(insight));
@@ -229,10 +251,13 @@ impl Insights {
     pub async fn analytics(
         &self,
         store: &EventStore,
+        personal: &crate::personal::PersonalFields,
         ledger_id: Uuid,
     ) -> Result<AnalyticsReport, ApiError> {
-        self.read(store, ledger_id, |insight| insight.analytics.report())
-            .await
+        self.read(store, personal, ledger_id, |insight| {
+            insight.analytics.report()
+        })
+        .await
     }
 }
 
@@ -339,33 +364,35 @@ pub async fn flags_for(
         return Ok(HashMap::new());
     }
     let rules = config.rules()?;
-    let scored = state.insights.read(&state.store, ledger_id, |insight| {
-        // Every ledger starts with its genesis event, so a ledger being paid into has a
-        // position; 0 would only name that genesis.
-        let history_position = insight.history.position().unwrap_or(0);
-        let flags = payments.iter().filter_map(|submitted| {
-            let candidate = domain::anomalies::Candidate {
-                payment_id: submitted.payment_id,
-                payee_id: submitted.payee_id,
-                amount_minor: submitted.amount_minor,
-                currency: &submitted.currency,
-                at_micros,
-            };
-            let findings = domain::anomalies::score(&insight.history, &candidate, &rules);
-            let flag = (!findings.is_empty()).then(|| PaymentFlagged {
-                payment_id: submitted.payment_id,
-                payee_id: submitted.payee_id,
-                amount_minor: submitted.amount_minor,
-                currency: submitted.currency.clone(),
-                findings,
-                history_position,
-                evaluated_at_micros: at_micros,
-                time_zone: rules.time_zone.name().to_owned(),
+    let scored = state
+        .insights
+        .read(&state.store, &state.personal, ledger_id, |insight| {
+            // Every ledger starts with its genesis event, so a ledger being paid into has a
+            // position; 0 would only name that genesis.
+            let history_position = insight.history.position().unwrap_or(0);
+            let flags = payments.iter().filter_map(|submitted| {
+                let candidate = domain::anomalies::Candidate {
+                    payment_id: submitted.payment_id,
+                    payee_id: submitted.payee_id,
+                    amount_minor: submitted.amount_minor,
+                    currency: &submitted.currency,
+                    at_micros,
+                };
+                let findings = domain::anomalies::score(&insight.history, &candidate, &rules);
+                let flag = (!findings.is_empty()).then(|| PaymentFlagged {
+                    payment_id: submitted.payment_id,
+                    payee_id: submitted.payee_id,
+                    amount_minor: submitted.amount_minor,
+                    currency: submitted.currency.clone(),
+                    findings,
+                    history_position,
+                    evaluated_at_micros: at_micros,
+                    time_zone: rules.time_zone.name().to_owned(),
+                });
+                flag.map(|flag| (submitted.payment_id, flag))
             });
-            flag.map(|flag| (submitted.payment_id, flag))
+            flags.collect()
         });
-        flags.collect()
-    });
     scored.await
 }
 

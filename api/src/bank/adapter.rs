@@ -37,6 +37,7 @@ impl fmt::Debug for BankPaymentRequest {
         let account = match self.account {
             PayeeAccount::Bsb { .. } => "Bsb(<redacted>)",
             PayeeAccount::Iban { .. } => "Iban(<redacted>)",
+            PayeeAccount::Unavailable { .. } => "Unavailable",
         };
         f.debug_struct("BankPaymentRequest")
             .field("idempotency_key", &self.idempotency_key)
@@ -68,6 +69,10 @@ mod wire_account {
         let wire = match account.clone() {
             PayeeAccount::Bsb { bsb, account } => WireAccount::Bsb { bsb, account },
             PayeeAccount::Iban { iban } => WireAccount::Iban { iban },
+            // The allow-list never pays a payee whose account is erased or sealed.
+            PayeeAccount::Unavailable { why, .. } => {
+                return Err(serde::ser::Error::custom(format!("payee account is {why}")))
+            }
         };
         wire.serialize(serializer)
     }

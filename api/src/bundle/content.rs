@@ -195,8 +195,9 @@ impl<W: Write> Content<W> {
     /// # Errors
     /// A write error of a sink.
     pub fn push(&mut self, event: &SealedEvent) -> io::Result<bool> {
-        let decoded =
-            DomainEvent::decode(&event.event_type, event.schema_version, &event.payload).ok();
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload)
+            .ok()
+            .map(DomainEvent::without_keys);
         self.push_json(event, decoded.as_ref())?;
         let decision = self.follow_review(event, decoded.as_ref());
         if let Some(DomainEvent::DlqDecisionProposed(proposed)) = decoded.as_ref() {
@@ -425,6 +426,10 @@ impl<W: Write> Content<W> {
                 let payee = *id;
                 match decoded {
                     Some(DomainEvent::PayeeAdded(p)) => p.payee_id == payee,
+                    Some(DomainEvent::PayeeAddedSealed(p)) => p.payee_id == payee,
+                    Some(DomainEvent::SubjectErased(p)) => {
+                        p.subject == domain::personal::payee_subject(payee)
+                    }
                     Some(DomainEvent::PayeeRemoved(p)) => p.payee_id == payee,
                     Some(DomainEvent::PaymentSubmitted(p)) if p.payee_id == payee => {
                         self.payee_payments.insert(p.payment_id);

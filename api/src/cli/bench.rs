@@ -52,6 +52,10 @@ pub struct Args {
     /// time `folio replay` (verify, decode and rebuild the state) over it.
     #[arg(long)]
     replay_events: Option<u64>,
+    /// Instead of the append benchmark, seal this many payee fields and open them with a
+    /// warm and a cold data-key cache.
+    #[arg(long)]
+    key_cache_fields: Option<u64>,
 }
 
 /// Store measured by `folio bench`.
@@ -72,6 +76,10 @@ const PAYLOAD_LEN: usize = 200;
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.dir)?;
     let scratch = tempfile::tempdir_in(&args.dir)?;
+    if let Some(fields) = args.key_cache_fields {
+        super::bench_keys::run(scratch.path(), fields).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(events) = args.replay_events {
         super::bench_replay::run(scratch.path(), events).await?;
         return Ok(ExitCode::SUCCESS);

@@ -3,6 +3,7 @@
 mod bank_sim;
 mod bench;
 mod bench_bundle;
+mod bench_keys;
 mod bench_replay;
 mod bundle;
 pub mod checkpoints;
@@ -11,6 +12,7 @@ pub mod demo;
 mod export;
 pub mod history;
 mod import_aba;
+mod keys;
 pub mod migrate;
 mod operator;
 mod projections;
@@ -55,6 +57,12 @@ pub enum Command {
     /// Bootstrap the first administrator of a ledger.
     #[command(subcommand)]
     Operator(operator::Command),
+    /// Rotate signing keys and the KEK, rewrap data keys, retire KEK versions.
+    #[command(subcommand)]
+    Keys(keys::Command),
+    /// Apply the retention rules and record what was done.
+    #[command(subcommand)]
+    Retention(keys::RetentionCommand),
     /// Start a server and a bank simulator, drive payments through HTTP, verify, summarise.
     Demo(demo::Args),
     /// Write an evidence bundle (BagIt directory or ustar archive) for a scope of a ledger.
@@ -116,6 +124,8 @@ pub fn run(cli: Cli) -> ExitCode {
             Command::ImportAba(args) => import_aba::run(args).await,
             Command::Token(command) => token::run(command).await,
             Command::Operator(command) => operator::run(command).await,
+            Command::Keys(command) => keys::run(command).await,
+            Command::Retention(command) => keys::run_retention(command).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Controls(command) => controls::run(command).await,

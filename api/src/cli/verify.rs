@@ -57,6 +57,11 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut intact = true;
     for verdict in &verdicts {
         intact &= verdict.result.is_ok();
+        // Events signed by a revoked key after its revocation point verify, but are not
+        // to be trusted: the exit status says so.
+        intact &= verdict.result.as_ref().map_or(true, |summary| {
+            summary.revocations.iter().all(|r| r.untrusted.is_none())
+        });
         if args.json {
             println!("{}", verdict_json(verdict));
         } else {
@@ -214,20 +219,53 @@ async fn check_kept_checkpoints(
     Ok(all_hold)
 }
 
+/// The revocations of a summary, one line each, naming the events no longer trusted.
+fn revocations_text(revocations: &[domain::verify::Revocation]) -> String {
+    revocations
+        .iter()
+        .map(|revocation| {
+            let untrusted = match revocation.untrusted {
+                Some((first, last)) => format!("UNTRUSTED: positions {first} to {last}"),
+                None => "no event signed after that position".to_owned(),
+            };
+            format!(
+                "\n  key {} revoked at position {} from position {} ({}): {untrusted}",
+                revocation.key_id, revocation.position, revocation.from_position, revocation.reason
+            )
+        })
+        .collect()
+}
+
+/// The erasures of a summary, one line each, so a reader sees erased fields as policy.
+fn erasures_text(erasures: &[domain::verify::Erasure]) -> String {
+    erasures
+        .iter()
+        .map(|erasure| {
+            format!(
+                "\n  erased by policy at position {}: personal fields of {} ({})",
+                erasure.position, erasure.subject, erasure.policy
+            )
+        })
+        .collect()
+}
+
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
-        Ok(summary) => format!(
-            "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
+        Ok(summary) => {
+            format!(
+                "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
              {} checkpoint(s), Merkle root {}",
-            verdict.subject,
-            summary.event_count,
-            summary.head_position,
-            hex::encode(summary.head_hash),
-            summary.keys.len(),
-            summary.rotations.len(),
-            summary.checkpoints.len(),
-            hex::encode(summary.merkle_root)
-        ),
+                verdict.subject,
+                summary.event_count,
+                summary.head_position,
+                hex::encode(summary.head_hash),
+                summary.keys.len(),
+                summary.rotations.len(),
+                summary.checkpoints.len(),
+                hex::encode(summary.merkle_root)
+            ) + &revocations_text(&summary.revocations)
+                + &erasures_text(&summary.erasures)
+        }
         Err(failure) => format!(
             "{}: BROKEN at position {}: {} ({})",
             verdict.subject,
@@ -250,6 +288,18 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Value {
             "head_hash": hex::encode(summary.head_hash),
             "checkpoints": summary.checkpoints.len(),
             "merkle_root": hex::encode(summary.merkle_root),
+            "revocations": summary.revocations.iter().map(|revocation| serde_json::json!({
+                "position": revocation.position,
+                "key_id": revocation.key_id.to_hex(),
+                "from_position": revocation.from_position,
+                "reason": revocation.reason,
+                "untrusted": revocation.untrusted,
+            })).collect::<Vec<_>>(),
+            "erased_by_policy": summary.erasures.iter().map(|erasure| serde_json::json!({
+                "position": erasure.position,
+                "subject": erasure.subject,
+                "policy": erasure.policy,
+            })).collect::<Vec<_>>(),
         }),
         Err(failure) => serde_json::json!({
             "subject": verdict.subject,

@@ -62,11 +62,12 @@ impl Mfa {
         config: &MfaConfig,
         allow_list: &AllowListConfig,
         now_micros: i64,
+        kms: &dyn crate::kms::Kms,
     ) -> anyhow::Result<Mfa> {
         let store = OperatorStore::open(location)
             .await
             .with_context(|| format!("cannot open operator store {}", location.describe()))?;
-        let (secrets, key_path) = open_secret_box(data_dir, config)?;
+        let (secrets, key_path) = open_secret_box(data_dir, config, kms).await?;
         check_secret_key(&store, secrets.as_ref(), now_micros)
             .await
             .map_err(|problem| problem.refusal(&key_path, location))?;
@@ -81,21 +82,37 @@ impl Mfa {
     }
 }
 
-/// Opens the AES-256-GCM key named by `mfa.secret_key_file`, or the generated default, and
-/// returns it with its path.
-fn open_secret_box(
+/// Associated data of the wrapped TOTP data key at the KMS.
+pub const MFA_KEY_CONTEXT: &[u8] = b"folio/mfa-secret-key/v1";
+
+/// Opens the AES-256-GCM key of the TOTP secrets: the file `mfa.secret_key_file` names,
+/// else a data key wrapped by the KMS in `keys/mfa-secret.wrapped` (created on the first
+/// start). A data directory from before the KMS keeps its plain `keys/mfa-secret.key`.
+/// Returns the key with the path of its file.
+async fn open_secret_box(
     data_dir: &Path,
     config: &MfaConfig,
+    kms: &dyn crate::kms::Kms,
 ) -> anyhow::Result<(Arc<dyn SecretBox>, PathBuf)> {
-    let (path, create) = if config.secret_key_file.as_os_str().is_empty() {
-        let keys = data_dir.join("keys");
-        crate::files::create_private_dir(&keys)?;
-        (keys.join("mfa-secret.key"), true)
-    } else {
-        (config.secret_key_file.clone(), false)
-    };
-    let secrets = AesGcmBox::load_or_create(&path, create)?;
-    Ok((Arc::new(secrets), path))
+    if !config.secret_key_file.as_os_str().is_empty() {
+        let key = AesGcmBox::load_or_create(&config.secret_key_file, false)?;
+        return Ok((Arc::new(key), config.secret_key_file.clone()));
+    }
+    let keys = data_dir.join("keys");
+    crate::files::create_private_dir(&keys)?;
+    let legacy = keys.join("mfa-secret.key");
+    if legacy.exists() {
+        tracing::warn!(
+            path = %legacy.display(),
+            "the TOTP secret key is a plain file, not wrapped by the KMS; \
+             run `folio keys wrap-mfa-key` with the server stopped"
+        );
+        let key = AesGcmBox::load_or_create(&legacy, false)?;
+        return Ok((Arc::new(key), legacy));
+    }
+    let path = keys.join("mfa-secret.wrapped");
+    let key = crate::kms::wrapped_file::load_or_create(kms, &path, MFA_KEY_CONTEXT).await?;
+    Ok((Arc::new(AesGcmBox::new(&key)), path))
 }
 
 /// Plaintext of the key check value.
@@ -257,7 +274,8 @@ mod tests {
 
     async fn open(dir: &Path, config: &MfaConfig) -> anyhow::Result<Mfa> {
         let location = CredentialsLocation::Files(dir.to_path_buf());
-        Mfa::open(&location, dir, config, &AllowListConfig::default(), 0).await
+        let kms = crate::kms::local::LocalKms::open(&dir.join("keys/kms-local.kek"))?;
+        Mfa::open(&location, dir, config, &AllowListConfig::default(), 0, &kms).await
     }
 
     #[tokio::test]

@@ -73,6 +73,7 @@ pub fn auth_context(event: &DomainEvent) -> Option<&AuthContext> {
         DomainEvent::MfaResetProposed(e) => Some(&e.auth),
         DomainEvent::MfaReset(e) => Some(&e.auth),
         DomainEvent::ChangeProposed(e) => Some(&e.auth),
+        DomainEvent::ChangeProposedSealed(e) => Some(&e.auth),
         DomainEvent::ChangeApproved(e) => Some(&e.auth),
         DomainEvent::ChangeRejected(e) => Some(&e.auth),
         DomainEvent::OperatorUnlocked(e) => Some(&e.by),
@@ -105,13 +106,15 @@ macro_rules! payload_to_value {
 /// Returns the payload as JSON, with fixed-size byte arrays (hashes, keys) as hex.
 fn payload_json(event: &DomainEvent) -> Value {
     let value = payload_to_value!(event;
-        LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeRemoved, PaymentSubmitted,
+        LedgerCreated, LedgerKeyRotated, PayeeAdded, PayeeAddedSealed, SubjectErased,
+        PayeeRemoved, PaymentSubmitted, PaymentSubmittedSealed,
         PaymentRejected, AbaBatchImported, DispatchAttempted, DispatchFailed, ReceiptRecorded,
         PaymentDeadLettered, BreakerStateChanged, ControlsRunRecorded, OperatorCreated,
         SessionStarted, SessionRevoked, MfaEnrolmentStarted, RecoveryCodesIssued,
         RecoveryCodesAcknowledged, MfaEnrolled, ChallengeIssued, ChallengePassed,
         ChallengeFailed, OperatorLocked, OperatorUnlocked, RecoveryCodeUsed, StepUpGranted,
-        MfaResetProposed, MfaReset, ChangeProposed, ChangeApproved, ChangeRejected,
+        MfaResetProposed, MfaReset, ChangeProposed, ChangeProposedSealed, ChangeApproved,
+        ChangeRejected,
         ChangeExpired,
     );
     // Serialising these derived payload structs to a JSON value fails only on a map with

@@ -74,9 +74,22 @@ pub fn check_order(from: Cutoff, to: Cutoff) -> anyhow::Result<()> {
 /// # Errors
 /// As [`Replayer::apply`], or when `from` includes no event.
 pub fn diff_events(events: &[SealedEvent], from: Cutoff) -> anyhow::Result<StateDiff> {
+    diff_opened(events, from, std::collections::HashMap::new())
+}
+
+/// Compares like [`diff_events`], taking the events at the positions of `opened` in their
+/// opened form (sealed personal fields opened by the KMS).
+///
+/// # Errors
+/// As [`diff_events`].
+pub fn diff_opened(
+    events: &[SealedEvent],
+    from: Cutoff,
+    opened: std::collections::HashMap<u64, domain::events::DomainEvent>,
+) -> anyhow::Result<StateDiff> {
     // Both states come from one verified read: the earlier one is a snapshot taken on
     // the way to the later one.
-    let mut replayer = Replayer::new();
+    let mut replayer = Replayer::with_opened(opened);
     let mut earlier = None;
     for event in events {
         if earlier.is_none() && !from.includes(event) {

@@ -248,6 +248,8 @@ pub(crate) async fn analytics(
     let ledger_id = super::ledger_id(&path)?;
     caller.require_on(Scope::AuditRead, ledger_id)?;
     state.store.head(ledger_id).await?;
-    let report = state.insights.analytics(&state.store, ledger_id).await?;
+    let report = (state.insights)
+        .analytics(&state.store, &state.personal, ledger_id)
+        .await?;
     Ok(HttpResponse::Ok().json(report))
 }

@@ -65,6 +65,8 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     out.push_str(&format!("folio_recovery_codes_used_total {used}\n"));
     crate::metrics::API.render(&mut out);
     crate::metrics::MFA.render(&mut out);
+    crate::secrets::METRICS.render(&mut out);
+    render_key_cache(&mut out, &state.personal.keys().cache_metrics());
     crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
     crate::metrics::render_controls(&mut out, &crate::controls::latest());
     HttpResponse::Ok()
@@ -118,4 +120,30 @@ async fn ledger_gauges(state: &AppState) -> Vec<crate::metrics::LedgerGauges> {
         all.push(gauges);
     }
     all
+}
+
+/// Renders the data-key cache counters.
+fn render_key_cache(out: &mut String, counters: &crate::kms::cache::CacheMetrics) {
+    use std::fmt::Write;
+    use std::sync::atomic::Ordering;
+    for (name, help, counter) in [
+        (
+            "folio_kms_data_key_cache_hits_total",
+            "Data keys served from memory.",
+            &counters.hits,
+        ),
+        (
+            "folio_kms_data_key_cache_misses_total",
+            "Data keys unwrapped by the KMS.",
+            &counters.misses,
+        ),
+        (
+            "folio_kms_data_key_cache_evictions_total",
+            "Data keys dropped from memory for age or room.",
+            &counters.evictions,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+    }
 }

@@ -8,6 +8,7 @@ pub mod controls;
 pub mod dlq;
 pub mod dlq_decisions;
 pub mod health;
+pub mod keys;
 pub mod ledgers;
 pub mod openapi;
 pub mod operators;
@@ -43,6 +44,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(payees::add)
                 .service(payees::change)
                 .service(payees::remove)
+                .service(payees::erase)
                 .service(payees::list)
                 .service(proposals::list)
                 .service(proposals::approve)
@@ -86,7 +88,10 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .service(proofs::list)
                 .service(proofs::inclusion)
                 .service(proofs::consistency)
-                .service(bundles::export),
+                .service(bundles::export)
+                .service(keys::rotate_signing)
+                .service(keys::revoke_signing)
+                .service(keys::rotate_kek),
         );
 }
 

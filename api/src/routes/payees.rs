@@ -127,6 +127,37 @@ pub(crate) async fn remove(
     .await
 }
 
+/// Proposes erasing a removed payee's personal fields. On a second operator's approval
+/// the payee's data keys are destroyed, and its name and account read as `[erased]`.
+#[post("/ledgers/{ledger_id}/payees/{payee_id}/erasure")]
+pub(crate) async fn erase(
+    state: web::Data<AppState>,
+    session: StepUp,
+    path: web::Path<(String, String)>,
+    request: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let ledger_id = super::ledger_id(&path.0)?;
+    let session = session.0;
+    session.require(OperatorScope::AllowListPropose, ledger_id)?;
+    let payee_id = parse_payee_id(&path.1)?;
+    let input: RemovePayee = super::parse_json(&body, "erasure")?;
+    let reason = input.reason.trim().to_owned();
+    if reason.is_empty() || reason.chars().count() > 500 {
+        return Err(ApiError::invalid("reason must be 1 to 500 characters"));
+    }
+    let proposal_id = Uuid::now_v7();
+
+    commands::run(&state, ledger_id, &request, &body, || async {
+        let edit = AllowListChange::Erase {
+            payee_id,
+            reason: reason.clone(),
+        };
+        first_revision(&state, &session, ledger_id, proposal_id, edit).await
+    })
+    .await
+}
+
 /// Checks a new allow-list change against the allow-list as stored and decides its first
 /// proposal revision.
 async fn first_revision(
@@ -146,7 +177,7 @@ async fn first_revision(
         version,
         extra,
     };
-    Ok(proposals::propose(state, session, new))
+    proposals::propose(state, session, new).await
 }
 
 fn parse_payee_id(text: &str) -> Result<Uuid, ApiError> {

@@ -78,6 +78,10 @@ pub(crate) async fn submit(
                 correlation_id,
             ),
         };
+        let now = state.clock.now_micros();
+        let personal = &state.personal;
+        let sealed = personal.seal_payments(ledger_id, &mut decision.writes, now);
+        sealed.await.map_err(ApiError::internal)?;
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })
@@ -204,6 +208,10 @@ pub(crate) async fn submit_batch(
         let at = policy.decided_at_micros;
         let flags = crate::anomalies::flags_for(&state, ledger_id, batch.payments(), at).await?;
         let mut decision = batch.into_decision(&actor, correlation_id, &flags);
+        let now = state.clock.now_micros();
+        let personal = &state.personal;
+        let sealed = personal.seal_payments(ledger_id, &mut decision.writes, now);
+        sealed.await.map_err(ApiError::internal)?;
         decision.writes.push(pin_allow_list(version));
         Ok(decision)
     })

@@ -11,6 +11,7 @@ use domain::events::{DomainEvent, PayeeAccount};
 use domain::operator_events::{ChangeApproved, ChangeExpired, ChangeProposed, ChangeRejected};
 use domain::operators::{content_hash, AllowListChange, ApprovalError, OperatorScope, Proposal};
 use domain::payments::AllowList;
+use domain::personal::SubjectErased;
 use domain::record::EventDraft;
 use eventstore_adapter::{ExpectedVersion, StreamWrite};
 use serde::Deserialize;
@@ -72,6 +73,9 @@ pub(crate) fn proposal_json(proposal: &Proposal, now_micros: i64) -> Value {
         AllowListChange::Remove { payee_id, reason } => {
             json!({"kind": "remove", "payee_id": payee_id, "reason": reason})
         }
+        AllowListChange::Erase { payee_id, reason } => {
+            json!({"kind": "erase", "payee_id": payee_id, "reason": reason})
+        }
     };
     json!({
         "proposal_id": proposal.proposal_id,
@@ -90,6 +94,7 @@ fn account_json(account: &PayeeAccount) -> Value {
     match account {
         PayeeAccount::Bsb { bsb, account } => json!({"bsb": bsb, "account": account}),
         PayeeAccount::Iban { iban } => json!({"iban": iban}),
+        PayeeAccount::Unavailable { why, .. } => json!({"unavailable": why}),
     }
 }
 
@@ -110,7 +115,14 @@ pub(crate) struct NewRevision {
 }
 
 /// Builds the append of a new revision of a proposal and its response.
-pub(crate) fn propose(state: &AppState, session: &OperatorSession, new: NewRevision) -> Decision {
+///
+/// # Errors
+/// KMS or key-store failures while sealing the change.
+pub(crate) async fn propose(
+    state: &AppState,
+    session: &OperatorSession,
+    new: NewRevision,
+) -> Result<Decision, ApiError> {
     let NewRevision {
         ledger_id,
         proposal_id,
@@ -145,12 +157,22 @@ pub(crate) fn propose(state: &AppState, session: &OperatorSession, new: NewRevis
     if let (Value::Object(map), Value::Object(more)) = (&mut body, extra) {
         map.extend(more);
     }
-    let event = draft(&proposed, &session.actor(), Uuid::now_v7());
-    Decision {
+    let event = state
+        .personal
+        .proposal_draft(
+            ledger_id,
+            ALLOW_LIST_STREAM,
+            &proposed,
+            &session.actor(),
+            now,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(Decision {
         status: StatusCode::ACCEPTED,
         body,
         writes: vec![allow_list_write(version, vec![event])],
-    }
+    })
 }
 
 fn allow_list_write(version: Option<u64>, events: Vec<EventDraft>) -> StreamWrite {
@@ -243,7 +265,7 @@ pub(crate) async fn approve(
         ApiError::invalid("content_hash must be the 64 hex digits of the proposal's content_hash")
     })?;
 
-    commands::run(&state, ledger_id, &request, &body, || async {
+    let response = commands::run(&state, ledger_id, &request, &body, || async {
         let (allow_list, proposals, version) = state.allow_list_and_proposals(ledger_id).await?;
         let now = state.clock.now_micros();
         let checked = proposals.check_approval(proposal_id, session.operator.id, &hash, now);
@@ -251,10 +273,19 @@ pub(crate) async fn approve(
             Ok(proposal) => proposal,
             Err(error) => return refusal(&error, proposals.get(proposal_id), &session, version),
         };
-        let mut events = payee_events(&allow_list, &proposal.change)?
-            .iter()
-            .map(|event| event_draft(event, &session))
-            .collect::<Vec<_>>();
+        let mut events = Vec::new();
+        for event in payee_events(&allow_list, &proposal.change)? {
+            let draft = state
+                .personal
+                .draft(ledger_id, ALLOW_LIST_STREAM, &event, &session.actor(), now)
+                .await
+                .map_err(ApiError::internal)?;
+            events.push(draft);
+        }
+        if let AllowListChange::Erase { payee_id, reason } = &proposal.change {
+            let erased = erasure(&state, ledger_id, *payee_id, reason, &session).await?;
+            events.push(draft(&erased, &session.actor(), Uuid::now_v7()));
+        }
         let cooling = seconds_to_micros(state.mfa.allow_list.cooling_off_seconds);
         let payee_id = proposal.change.payee_added();
         let payable_from_micros = if payee_id.is_some() {
@@ -284,16 +315,36 @@ pub(crate) async fn approve(
             writes: vec![allow_list_write(version, events)],
         })
     })
-    .await
+    .await?;
+
+    // Reading the allow-list applies a committed `subject.erased`, which destroys the
+    // subject's keys (see `AppState::allow_list_and_proposals`).
+    if response.status().is_success() {
+        state.allow_list_and_proposals(ledger_id).await?;
+    }
+    Ok(response)
 }
 
-fn event_draft(event: &DomainEvent, session: &OperatorSession) -> EventDraft {
-    match event {
-        DomainEvent::PayeeAdded(added) => draft(added, &session.actor(), Uuid::now_v7()),
-        DomainEvent::PayeeRemoved(removed) => draft(removed, &session.actor(), Uuid::now_v7()),
-        // `payee_events` returns only the two kinds above.
-        other => unreachable!("unexpected allow-list event {other:?}"),
-    }
+/// The `subject.erased` event of an approved erasure, naming the keys it destroys.
+async fn erasure(
+    state: &AppState,
+    ledger_id: Uuid,
+    payee_id: Uuid,
+    reason: &str,
+    session: &OperatorSession,
+) -> Result<SubjectErased, ApiError> {
+    let subject = domain::personal::payee_subject(payee_id);
+    let keys = state.personal.keys();
+    let data_key_ids = keys
+        .live_keys(ledger_id, &subject)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(SubjectErased {
+        subject,
+        data_key_ids,
+        policy: format!("approved erasure: {reason}"),
+        auth: Some(session.auth()),
+    })
 }
 
 /// Checks a change against the allow-list as it is now and returns its payee events.
@@ -315,6 +366,15 @@ fn payee_events(
         AllowListChange::Remove { payee_id, reason } => Ok(vec![DomainEvent::PayeeRemoved(
             allow_list.remove(*payee_id, reason).map_err(rule)?,
         )]),
+        // Only a payee no longer on the allow-list may be erased: a payable payee needs
+        // its account.
+        AllowListChange::Erase { payee_id, .. } if allow_list.get(*payee_id).is_some() => {
+            Err(ApiError::rejected(
+                "payee_still_active",
+                format!("payee {payee_id} is on the allow-list; remove it before erasing it"),
+            ))
+        }
+        AllowListChange::Erase { .. } => Ok(Vec::new()),
         AllowListChange::Change {
             payee_id,
             new_payee_id,
@@ -435,7 +495,7 @@ pub(crate) async fn revise(
             version,
             extra,
         };
-        Ok(propose(&state, &session, new))
+        propose(&state, &session, new).await
     })
     .await
 }
@@ -451,6 +511,16 @@ fn revised_change(
                 .clone()
                 .ok_or_else(|| ApiError::invalid("a removal proposal is edited with `reason`"))?;
             Ok(AllowListChange::Remove {
+                payee_id: *payee_id,
+                reason,
+            })
+        }
+        AllowListChange::Erase { payee_id, .. } => {
+            let reason = input
+                .reason
+                .clone()
+                .ok_or_else(|| ApiError::invalid("an erasure proposal is edited with `reason`"))?;
+            Ok(AllowListChange::Erase {
                 payee_id: *payee_id,
                 reason,
             })

@@ -55,7 +55,8 @@ pub(crate) async fn state_at(
     let as_of = parse_point("as_of", query.as_of.as_deref())?;
 
     let loaded = load(&state, ledger_id, as_of).await?;
-    let replayed = web::block(move || crate::replay::state::replay(&loaded.events))
+    let opened = open_sealed(&state, ledger_id, &loaded.events).await?;
+    let replayed = web::block(move || crate::replay::state::replay_opened(&loaded.events, opened))
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
@@ -138,7 +139,8 @@ pub(crate) async fn diff(
     crate::replay::check_order(from, to).map_err(|e| ApiError::invalid(e.to_string()))?;
 
     let loaded = load(&state, ledger_id, to).await?;
-    let changes = web::block(move || crate::replay::diff_events(&loaded.events, from))
+    let opened = open_sealed(&state, ledger_id, &loaded.events).await?;
+    let changes = web::block(move || crate::replay::diff_opened(&loaded.events, from, opened))
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::invalid(e.to_string()))?;
@@ -175,7 +177,8 @@ pub(crate) async fn models_for(
     let loaded = load(state, ledger_id, cutoff).await?;
     let models = projections::ReadModels::in_memory()
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::internal)?
+        .with_opener(state.personal.clone());
     for chunk in loaded.events.chunks(AS_OF_BATCH) {
         models
             .apply_batch(ledger_id, chunk)
@@ -183,6 +186,33 @@ pub(crate) async fn models_for(
             .map_err(ApiError::internal)?;
     }
     Ok(models)
+}
+
+/// Opens the sealed personal fields among `events` through the KMS, by position.
+async fn open_sealed(
+    state: &AppState,
+    ledger_id: Uuid,
+    events: &[domain::record::SealedEvent],
+) -> Result<std::collections::HashMap<u64, domain::events::DomainEvent>, ApiError> {
+    let mut opened = std::collections::HashMap::new();
+    for event in events
+        .iter()
+        .filter(|e| crate::personal::is_sealed_payee(e))
+    {
+        let decoded = domain::events::DomainEvent::decode(
+            &event.event_type,
+            event.schema_version,
+            &event.payload,
+        )
+        .map_err(ApiError::internal)?;
+        let plain = state
+            .personal
+            .open(ledger_id, &event.stream_id, event.event_id, decoded)
+            .await
+            .map_err(ApiError::internal)?;
+        opened.insert(event.position, plain);
+    }
+    Ok(opened)
 }
 
 fn parse_point(name: &str, text: Option<&str>) -> Result<Cutoff, ApiError> {

@@ -152,6 +152,7 @@ fn describe_account(account: &PayeeAccount) -> String {
             format!("BSB {bsb} account ending {}", tail(account))
         }
         PayeeAccount::Iban { iban } => format!("IBAN ending {}", tail(iban)),
+        PayeeAccount::Unavailable { why, .. } => format!("account {why}"),
     }
 }
 

@@ -49,6 +49,13 @@ pub enum AllowListChange {
         /// Why.
         reason: String,
     },
+    /// Erase a removed payee's personal fields by destroying its data keys.
+    Erase {
+        /// Payee erased; no longer on the allow-list.
+        payee_id: Uuid,
+        /// Why (the request or rule behind it).
+        reason: String,
+    },
 }
 
 impl AllowListChange {
@@ -57,16 +64,17 @@ impl AllowListChange {
         match self {
             Self::Add { payee_id, .. } => Some(*payee_id),
             Self::Change { new_payee_id, .. } => Some(*new_payee_id),
-            Self::Remove { .. } => None,
+            Self::Remove { .. } | Self::Erase { .. } => None,
         }
     }
 
-    /// Returns the kind as a word: `add`, `change` or `remove`.
+    /// Returns the kind as a word: `add`, `change`, `remove` or `erase`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Add { .. } => "add",
             Self::Change { .. } => "change",
             Self::Remove { .. } => "remove",
+            Self::Erase { .. } => "erase",
         }
     }
 }

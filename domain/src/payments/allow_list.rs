@@ -101,6 +101,12 @@ pub enum AllowListError {
         /// The limit.
         max: usize,
     },
+    /// The account is erased or sealed; a payee needs a real BSB account or IBAN.
+    #[error("payee account is {why}; give a BSB and account number or an IBAN")]
+    AccountUnavailable {
+        /// `[erased]` or `[encrypted]`.
+        why: String,
+    },
 }
 
 impl AllowListError {
@@ -115,6 +121,7 @@ impl AllowListError {
             Self::DuplicatePayeeId { .. } => "payee_id_duplicate",
             Self::PayeeNotFound { .. } => "payee_not_found",
             Self::InvalidReason { .. } => "removal_reason_invalid",
+            Self::AccountUnavailable { .. } => "payee_account_unavailable",
         }
     }
 }
@@ -126,7 +133,7 @@ fn account_lookalike_key(account: &PayeeAccount) -> Option<(String, String)> {
             let digits = account.trim_start_matches('0');
             Some((bsb.clone(), digits.to_owned()))
         }
-        PayeeAccount::Iban { .. } => None,
+        PayeeAccount::Iban { .. } | PayeeAccount::Unavailable { .. } => None,
     }
 }
 
@@ -372,6 +379,9 @@ pub fn canonical_account(account: &PayeeAccount) -> Result<PayeeAccount, AllowLi
                 iban: iban.electronic().to_owned(),
             })
         }
+        PayeeAccount::Unavailable { why, .. } => {
+            Err(AllowListError::AccountUnavailable { why: why.clone() })
+        }
     }
 }
 
@@ -385,6 +395,7 @@ fn display_account(account: &PayeeAccount) -> String {
         PayeeAccount::Iban { iban } => {
             Iban::parse(iban).map_or_else(|_| iban.clone(), |i| i.to_string())
         }
+        PayeeAccount::Unavailable { why, .. } => why.clone(),
     }
 }
 

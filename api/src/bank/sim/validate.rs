@@ -42,6 +42,7 @@ pub(super) fn check_payment(payment: &BankPaymentRequest) -> Result<(), &'static
     match &payment.account {
         PayeeAccount::Bsb { bsb, account } => check_bsb(bsb, account),
         PayeeAccount::Iban { iban } => check_iban(iban),
+        PayeeAccount::Unavailable { .. } => Err("invalid account: erased or sealed"),
     }
 }
 

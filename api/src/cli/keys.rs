@@ -1,0 +1,256 @@
+//! `folio keys` (signing key and KEK rotation, rewrap, KEK retirement) and
+//! `folio retention apply`. They open the data directory like `folio serve`, so they run
+//! while the server is stopped; a running server holds `folio.lock` and they say so.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::bail;
+use domain::record::Actor;
+use uuid::Uuid;
+
+use crate::state::AppState;
+
+/// Options shared by the commands that open the data directory.
+#[derive(Debug, clap::Args)]
+pub struct Open {
+    /// TOML configuration file (also `FOLIO_CONFIG`); `FOLIO_` variables override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory, overriding `data_dir` of the configuration and `FOLIO_DATA_DIR`.
+    #[arg(long, env = "FOLIO_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl Open {
+    async fn state(&self) -> anyhow::Result<std::sync::Arc<AppState>> {
+        let mut config = super::load_config(self.config.as_ref())?;
+        if let Some(data_dir) = &self.data_dir {
+            config.data_dir = data_dir.clone();
+        }
+        AppState::open(config).await
+    }
+}
+
+/// `folio keys` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Rotate a ledger's signing key: `ledger.key_rotated`, signed by the old key.
+    RotateSigning {
+        #[command(flatten)]
+        open: Open,
+        /// Ledger whose key rotates.
+        #[arg(long)]
+        ledger: Uuid,
+        /// Why (scheduled, suspected compromise, ...), recorded in the event.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Revoke a signing key version: its signatures from a position on are not trusted,
+    /// and `folio verify` reports the events it signed there.
+    RevokeSigning {
+        #[command(flatten)]
+        open: Open,
+        /// Ledger.
+        #[arg(long)]
+        ledger: Uuid,
+        /// Key id (32 hex digits) of the compromised key.
+        #[arg(long)]
+        key_id: String,
+        /// First position whose signature by that key is not trusted.
+        #[arg(long)]
+        from_position: u64,
+        /// Why, recorded in the event.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Wrap a TOTP key file from before the KMS (`keys/mfa-secret.key`) with the KMS and
+    /// delete the plain file.
+    WrapMfaKey {
+        #[command(flatten)]
+        open: Open,
+    },
+    /// Make a new KEK version current at the KMS; new data keys use it at once.
+    RotateKek {
+        #[command(flatten)]
+        open: Open,
+    },
+    /// Move data keys off a KEK version, in bounded batches; safe to stop and run again.
+    Rewrap {
+        #[command(flatten)]
+        open: Open,
+        /// The KEK version to move off.
+        #[arg(long)]
+        from_version: String,
+        /// Keys per batch (at most 1000).
+        #[arg(long, default_value_t = 100)]
+        batch: u32,
+    },
+    /// Delete a KEK version (local provider); refused while anything is wrapped by it.
+    RetireKek {
+        #[command(flatten)]
+        open: Open,
+        /// The KEK version to retire.
+        #[arg(long)]
+        version: String,
+    },
+}
+
+/// `folio retention` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum RetentionCommand {
+    /// Apply `[retention]` to every ledger (or one) and record each run as an event.
+    Apply {
+        #[command(flatten)]
+        open: Open,
+        /// Apply to this ledger only.
+        #[arg(long)]
+        ledger: Option<Uuid>,
+    },
+}
+
+pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::RotateSigning {
+            open,
+            ledger,
+            reason,
+        } => {
+            let state = open.state().await?;
+            let actor = Actor::system("folio keys rotate-signing");
+            let result = crate::key_rotation::rotate_signing(&state, ledger, actor, &reason).await;
+            state.shutdown().await;
+            let result = result?;
+            println!(
+                "ledger {ledger}: signing key rotated at position {}",
+                result.last_position
+            );
+        }
+        Command::RevokeSigning {
+            open,
+            ledger,
+            key_id,
+            from_position,
+            reason,
+        } => {
+            let state = open.state().await?;
+            let result = crate::key_rotation::revoke_signing(
+                &state,
+                ledger,
+                &key_id,
+                from_position,
+                &reason,
+            )
+            .await;
+            state.shutdown().await;
+            let result = result?;
+            println!(
+                "ledger {ledger}: key {key_id} revoked from position {from_position} \
+                 (recorded at position {})",
+                result.last_position
+            );
+        }
+        Command::WrapMfaKey { open } => {
+            let mut config = super::load_config(open.config.as_ref())?;
+            if let Some(data_dir) = &open.data_dir {
+                config.data_dir = data_dir.clone();
+            }
+            let _lock = crate::files::lock_data_dir(&config.data_dir)?;
+            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir)?;
+            let moved = crate::key_rotation::wrap_legacy_mfa_key(kms.as_ref(), &config.data_dir);
+            if moved.await? {
+                println!(
+                    "keys/mfa-secret.key is now wrapped by the {} KMS",
+                    kms.provider()
+                );
+            } else {
+                println!("no plain keys/mfa-secret.key: nothing to do");
+            }
+        }
+        Command::RotateKek { open } => {
+            let state = open.state().await?;
+            let version = crate::key_rotation::rotate_kek(&state).await;
+            state.shutdown().await;
+            println!(
+                "KEK version {} is current; run `folio keys rewrap`",
+                version?
+            );
+        }
+        Command::Rewrap {
+            open,
+            from_version,
+            batch,
+        } => {
+            let state = open.state().await?;
+            let result = rewrap_all(&state, &from_version, batch).await;
+            state.shutdown().await;
+            println!(
+                "{} data key(s) moved off KEK version {from_version}",
+                result?
+            );
+        }
+        Command::RetireKek { open, version } => {
+            let state = open.state().await?;
+            let result = retire(&state, &version).await;
+            state.shutdown().await;
+            result?;
+            println!("KEK version {version} retired");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) async fn run_retention(command: RetentionCommand) -> anyhow::Result<ExitCode> {
+    let RetentionCommand::Apply { open, ledger } = command;
+    let state = open.state().await?;
+    let result = apply_retention(&state, ledger).await;
+    state.shutdown().await;
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn apply_retention(state: &AppState, only: Option<Uuid>) -> anyhow::Result<()> {
+    let ledgers = match only {
+        Some(ledger) => vec![ledger],
+        None => state
+            .store
+            .ledgers()
+            .await?
+            .into_iter()
+            .map(|l| l.ledger_id)
+            .collect(),
+    };
+    for ledger in ledgers {
+        let now = state.clock.now_micros();
+        let report = crate::retention::apply(state, ledger, now).await?;
+        println!(
+            "ledger {ledger}: {} payee(s) erased, recorded at position {}",
+            report.erased.len(),
+            report.position
+        );
+    }
+    Ok(())
+}
+
+/// Runs rewrap batches until nothing is left on the version; at most 100,000 batches.
+async fn rewrap_all(state: &AppState, from_version: &str, batch: u32) -> anyhow::Result<u64> {
+    let mut moved = 0;
+    for _ in 0..100_000 {
+        let progress = crate::key_rotation::rewrap(state, from_version, batch).await?;
+        moved += progress.rewrapped;
+        if progress.remaining == 0 {
+            return Ok(moved);
+        }
+        if progress.rewrapped == 0 {
+            bail!(
+                "{} key(s) on version {from_version} could not be moved",
+                progress.remaining
+            );
+        }
+    }
+    bail!("rewrap stopped after 100000 batches; run it again to continue")
+}
+
+async fn retire(state: &AppState, version: &str) -> anyhow::Result<()> {
+    crate::key_rotation::retire_kek(state, version).await
+}

@@ -1,0 +1,327 @@
+//! Rotation of the ledger signing key and of the key-encryption key, without downtime.
+//!
+//! A signing rotation writes a new key file, then appends `ledger.key_rotated` signed by
+//! the old key; the sequencer seals every later event with the new key, and requests in
+//! flight wait in its queue. A KEK rotation makes a new version current at the KMS, so
+//! new data keys use it at once; [`rewrap`] then moves the stored data keys and the
+//! wrapped TOTP key to it in bounded batches. Each batch commits per key, so a crash
+//! loses nothing and the next run resumes with the keys still on the old version.
+
+use std::sync::Arc;
+
+use domain::crypto::LedgerKey;
+use domain::record::Actor;
+use eventstore_adapter::AppendResult;
+use uuid::Uuid;
+
+use crate::kms::data_keys::RewrapBatch;
+use crate::state::AppState;
+
+/// Largest rewrap batch.
+pub const MAX_REWRAP_BATCH: u32 = 1_000;
+
+/// Rotates the signing key of `ledger_id`: the rotation event is signed by the old key.
+///
+/// # Errors
+/// A key file that cannot be written, or a store failure.
+pub async fn rotate_signing(
+    state: &AppState,
+    ledger_id: Uuid,
+    actor: Actor,
+    reason: &str,
+) -> anyhow::Result<AppendResult> {
+    let key = Arc::new(LedgerKey::generate());
+    crate::keys::add_current_key(&state.config.data_dir, &key)?;
+    let result = state
+        .store
+        .rotate_key(ledger_id, key, actor, reason)
+        .await?;
+    tracing::info!(%ledger_id, position = result.last_position, "signing key rotated");
+    Ok(result)
+}
+
+/// Stream of the KEK events of a ledger.
+pub const KMS_STREAM: &str = "kms";
+
+/// Makes a new KEK version current at the KMS and records `kms.kek_rotated` on every
+/// ledger, since the KEK protects the data keys of all of them; returns the version.
+///
+/// # Errors
+/// A KMS or store failure; a failure to record leaves the rotation done.
+pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
+    let version = state.kms.rotate().await?;
+    tracing::info!(provider = state.kms.provider(), %version, "KEK rotated");
+    let rotated = domain::key_events::KekRotated {
+        provider: state.kms.provider().to_owned(),
+        kek_id: state.kms.kek_id().to_owned(),
+        new_version: version.clone(),
+    };
+    for ledger in state.store.ledgers().await? {
+        record(state, ledger.ledger_id, &rotated).await?;
+    }
+    Ok(version)
+}
+
+/// Retires KEK version `version` of the local KMS and records `kms.kek_retired` on every
+/// ledger. Rejected while anything is still wrapped by the version; for the other
+/// providers the version is retired at the provider, after this check.
+///
+/// # Errors
+/// A version still in use, not a local one, or a key file, KMS or store failure.
+pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
+    let in_use = kek_version_in_use(state, version).await?;
+    anyhow::ensure!(
+        in_use == 0,
+        "KEK version {version} still wraps {in_use} key(s); run `folio keys rewrap \
+         --from-version {version}` first"
+    );
+    let provider = state.kms.provider();
+    anyhow::ensure!(
+        provider == "local",
+        "nothing depends on KEK version {version} any more; retire it at the {provider} KMS \
+         itself (see docs/operations/key-rotation.md)"
+    );
+    let path = state.config.kms.local_key_path(&state.config.data_dir);
+    let local = crate::kms::local::LocalKms::open(&path)?;
+    let number = version
+        .parse::<u32>()
+        .map_err(|_| anyhow::anyhow!("local KEK versions are numbers, not {version:?}"))?;
+    local.retire(number)?;
+    let retired = domain::key_events::KekRetired {
+        provider: provider.to_owned(),
+        kek_id: state.kms.kek_id().to_owned(),
+        version: version.to_owned(),
+    };
+    for ledger in state.store.ledgers().await? {
+        record(state, ledger.ledger_id, &retired).await?;
+    }
+    Ok(())
+}
+
+/// Appends a KEK event to a ledger's `kms` stream.
+async fn record<P: domain::events::EventPayload>(
+    state: &AppState,
+    ledger_id: Uuid,
+    payload: &P,
+) -> anyhow::Result<()> {
+    let actor = Actor::system("kms");
+    let request = eventstore_adapter::AppendRequest {
+        writes: vec![eventstore_adapter::StreamWrite {
+            stream_id: KMS_STREAM.to_owned(),
+            expected: eventstore_adapter::ExpectedVersion::Any,
+            events: vec![crate::commands::draft(payload, &actor, Uuid::now_v7())],
+        }],
+        idempotency: None,
+    };
+    state.store.append(ledger_id, request).await?;
+    Ok(())
+}
+
+/// Moves up to `batch` data keys (at most [`MAX_REWRAP_BATCH`]) from KEK version
+/// `from_version` to the current one, and the wrapped TOTP key with the first batch.
+///
+/// # Errors
+/// A KMS or key-store failure; keys moved before it stay moved.
+pub async fn rewrap(
+    state: &AppState,
+    from_version: &str,
+    batch: u32,
+) -> anyhow::Result<RewrapBatch> {
+    let batch = batch.clamp(1, MAX_REWRAP_BATCH);
+    let mfa_key = state
+        .config
+        .data_dir
+        .join("keys")
+        .join("mfa-secret.wrapped");
+    if mfa_key.exists() {
+        let wrapped = crate::kms::wrapped_file::read(&mfa_key)?;
+        if wrapped.kek_version == from_version {
+            let context = crate::operators::MFA_KEY_CONTEXT;
+            crate::kms::wrapped_file::rewrap(state.kms.as_ref(), &mfa_key, context).await?;
+        }
+    }
+    let progress = state
+        .personal
+        .keys()
+        .rewrap_batch(from_version, batch)
+        .await?;
+    if let Some(to_version) = &progress.to_version {
+        for (ledger_id, rewrapped) in &progress.by_ledger {
+            let event = domain::key_events::DataKeysRewrapped {
+                from_version: from_version.to_owned(),
+                to_version: to_version.clone(),
+                rewrapped: *rewrapped,
+                remaining: progress.remaining,
+            };
+            record(state, *ledger_id, &event).await?;
+        }
+    }
+    tracing::info!(
+        from_version,
+        rewrapped = progress.rewrapped,
+        remaining = progress.remaining,
+        "data keys rewrapped"
+    );
+    Ok(progress)
+}
+
+/// Whether KEK version `version` still wraps anything: data keys or the TOTP key. A
+/// version in use must not be retired.
+///
+/// # Errors
+/// A key-store or file failure.
+pub async fn kek_version_in_use(state: &AppState, version: &str) -> anyhow::Result<u64> {
+    let mut count = state
+        .personal
+        .keys()
+        .versions_in_use()
+        .await?
+        .get(version)
+        .copied()
+        .unwrap_or(0);
+    let mfa_key = state
+        .config
+        .data_dir
+        .join("keys")
+        .join("mfa-secret.wrapped");
+    if mfa_key.exists() && crate::kms::wrapped_file::read(&mfa_key)?.kek_version == version {
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Stream of the key revocations of a ledger.
+pub const REVOCATION_STREAM: &str = "signing-keys";
+
+/// Revokes the signing key with id `key_id` (32 hex digits) from `from_position` on:
+/// appends `ledger.key_revoked`, signed by the ledger's current key. The current key
+/// itself cannot be revoked; rotate away from it first.
+///
+/// # Errors
+/// An unknown key, the current key, or a store failure.
+pub async fn revoke_signing(
+    state: &AppState,
+    ledger_id: Uuid,
+    key_id: &str,
+    from_position: u64,
+    reason: &str,
+) -> anyhow::Result<AppendResult> {
+    use domain::events::{DomainEvent, LedgerKeyRevoked};
+
+    let ring = crate::keys::KeyRing::load_or_create(&state.config.data_dir)?;
+    let Some(key) = ring.keys.iter().find(|k| k.key_id().to_hex() == key_id) else {
+        anyhow::bail!(
+            "no signing key with id {key_id} in the key ring; `folio verify` lists key ids"
+        );
+    };
+    let mut current = None;
+    let ledger_events = state
+        .store
+        .read_stream(ledger_id, domain::seal::LEDGER_STREAM, 0, 10_000)
+        .await?;
+    for event in &ledger_events {
+        match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
+            Ok(DomainEvent::LedgerCreated(created)) => current = Some(created.public_key),
+            Ok(DomainEvent::LedgerKeyRotated(rotated)) => current = Some(rotated.new_public_key),
+            _ => {}
+        }
+    }
+    if current == Some(key.public_key()) {
+        anyhow::bail!(
+            "key {key_id} still signs ledger {ledger_id}; run `folio keys rotate-signing` first"
+        );
+    }
+    let revoked = LedgerKeyRevoked {
+        key_algorithm: domain::record::SigAlg::Ed25519 as u8,
+        public_key: key.public_key(),
+        from_position,
+        reason: reason.to_owned(),
+    };
+    let actor = Actor::system("folio keys revoke-signing");
+    let request = eventstore_adapter::AppendRequest {
+        writes: vec![eventstore_adapter::StreamWrite {
+            stream_id: REVOCATION_STREAM.to_owned(),
+            expected: eventstore_adapter::ExpectedVersion::Any,
+            events: vec![crate::commands::draft(&revoked, &actor, Uuid::now_v7())],
+        }],
+        idempotency: None,
+    };
+    match state.store.append(ledger_id, request).await? {
+        eventstore_adapter::AppendOutcome::Committed(result) => Ok(result),
+        eventstore_adapter::AppendOutcome::Duplicate(_) => {
+            anyhow::bail!("the revocation carries no idempotency key, so it cannot repeat")
+        }
+    }
+}
+
+/// Moves a plain TOTP key file from before the KMS (`keys/mfa-secret.key`) under the
+/// KMS: writes it wrapped to `keys/mfa-secret.wrapped`, checks that it unwraps to the
+/// same key, then deletes the plain file. Returns `false` when there is no plain file.
+///
+/// # Errors
+/// A malformed key file, a wrapped file already present, or a KMS failure; the plain
+/// file stays unless the wrapped one was written and checked.
+pub async fn wrap_legacy_mfa_key(
+    kms: &dyn crate::kms::Kms,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<bool> {
+    let keys = data_dir.join("keys");
+    let legacy = keys.join("mfa-secret.key");
+    let wrapped_path = keys.join("mfa-secret.wrapped");
+    if !legacy.exists() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        !wrapped_path.exists(),
+        "both {} and {} exist; keep the one the TOTP secrets were sealed with",
+        legacy.display(),
+        wrapped_path.display()
+    );
+    let text = zeroize::Zeroizing::new(std::fs::read_to_string(&legacy)?);
+    let mut key = zeroize::Zeroizing::new([0u8; 32]);
+    if hex::decode_to_slice(text.trim(), key.as_mut()).is_err() {
+        anyhow::bail!("{} must hold 64 hex digits", legacy.display());
+    }
+
+    let context = crate::operators::MFA_KEY_CONTEXT;
+    let wrapped = kms.wrap(&key, context).await?;
+    crate::kms::wrapped_file::write(&wrapped_path, &wrapped)?;
+    let back = kms
+        .unwrap(&crate::kms::wrapped_file::read(&wrapped_path)?, context)
+        .await?;
+    anyhow::ensure!(
+        *back == *key,
+        "the wrapped TOTP key does not unwrap to the same key"
+    );
+    std::fs::remove_file(&legacy)?;
+    tracing::info!(path = %wrapped_path.display(), "TOTP secret key wrapped by the KMS");
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kms::Kms;
+    use crate::operators::{AesGcmBox, SecretBox};
+
+    #[tokio::test]
+    async fn legacy_totp_key_moves_under_the_kms() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        let legacy = AesGcmBox::load_or_create(&keys.join("mfa-secret.key"), true).unwrap();
+        let sealed = legacy.seal(b"totp secret", b"op-1").unwrap();
+        let kms = crate::kms::local::LocalKms::open(&keys.join("kms-local.kek")).unwrap();
+
+        assert!(wrap_legacy_mfa_key(&kms, dir.path()).await.unwrap());
+        assert!(!keys.join("mfa-secret.key").exists());
+        let wrapped = crate::kms::wrapped_file::read(&keys.join("mfa-secret.wrapped")).unwrap();
+        let key = kms
+            .unwrap(&wrapped, crate::operators::MFA_KEY_CONTEXT)
+            .await
+            .unwrap();
+        let opened = AesGcmBox::new(&key).open(&sealed, b"op-1").unwrap();
+        assert_eq!(opened.as_slice(), b"totp secret");
+        assert!(!wrap_legacy_mfa_key(&kms, dir.path()).await.unwrap());
+    }
+}

@@ -1,0 +1,458 @@
+//! Secrets read through a provider, cached with a TTL, and served stale for a bounded
+//! time when the provider fails.
+//!
+//! A secret is named by a reference:
+//!
+//! | reference | read from |
+//! |---|---|
+//! | `env:NAME` | the environment variable `NAME` |
+//! | `file:/path` | the file's contents, trimmed (Kubernetes and Docker secrets) |
+//! | `vault:<mount>/<path>#<field>` | a Vault or OpenBao KV version 2 secret |
+//! | `aws-sm:<secret id>` | AWS Secrets Manager, `SecretString` |
+//!
+//! [`Secrets::get`] returns the cached value while it is younger than `ttl`. After that
+//! it reads the provider; if the provider fails, the last good value is served until it
+//! is `max_stale` past its TTL, with the `folio_secret_cache_stale_total` counter and a
+//! warning (which names the reference, never the value). Past that [`SecretError::Stale`]
+//! stops the feature that needs the secret instead of running on an old credential.
+
+// TODO(secret consumers): `store.url`, `read_models.url`, the bank client certificate
+// and key, and `kms.vault.token` are still read from configuration and files at start;
+// route them through `Secrets::get` with a background refresh so a rotated value takes
+// effect without a restart.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::kms::sigv4;
+use crate::secret::SecretString;
+
+/// `[secrets]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsConfig {
+    /// Seconds a value is served from the cache before the provider is read again.
+    pub ttl_seconds: u64,
+    /// Seconds past the TTL that the last good value may be served while the provider
+    /// fails; after that the secret is refused.
+    pub max_stale_seconds: u64,
+    /// Vault or OpenBao address for `vault:` references.
+    pub vault_addr: String,
+    /// File holding the Vault token for `vault:` references.
+    pub vault_token_file: std::path::PathBuf,
+    /// Region of AWS Secrets Manager for `aws-sm:` references.
+    pub aws_region: String,
+    /// Endpoint of AWS Secrets Manager; empty means the region's public one.
+    pub aws_endpoint: String,
+    /// PEM file of the CA certificates trusted for `https://` providers.
+    pub ca_cert: std::path::PathBuf,
+}
+
+impl Default for SecretsConfig {
+    fn default() -> Self {
+        SecretsConfig {
+            ttl_seconds: 300,
+            max_stale_seconds: 900,
+            vault_addr: String::new(),
+            vault_token_file: std::path::PathBuf::new(),
+            aws_region: String::new(),
+            aws_endpoint: String::new(),
+            ca_cert: std::path::PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
+        }
+    }
+}
+
+/// A secret could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SecretError {
+    /// The reference is not one of the forms above.
+    #[error(
+        "secret reference {0:?} is not env:NAME, file:/path, vault:mount/path#field or aws-sm:id"
+    )]
+    BadReference(String),
+    /// The provider failed and no cached value is fresh enough.
+    #[error("secret {reference} is unavailable: {reason}")]
+    Unavailable {
+        /// The reference.
+        reference: String,
+        /// The failure, without the value.
+        reason: String,
+    },
+    /// The provider has failed for longer than `max_stale_seconds` past the TTL.
+    #[error("secret {reference} is stale: the provider has failed for {seconds} s past its TTL; fix the provider, the feature stays stopped until then")]
+    Stale {
+        /// The reference.
+        reference: String,
+        /// Seconds since the value's TTL ended.
+        seconds: u64,
+    },
+}
+
+/// Counters of the secret cache, rendered at `/metrics`.
+#[derive(Debug, Default)]
+pub struct SecretMetrics {
+    /// Values served from the cache within their TTL.
+    pub hits: AtomicU64,
+    /// Reads of the provider.
+    pub fetches: AtomicU64,
+    /// Failed reads of the provider.
+    pub failures: AtomicU64,
+    /// Values served past their TTL because the provider failed.
+    pub stale: AtomicU64,
+    /// Requests refused because the value was too stale.
+    pub refused: AtomicU64,
+}
+
+/// The process's secret-cache counters.
+pub static METRICS: SecretMetrics = SecretMetrics {
+    hits: AtomicU64::new(0),
+    fetches: AtomicU64::new(0),
+    failures: AtomicU64::new(0),
+    stale: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+};
+
+impl SecretMetrics {
+    /// Renders the counters in the Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        for (name, help, counter) in [
+            (
+                "folio_secret_cache_hits_total",
+                "Secrets served from the cache.",
+                &self.hits,
+            ),
+            (
+                "folio_secret_cache_fetches_total",
+                "Reads of the secrets provider.",
+                &self.fetches,
+            ),
+            (
+                "folio_secret_cache_failures_total",
+                "Failed reads of the secrets provider.",
+                &self.failures,
+            ),
+            (
+                "folio_secret_cache_stale_total",
+                "Secrets served past their TTL because the provider failed.",
+                &self.stale,
+            ),
+            (
+                "folio_secret_cache_refused_total",
+                "Secrets refused because the provider failed for too long.",
+                &self.refused,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let _ = writeln!(out, "{name} {}", counter.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// The source of a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    Env(String),
+    File(std::path::PathBuf),
+    Vault { path: String, field: String },
+    AwsSecretsManager(String),
+}
+
+impl Source {
+    fn parse(reference: &str) -> Result<Source, SecretError> {
+        let bad = || SecretError::BadReference(reference.to_owned());
+        let (kind, rest) = reference.split_once(':').ok_or_else(bad)?;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        Ok(match kind {
+            "env" => Source::Env(rest.to_owned()),
+            "file" => Source::File(rest.into()),
+            "vault" => {
+                let (path, field) = rest.split_once('#').ok_or_else(bad)?;
+                Source::Vault {
+                    path: path.trim_matches('/').to_owned(),
+                    field: field.to_owned(),
+                }
+            }
+            "aws-sm" => Source::AwsSecretsManager(rest.to_owned()),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+struct Cached {
+    value: SecretString,
+    fetched: Instant,
+}
+
+/// The secrets provider with its cache.
+pub struct Secrets {
+    config: SecretsConfig,
+    http: reqwest::Client,
+    cache: Mutex<HashMap<String, Cached>>,
+}
+
+impl Secrets {
+    /// Creates the provider.
+    ///
+    /// # Errors
+    /// An HTTP client that cannot be built.
+    pub fn new(config: SecretsConfig) -> anyhow::Result<Secrets> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy();
+        // Without the CA file only plain-HTTP providers on loopback can be reached.
+        if config.ca_cert.exists() {
+            let roots = crate::tls::load_root_store(&config.ca_cert)?;
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let tls = rustls::ClientConfig::builder_with_provider(provider)
+                .with_protocol_versions(&[&rustls::version::TLS13])?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder.build()?;
+        Ok(Secrets {
+            config,
+            http,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Returns the secret named by `reference` from the cache, the provider, or (while the
+    /// provider fails) the last good value within `max_stale_seconds`.
+    ///
+    /// # Errors
+    /// [`SecretError`]: a bad reference, a provider failure with nothing cached, or a
+    /// value too stale to use.
+    pub async fn get(&self, reference: &str) -> Result<SecretString, SecretError> {
+        let source = Source::parse(reference)?;
+        let ttl = Duration::from_secs(self.config.ttl_seconds);
+        if let Some(value) = self.fresh(reference, ttl) {
+            METRICS.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(value);
+        }
+        METRICS.fetches.fetch_add(1, Ordering::Relaxed);
+        match self.fetch(&source).await {
+            Ok(value) => {
+                let cached = Cached {
+                    value: value.clone(),
+                    fetched: Instant::now(),
+                };
+                self.lock().insert(reference.to_owned(), cached);
+                Ok(value)
+            }
+            Err(reason) => {
+                METRICS.failures.fetch_add(1, Ordering::Relaxed);
+                self.stale_or_refuse(reference, ttl, reason)
+            }
+        }
+    }
+
+    fn fresh(&self, reference: &str, ttl: Duration) -> Option<SecretString> {
+        let cache = self.lock();
+        let cached = cache.get(reference)?;
+        (cached.fetched.elapsed() < ttl).then(|| cached.value.clone())
+    }
+
+    fn stale_or_refuse(
+        &self,
+        reference: &str,
+        ttl: Duration,
+        reason: String,
+    ) -> Result<SecretString, SecretError> {
+        let cache = self.lock();
+        let Some(cached) = cache.get(reference) else {
+            return Err(SecretError::Unavailable {
+                reference: reference.to_owned(),
+                reason,
+            });
+        };
+        let past_ttl = cached.fetched.elapsed().saturating_sub(ttl);
+        if past_ttl.as_secs() >= self.config.max_stale_seconds {
+            METRICS.refused.fetch_add(1, Ordering::Relaxed);
+            tracing::error!(reference, %reason, "secret rejected: the provider has failed for longer than max_stale_seconds");
+            return Err(SecretError::Stale {
+                reference: reference.to_owned(),
+                seconds: past_ttl.as_secs(),
+            });
+        }
+        METRICS.stale.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            reference,
+            %reason,
+            stale_seconds = past_ttl.as_secs(),
+            "secrets provider failed; serving the last good value"
+        );
+        Ok(cached.value.clone())
+    }
+
+    async fn fetch(&self, source: &Source) -> Result<SecretString, String> {
+        match source {
+            Source::Env(name) => std::env::var(name)
+                .map(SecretString::new)
+                .map_err(|_| format!("environment variable {name} is not set")),
+            Source::File(path) => std::fs::read_to_string(path)
+                .map(|text| SecretString::new(text.trim().to_owned()))
+                .map_err(|error| format!("cannot read {}: {error}", path.display())),
+            Source::Vault { path, field } => self.vault(path, field).await,
+            Source::AwsSecretsManager(id) => self.aws(id).await,
+        }
+    }
+
+    async fn vault(&self, path: &str, field: &str) -> Result<SecretString, String> {
+        let token = std::fs::read_to_string(&self.config.vault_token_file)
+            .map_err(|error| format!("cannot read secrets.vault_token_file: {error}"))?;
+        let (mount, rest) = path.split_once('/').unwrap_or((path, ""));
+        let url = format!(
+            "{}/v1/{mount}/data/{rest}",
+            self.config.vault_addr.trim_end_matches('/')
+        );
+        let response = self
+            .http
+            .get(url)
+            .header("X-Vault-Token", token.trim())
+            .send()
+            .await
+            .map_err(|error| format!("vault unreachable: {}", error.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("vault answered {status}"));
+        }
+        let body: Value = response
+            .json()
+            .await
+            .map_err(|_| "vault answer is not JSON")?;
+        body["data"]["data"][field]
+            .as_str()
+            .map(|value| SecretString::new(value.to_owned()))
+            .ok_or_else(|| format!("vault secret {path} has no string field {field}"))
+    }
+
+    async fn aws(&self, id: &str) -> Result<SecretString, String> {
+        let region = &self.config.aws_region;
+        let endpoint = if self.config.aws_endpoint.is_empty() {
+            format!("https://secretsmanager.{region}.amazonaws.com")
+        } else {
+            self.config.aws_endpoint.trim_end_matches('/').to_owned()
+        };
+        let url = reqwest::Url::parse(&endpoint).map_err(|error| error.to_string())?;
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
+        };
+        let credentials = sigv4::Credentials {
+            access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
+            secret_access_key: SecretString::new(
+                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
+            ),
+            session_token: SecretString::new(
+                std::env::var("AWS_SESSION_TOKEN").unwrap_or_default(),
+            ),
+        };
+        let body = json!({ "SecretId": id }).to_string();
+        let headers = [
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", "secretsmanager.GetSecretValue"),
+        ];
+        let request = sigv4::Request {
+            method: "POST",
+            host: &host,
+            path: "/",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let signed = sigv4::sign(
+            &credentials,
+            region,
+            "secretsmanager",
+            &sigv4::amz_date_now(),
+            &request,
+        );
+        let mut builder = self.http.post(format!("{endpoint}/")).body(body);
+        for (name, value) in headers {
+            builder = builder.header(name, value);
+        }
+        for (name, value) in &signed {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let response = builder
+            .send()
+            .await
+            .map_err(|error| format!("secrets manager unreachable: {}", error.without_url()))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("secrets manager answered {status}"));
+        }
+        let body: Value = response.json().await.map_err(|_| "answer is not JSON")?;
+        body["SecretString"]
+            .as_str()
+            .map(|value| SecretString::new(value.to_owned()))
+            .ok_or_else(|| format!("secret {id} has no SecretString"))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Cached>> {
+        // The map stays consistent even if a holder panicked.
+        self.cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_parse() {
+        assert_eq!(Source::parse("env:DB").unwrap(), Source::Env("DB".into()));
+        assert_eq!(
+            Source::parse("vault:kv/folio/db#password").unwrap(),
+            Source::Vault {
+                path: "kv/folio/db".into(),
+                field: "password".into()
+            }
+        );
+        for bad in ["db", "env:", "vault:kv/x", "ftp:x"] {
+            assert!(Source::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn stale_value_is_served_for_a_bounded_time_then_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        let planted = concat!("planted-", "file-secret-7731");
+        std::fs::write(&path, planted).unwrap();
+        let reference = format!("file:{}", path.display());
+        let secrets = Secrets::new(SecretsConfig {
+            ttl_seconds: 0,
+            max_stale_seconds: 1,
+            ..SecretsConfig::default()
+        })
+        .unwrap();
+        assert_eq!(secrets.get(&reference).await.unwrap().expose(), planted);
+
+        // The provider fails: the last good value is served, then refused.
+        std::fs::remove_file(&path).unwrap();
+        let stale = secrets.get(&reference).await.unwrap();
+        assert_eq!(stale.expose(), planted);
+        std::thread::sleep(Duration::from_millis(1_100));
+        let error = secrets.get(&reference).await.unwrap_err();
+        assert!(matches!(error, SecretError::Stale { .. }), "{error}");
+        assert!(!error.to_string().contains(planted));
+        assert!(!format!("{error:?}").contains(planted));
+
+        // A rotated value takes effect without a restart.
+        std::fs::write(&path, "rotated").unwrap();
+        assert_eq!(secrets.get(&reference).await.unwrap().expose(), "rotated");
+    }
+}

@@ -1,0 +1,510 @@
+//! The KMS providers against real servers on loopback: an OpenBao dev server (transit)
+//! and a moto server (AWS KMS), both from the Python environment named by `FOLIO_PYTHON`
+//! (`.ci/test` installs `tests/kms/requirements*.txt` there). Our SigV4 signatures are
+//! compared with botocore's. Without the tools the tests are skipped with a message,
+//! except under CI, where they fail.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use api::kms::aws::AwsKms;
+use api::kms::transit::TransitKms;
+use api::kms::{random_key, sigv4, Kms, KmsError};
+use api::kms::{AwsConfig, VaultConfig};
+use api::secret::SecretString;
+use serde_json::{json, Value};
+
+/// Kills a server when the test ends, whatever its outcome.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A program in the bin directory of the Python environment of `FOLIO_PYTHON`.
+fn venv_program(name: &str) -> Option<PathBuf> {
+    let python = std::env::var_os("FOLIO_PYTHON").map(PathBuf::from);
+    let found = python
+        .and_then(|python| python.parent().map(|dir| dir.join(name)))
+        .filter(|path| path.exists());
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is missing; .ci/test installs tests/kms/requirements*.txt"
+        );
+        eprintln!("skipped: {name} is not installed; run .ci/test, which installs it");
+    }
+    found
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+async fn wait_until_up(url: &str) {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client.get(url).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{url} did not come up within 30 s");
+}
+
+fn root_token() -> String {
+    // Built at run time so the committed text holds no token-shaped literal.
+    format!("{}-{}", "bao-dev", uuid::Uuid::now_v7().simple())
+}
+
+/// Starts `bao server -dev` on a free port with the transit engine and a key `folio`.
+async fn start_openbao() -> Option<(Server, String, String)> {
+    let bao = venv_program("bao")?;
+    let port = free_port();
+    let token = root_token();
+    let home = tempfile::tempdir().unwrap();
+    let child = Command::new(bao)
+        .args(["server", "-dev", "-dev-no-store-token"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        .env("HOME", home.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("bao starts");
+    let server = Server(child);
+    let addr = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{addr}/v1/sys/health")).await;
+    let client = reqwest::Client::new();
+    for (path, body) in [
+        ("sys/mounts/transit", json!({ "type": "transit" })),
+        ("transit/keys/folio", json!({})),
+    ] {
+        let response = client
+            .post(format!("{addr}/v1/{path}"))
+            .header("X-Vault-Token", &token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+    }
+    Some((server, addr, token))
+}
+
+fn transit(addr: &str, token: &str) -> TransitKms {
+    let config = VaultConfig {
+        addr: addr.to_owned(),
+        token: SecretString::new(token.to_owned()),
+        ..VaultConfig::default()
+    };
+    TransitKms::new(&config, std::path::Path::new(""), Duration::from_secs(5)).unwrap()
+}
+
+#[tokio::test]
+async fn openbao_transit_wraps_rotates_and_binds_context() {
+    let Some((_server, addr, token)) = start_openbao().await else {
+        return;
+    };
+    let kms = transit(&addr, &token);
+    let key = random_key().unwrap();
+
+    // Wrap, unwrap; a wrong context fails authentication.
+    let old = kms.wrap(&key, b"ledger-1|payee-1").await.unwrap();
+    assert_eq!(old.kek_version, "1");
+    assert!(!old.ciphertext.windows(8).any(|w| w == &key[..8]));
+    assert_eq!(*kms.unwrap(&old, b"ledger-1|payee-1").await.unwrap(), *key);
+    assert!(matches!(
+        kms.unwrap(&old, b"ledger-1|payee-2").await,
+        Err(KmsError::Authentication { .. })
+    ));
+
+    // Rotation makes version 2 current; version 1 still unwraps; rewrap moves a key.
+    assert_eq!(kms.rotate().await.unwrap(), "2");
+    let new = kms.wrap(&key, b"ctx").await.unwrap();
+    assert_eq!(new.kek_version, "2");
+    assert_eq!(*kms.unwrap(&old, b"ledger-1|payee-1").await.unwrap(), *key);
+    let moved = kms.rewrap(&old, b"ledger-1|payee-1").await.unwrap();
+    assert_eq!(moved.kek_version, "2");
+    assert_eq!(
+        *kms.unwrap(&moved, b"ledger-1|payee-1").await.unwrap(),
+        *key
+    );
+
+    // A bad token is refused, and the error does not carry the token.
+    let stranger = transit(&addr, "not-the-token");
+    let error = stranger.wrap(&key, b"ctx").await.unwrap_err();
+    assert!(
+        matches!(error, KmsError::Refused { status: 403, .. }),
+        "{error}"
+    );
+    assert!(!error.to_string().contains(&token));
+}
+
+#[tokio::test]
+async fn openbao_backs_the_totp_key_file() {
+    let Some((_server, addr, token)) = start_openbao().await else {
+        return;
+    };
+    let kms = transit(&addr, &token);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mfa-secret.wrapped");
+    let first = api::kms::wrapped_file::load_or_create(&kms, &path, b"mfa")
+        .await
+        .unwrap();
+    let stored = api::kms::wrapped_file::read(&path).unwrap();
+    assert_eq!(stored.provider, "vault");
+    assert!(String::from_utf8_lossy(&stored.ciphertext).starts_with("vault:v1:"));
+    let again = api::kms::wrapped_file::load_or_create(&kms, &path, b"mfa")
+        .await
+        .unwrap();
+    assert_eq!(*first, *again);
+}
+
+/// Starts moto's server and creates a symmetric key; returns the key id.
+async fn start_moto() -> Option<(Server, String, String)> {
+    let moto = venv_program("moto_server")?;
+    let port = free_port();
+    let child = Command::new(moto)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("moto_server starts");
+    let server = Server(child);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    wait_until_up(&format!("{endpoint}/moto-api/")).await;
+    let created: Value = aws_call(&endpoint, "CreateKey", json!({ "Description": "folio" })).await;
+    let key_id = created["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
+    Some((server, endpoint, key_id))
+}
+
+fn credentials() -> sigv4::Credentials {
+    sigv4::Credentials {
+        access_key_id: "AKIDFOLIOTEST".to_owned(),
+        secret_access_key: SecretString::new(format!("{}{}", "moto-test-", "secret")),
+        session_token: SecretString::default(),
+    }
+}
+
+/// Calls the KMS JSON API directly (for set-up steps Folio does not perform).
+async fn aws_call(endpoint: &str, target: &str, body: Value) -> Value {
+    let body = body.to_string();
+    let host = endpoint.trim_start_matches("http://");
+    let target = format!("TrentService.{target}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        host,
+        path: "/",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let signed = sigv4::sign(
+        &credentials(),
+        "ap-southeast-2",
+        "kms",
+        &sigv4::amz_date_now(),
+        &request,
+    );
+    let mut builder = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .body(body);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &signed {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let response = builder.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{target}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+fn aws_kms(endpoint: &str, key_id: &str) -> AwsKms {
+    let credentials = credentials();
+    let config = AwsConfig {
+        region: "ap-southeast-2".to_owned(),
+        key_id: key_id.to_owned(),
+        endpoint: endpoint.to_owned(),
+        access_key_id: credentials.access_key_id,
+        secret_access_key: credentials.secret_access_key,
+        session_token: SecretString::default(),
+    };
+    AwsKms::new(&config, std::path::Path::new(""), Duration::from_secs(5)).unwrap()
+}
+
+#[tokio::test]
+async fn aws_kms_on_moto_wraps_and_binds_context() {
+    let Some((_server, endpoint, key_id)) = start_moto().await else {
+        return;
+    };
+    let kms = aws_kms(&endpoint, &key_id);
+    let key = random_key().unwrap();
+    let wrapped = kms.wrap(&key, b"ledger-1|payee-1").await.unwrap();
+    assert_eq!(wrapped.kek_version, key_id);
+    assert_eq!(
+        *kms.unwrap(&wrapped, b"ledger-1|payee-1").await.unwrap(),
+        *key
+    );
+    assert!(matches!(
+        kms.unwrap(&wrapped, b"ledger-1|payee-2").await,
+        Err(KmsError::Authentication { .. })
+    ));
+
+    // A data key wrapped under the old KMS key still unwraps after kms.aws.key_id moves
+    // to a new key; a rewrap moves it to the new key.
+    let created = aws_call(&endpoint, "CreateKey", json!({})).await;
+    let next = created["KeyMetadata"]["Arn"].as_str().unwrap();
+    let moved_kms = aws_kms(&endpoint, next);
+    assert_eq!(
+        *moved_kms
+            .unwrap(&wrapped, b"ledger-1|payee-1")
+            .await
+            .unwrap(),
+        *key
+    );
+    let moved = moved_kms
+        .rewrap(&wrapped, b"ledger-1|payee-1")
+        .await
+        .unwrap();
+    assert_eq!(moved.kek_version, next);
+}
+
+/// Our SigV4 signature equals botocore's for the same request and time.
+#[test]
+fn sigv4_matches_botocore() {
+    let Some(python) = venv_program("python") else {
+        return;
+    };
+    let body = r#"{"KeyId":"alias/folio","Plaintext":"AAAA"}"#;
+    let session = format!("{}{}", "session-", "token-value");
+    let credentials = sigv4::Credentials {
+        session_token: SecretString::new(session.clone()),
+        ..credentials()
+    };
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", "TrentService.Encrypt"),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        host: "127.0.0.1:4566",
+        path: "/",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let ours = sigv4::sign(
+        &credentials,
+        "ap-southeast-2",
+        "kms",
+        "20261204T010203Z",
+        &request,
+    );
+    let authorization = &ours.iter().find(|(n, _)| n == "authorization").unwrap().1;
+
+    let script = r#"
+import sys
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+secret, token, body = sys.argv[1], sys.argv[2], sys.argv[3]
+request = AWSRequest(method="POST", url="http://127.0.0.1:4566/", data=body.encode(),
+    headers={"Content-Type": "application/x-amz-json-1.1",
+             "X-Amz-Target": "TrentService.Encrypt"})
+request.context["timestamp"] = "20261204T010203Z"
+auth = SigV4Auth(Credentials("AKIDFOLIOTEST", secret, token), "kms", "ap-southeast-2")
+auth._modify_request_before_signing(request)
+canonical = auth.canonical_request(request)
+signature = auth.signature(auth.string_to_sign(request, canonical), request)
+print(signature)
+"#;
+    let output = Command::new(python)
+        .args([
+            "-c",
+            script,
+            credentials.secret_access_key.expose(),
+            &session,
+            body,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        authorization.ends_with(&format!("Signature={}", theirs.trim())),
+        "ours: {authorization}\nbotocore: {theirs}"
+    );
+    assert!(authorization
+        .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"));
+}
+
+/// A `MakeWriter` that keeps every log line in memory.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// Secrets from OpenBao KV and from moto's Secrets Manager go through the cache; when
+/// the providers stop, the stale value is served and then refused. The planted values
+/// appear in no log line and no error.
+#[tokio::test]
+async fn secrets_from_openbao_and_secrets_manager_never_print() {
+    let Some((bao, addr, token)) = start_openbao().await else {
+        return;
+    };
+    let Some((moto, endpoint, _)) = start_moto().await else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    // Plant the values: a database password in OpenBao KV, an API key in Secrets Manager.
+    let db_password = format!("{}-{}", "planted-db", uuid::Uuid::now_v7().simple());
+    let api_key = format!("{}-{}", "planted-api", uuid::Uuid::now_v7().simple());
+    let response = reqwest::Client::new()
+        .post(format!("{addr}/v1/secret/data/folio/db"))
+        .header("X-Vault-Token", &token)
+        .json(&json!({"data": {"password": db_password}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFOLIOTEST");
+    std::env::set_var(
+        "AWS_SECRET_ACCESS_KEY",
+        credentials().secret_access_key.expose(),
+    );
+    let created = aws_secrets_call(
+        &endpoint,
+        "CreateSecret",
+        json!({
+            "Name": "folio/api", "SecretString": api_key,
+        }),
+    )
+    .await;
+    assert!(created["ARN"].is_string(), "{created}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("bao-token");
+    std::fs::write(&token_file, &token).unwrap();
+    let secrets = api::secrets::Secrets::new(api::secrets::SecretsConfig {
+        ttl_seconds: 0,
+        max_stale_seconds: 1,
+        vault_addr: addr.clone(),
+        vault_token_file: token_file,
+        aws_region: "ap-southeast-2".to_owned(),
+        aws_endpoint: endpoint.clone(),
+        ca_cert: std::path::PathBuf::new(),
+    })
+    .unwrap();
+    let db = "vault:secret/folio/db#password";
+    let api = "aws-sm:folio/api";
+    assert_eq!(secrets.get(db).await.unwrap().expose(), db_password);
+    assert_eq!(secrets.get(api).await.unwrap().expose(), api_key);
+
+    // Both providers go away: the last good values are served, then refused.
+    drop(bao);
+    drop(moto);
+    assert_eq!(secrets.get(db).await.unwrap().expose(), db_password);
+    assert_eq!(secrets.get(api).await.unwrap().expose(), api_key);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut errors = Vec::new();
+    for reference in [db, api] {
+        let error = secrets.get(reference).await.unwrap_err();
+        assert!(
+            matches!(error, api::secrets::SecretError::Stale { .. }),
+            "{error}"
+        );
+        errors.push(format!("{error} {error:?}"));
+    }
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("serving the last good value"), "{logs}");
+    assert!(logs.contains("secret rejected"), "{logs}");
+    for planted in [
+        &db_password,
+        &api_key,
+        &token,
+        credentials().secret_access_key.expose(),
+    ] {
+        assert!(!logs.contains(planted), "a planted secret reached the log");
+        assert!(errors.iter().all(|e| !e.contains(planted)), "{errors:?}");
+    }
+}
+
+/// Calls the Secrets Manager JSON API directly (set-up only).
+async fn aws_secrets_call(endpoint: &str, target: &str, body: Value) -> Value {
+    let body = body.to_string();
+    let host = endpoint.trim_start_matches("http://");
+    let target = format!("secretsmanager.{target}");
+    let headers = [
+        ("content-type", "application/x-amz-json-1.1"),
+        ("x-amz-target", target.as_str()),
+    ];
+    let request = sigv4::Request {
+        method: "POST",
+        host,
+        path: "/",
+        headers: &headers,
+        body: body.as_bytes(),
+    };
+    let signed = sigv4::sign(
+        &credentials(),
+        "ap-southeast-2",
+        "secretsmanager",
+        &sigv4::amz_date_now(),
+        &request,
+    );
+    let mut builder = reqwest::Client::new()
+        .post(format!("{endpoint}/"))
+        .body(body);
+    for (name, value) in headers {
+        builder = builder.header(name, value);
+    }
+    for (name, value) in &signed {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    builder.send().await.unwrap().json().await.unwrap()
+}
