@@ -83,9 +83,9 @@ function stepUp() {
     };
     const submit = async (event) => {
       event.preventDefault();
-      const reply = await send("POST", "/v1/sessions/current/verification", {
-        totp_code: input.value.trim(),
-      });
+      const code = input.value.trim();
+      const body = code.includes("-") ? { recovery_code: code } : { totp_code: code };
+      const reply = await send("POST", "/v1/sessions/current/verification", body);
       if (!reply.ok) {
         error.textContent = new ApiProblem(reply.status, reply.payload).message;
         return;

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use api::operators::client::OperatorClient;
 use reqwest::StatusCode;
 use serde_json::Value;
-use support::nodes::{bootstrap_admin, folio, serve_command, two_nodes, Approvals, Node, PASSWORD};
+use support::nodes::{
+    bootstrap_admin, break_glass_admin, folio, serve_command, two_nodes, Approvals, Node, PASSWORD,
+};
 use uuid::Uuid;
 
 /// Signs `username` in on `node` with the password only; the session still needs a code.
@@ -126,7 +128,7 @@ async fn totp_step_and_failures_shared() {
     // Wrong passwords on both nodes count in one window: after five, three on the first
     // node and two on the second, the second node makes even the right password wait,
     // although it saw only two failures itself.
-    bootstrap_admin(db.url(), ledger, "dora");
+    break_glass_admin(db.url(), ledger, "dora");
     for n in 0..5 {
         let node = if n % 2 == 0 { &first } else { &second };
         let refused = OperatorClient::sign_in(&node.base, ledger, "dora", "not her password")

@@ -297,9 +297,16 @@ async fn assert_flag_replays(stack: &Stack, ledger: Uuid, held: &Value) {
         .await
         .unwrap();
     let mut history = History::new();
+    // Sealed payee fields are opened with the ledger's keys, as the server does.
     for event in &history_events {
         match DomainEvent::decode(&event.event_type, event.schema_version, &event.payload) {
-            Ok(decoded) => history.apply(event.position, event.recorded_at_micros, &decoded),
+            Ok(decoded) => {
+                let opened = (stack.state.personal)
+                    .open(ledger, &event.stream_id, event.event_id, decoded)
+                    .await
+                    .unwrap();
+                history.apply(event.position, event.recorded_at_micros, &opened);
+            }
             Err(_) => history.skip(event.position),
         }
     }

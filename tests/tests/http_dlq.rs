@@ -180,6 +180,7 @@ async fn retry_of_a_payment_the_bank_booked_pays_once() {
             bank_idempotency_key,
             ..
         })) => bank_idempotency_key,
+        Ok(DomainEvent::PaymentSubmittedSealed(sealed)) => sealed.bank_idempotency_key,
         other => panic!("{other:?}"),
     };
     assert_eq!(after.distinct_payments, 1, "{after:?}");

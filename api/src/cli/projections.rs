@@ -11,7 +11,7 @@ use projections::ReadModels;
 /// `folio projections` subcommands.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
-    /// Rebuild a read model (audit, payments, payees, dlq, aba_batches) or `all` from
+    /// Rebuild a read model (audit, payments, payees, dlq, aba_batches, anomalies) or `all` from
     /// position 0 of every ledger into a fresh copy, then swap it in one transaction.
     Rebuild(RebuildArgs),
 }

@@ -238,8 +238,17 @@ pub fn folio(args: &[&str], stdin: Option<&str>) -> String {
 /// Bootstraps administrator `username` of `ledger` with `folio operator create` against the
 /// shared database; no node's data directory is involved.
 pub fn bootstrap_admin(url: &str, ledger: Uuid, username: &str) {
+    create_admin(url, ledger, username, &[]);
+}
+
+/// Creates another administrator with the CLI, as a break-glass recovery would.
+pub fn break_glass_admin(url: &str, ledger: Uuid, username: &str) {
+    create_admin(url, ledger, username, &["--break-glass"]);
+}
+
+fn create_admin(url: &str, ledger: Uuid, username: &str, extra: &[&str]) {
     let ledger = ledger.to_string();
-    let args = [
+    let mut args = vec![
         "operator",
         "create",
         "--admin",
@@ -250,6 +259,7 @@ pub fn bootstrap_admin(url: &str, ledger: Uuid, username: &str) {
         "--username",
         username,
     ];
+    args.extend_from_slice(extra);
     folio(&args, Some(&format!("{PASSWORD}\n")));
 }
 
