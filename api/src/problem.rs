@@ -256,6 +256,14 @@ impl From<eventstore_adapter::StoreError> for ApiError {
                 "{error}; another request changed the same record first, so read it again and retry"
             )),
             StoreError::InvalidAppend(reason) => ApiError::invalid(reason),
+            StoreError::CommitFailed(error) => ApiError {
+                code: "commit_failed",
+                ..ApiError::unavailable(format!(
+                    "nothing was stored because the group commit failed ({error}); retry with \
+                     the same Idempotency-Key"
+                ))
+                .with("retry_after_seconds", Value::from(1))
+            },
             quarantined @ StoreError::LedgerQuarantined { .. } => ApiError {
                 code: "ledger_quarantined",
                 ..ApiError::unavailable(format!(
@@ -271,6 +279,20 @@ impl From<eventstore_adapter::StoreError> for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_commit_is_retryable_503() {
+        let lost = eventstore_adapter::BackendError::HeadMoved {
+            ledger_id: uuid::Uuid::nil(),
+            expected: Some(7),
+        };
+        let error = eventstore_adapter::StoreError::CommitFailed(std::sync::Arc::new(lost));
+        let problem = ApiError::from(error);
+        assert_eq!(problem.code, "commit_failed");
+        let response = problem.error_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers().get(header::RETRY_AFTER).unwrap(), "1");
+    }
 
     #[test]
     fn named_wait_becomes_retry_after() {
