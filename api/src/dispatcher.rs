@@ -472,19 +472,12 @@ impl LedgerWorker {
             crate::bank::BreakerState::Closed => self.inner.pace.batch_size,
             crate::bank::BreakerState::Open | crate::bank::BreakerState::HalfOpen => 1,
         };
+
         let limit = usize::try_from(batch_size).unwrap_or(usize::MAX);
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::new();
-        while let Some(entry) = self.releases.queue.pop_front() {
-            if taken.len() < limit && !self.releases.paused.contains(&entry.0) {
-                taken.push(entry);
-            } else {
-                kept.push_back(entry);
-            }
-        }
-        self.releases.queue = kept;
+        let due = self.take_due_releases(limit);
+
         let mut numbered: HashMap<Uuid, u32> = HashMap::new();
-        for (decision_id, payment_id) in taken {
+        for (decision_id, payment_id) in due {
             let batch = *numbered.entry(decision_id).or_insert_with(|| {
                 self.releases
                     .batches
@@ -515,6 +508,22 @@ impl LedgerWorker {
                 self.releases.queue.push_back((decision_id, payment_id));
             }
         }
+    }
+
+    /// Removes from the release queue, in queue order, at most `limit` entries whose decision
+    /// is not paused; the others stay queued.
+    fn take_due_releases(&mut self, limit: usize) -> Vec<(Uuid, Uuid)> {
+        let mut due = Vec::new();
+        let mut waiting = VecDeque::new();
+        while let Some(entry) = self.releases.queue.pop_front() {
+            if due.len() < limit && !self.releases.paused.contains(&entry.0) {
+                due.push(entry);
+            } else {
+                waiting.push_back(entry);
+            }
+        }
+        self.releases.queue = waiting;
+        due
     }
 
     /// Holds or releases a payment. A job started for it before the flag was applied
@@ -642,7 +651,7 @@ impl DispatchJob {
 }
 
 impl DispatchJob {
-    /// Reads the payment's stream and answers whether anomaly review lets it go to the
+    /// Reads the payment's stream and returns whether anomaly review lets it go to the
     /// bank: never flagged, or released. The flag is committed with the submission, so
     /// this read sees it even when the worker has not applied it yet.
     async fn cleared_for_dispatch(&self) -> bool {

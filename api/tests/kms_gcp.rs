@@ -1,6 +1,6 @@
-//! The Google Cloud KMS provider against answers replayed by a local HTTP server.
+//! The Google Cloud KMS provider against responses replayed by a local HTTP server.
 //!
-//! Google publishes no Cloud KMS emulator. The answers in
+//! Google publishes no Cloud KMS emulator. The responses in
 //! `fixtures/gcp-kms/responses.json` were written by hand from the published REST
 //! reference and are labelled so in the file; they were not captured from the live
 //! service. These tests check what Folio sends (paths, token, base64 fields) and how it
@@ -32,7 +32,7 @@ fn responses() -> Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-/// Picks the recorded answer for a request, by path and (for decrypt) the AAD sent.
+/// Picks the recorded response for a request, by path and (for decrypt) the AAD sent.
 fn answer_for(path: &str, body: &Value, fixtures: &Value, deny: bool) -> Value {
     let name = if deny {
         "permission_denied"

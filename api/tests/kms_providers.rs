@@ -59,7 +59,7 @@ async fn wait_until_up(url: &str) {
 }
 
 fn root_token() -> String {
-    // Built at run time so the committed text holds no token-shaped literal.
+    // Built at run time so the committed text contains no token-shaped literal.
     format!("{}-{}", "bao-dev", uuid::Uuid::now_v7().simple())
 }
 

@@ -38,12 +38,12 @@ pub const TAG_LEN: usize = 16;
 /// probability of a repeated random nonce under 2^-48.
 pub const MAX_MESSAGES_PER_DATA_KEY: u64 = 1 << 24;
 
-/// Longest plaintext of one field, in bytes.
+/// Maximum plaintext length of one field, in bytes.
 pub const MAX_FIELD_LEN: usize = 64 * 1024;
 
 const _: () = assert!(MAX_MESSAGES_PER_DATA_KEY < 1 << 32);
 
-/// Where a field sits: every part goes into the associated data.
+/// Location of a field. Every part goes into the associated data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FieldContext<'a> {
     /// Ledger of the event.
@@ -171,8 +171,8 @@ impl DataKey {
             msg: plaintext,
             aad: &aad,
         };
-        // Encryption fails only for inputs over GCM's length limit (2^36 bytes), far
-        // above MAX_FIELD_LEN.
+        // Encryption fails only for inputs over GCM's length limit (2^36 bytes), and the
+        // check above keeps the plaintext at MAX_FIELD_LEN or less.
         let ciphertext = cipher
             .encrypt(Nonce::from_slice(&nonce), payload)
             .expect("AES-GCM encryption of a bounded field");

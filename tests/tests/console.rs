@@ -3,7 +3,7 @@
 //! with a step-up code, the audit trail, the dead-letter queue and the controls.
 //!
 //! Needs Debian's `chromium` and `chromium-driver` packages (or `FOLIO_CHROMIUM` and
-//! `FOLIO_CHROMEDRIVER`). Without them the test says it was skipped; with `CI` set it
+//! `FOLIO_CHROMEDRIVER`). Without them the test prints that it was skipped; with `CI` set it
 //! fails instead. Screenshots go to `FOLIO_CONSOLE_SCREENSHOTS` when set (the ones in
 //! docs/console/ come from there), else to a temporary directory.
 
@@ -227,7 +227,7 @@ async fn operator_works_the_console_with_totp_and_step_up() {
     );
     browser.screenshot(&shots.join("status.png")).await.unwrap();
 
-    // Five minutes later the factor is stale: approving asks for a fresh code.
+    // Five minutes later the factor is stale: approving requires a fresh code.
     clock.advance_seconds(301);
     browser.go_to_view("#/proposals").await.unwrap();
     let row = format!("tr[data-proposal='{proposal_id}']");

@@ -1,7 +1,7 @@
-//! The dead-letter queue over real HTTP and mutual TLS: viewing a parked payment is
-//! recorded, retries and ignores need a reason, a fresh step-up and a second operator,
-//! a retry reuses the bank idempotency key so the bank books a payment once, and bulk
-//! retries are bounded, counted first, paced and pausable.
+//! The dead-letter queue over real HTTP and mutual TLS. Viewing a parked payment is
+//! recorded. Retries and ignores need a reason, a fresh step-up and a second operator. A
+//! retry reuses the bank idempotency key, so the bank books a payment once. Bulk retries
+//! are bounded, counted first, paced and pausable.
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,36 @@ async fn parked_payment(stack: &Stack, ledger: Uuid, payee: Uuid, key: &str) -> 
     payment.parse().unwrap()
 }
 
+/// A ledger with one payee, its administrator and an enrolled DLQ operator.
+struct DlqLedger {
+    ledger: Uuid,
+    payee: Uuid,
+    operators: std::sync::Arc<folio_e2e::harness::LedgerOperators>,
+    dora: OperatorClient,
+}
+
+/// Creates a ledger for `tenant` with the payee `(name, bsb, account)` and a DLQ operator.
+async fn dlq_ledger(
+    stack: &Stack,
+    tenant: &str,
+    (name, bsb, account): (&str, &str, &str),
+    dlq_operator: &str,
+) -> DlqLedger {
+    let ledger = stack.create_ledger(tenant).await.unwrap();
+    let payee = stack.add_payee(ledger, name, bsb, account).await.unwrap();
+    let operators = stack.operators(ledger).await.unwrap();
+    let dora = stack
+        .enrolled_operator(&operators.proposer, ledger, dlq_operator, &["dlq-operator"])
+        .await
+        .unwrap();
+    DlqLedger {
+        ledger,
+        payee,
+        operators,
+        dora,
+    }
+}
+
 /// Waits until the DLQ read model shows a payment as resolved.
 async fn wait_resolved(operator: &OperatorClient, ledger: Uuid, payment: Uuid) {
     let started = Instant::now();
@@ -79,7 +109,7 @@ fn dual_approval(events: &[SealedEvent]) -> (ControlStatus, String) {
     (result.status, result.detail)
 }
 
-/// The bank stores the payment but answers too late on every attempt, so Folio parks
+/// The bank stores the payment but responds too late on every attempt, so Folio parks
 /// it. A retry, proposed by a DLQ operator and approved by a second operator, goes
 /// through the dispatcher with the same key: the bank returns its first booking, and its
 /// own record shows one payment.
@@ -88,17 +118,14 @@ async fn retry_of_a_payment_the_bank_booked_pays_once() {
     let stack = Stack::start_with(|config| config.dlq.release_interval_ms = 100)
         .await
         .unwrap();
-    let ledger = stack.create_ledger("dlq-once").await.unwrap();
-    let payee = stack
-        .add_payee(ledger, "Bob Ray", "083-004", "87654321")
-        .await
-        .unwrap();
-    let operators = stack.operators(ledger).await.unwrap();
+    let payee = ("Bob Ray", "083-004", "87654321");
+    let DlqLedger {
+        ledger,
+        payee,
+        operators,
+        dora,
+    } = dlq_ledger(&stack, "dlq-once", payee, "dora.dlq").await;
     let admin = &operators.proposer;
-    let dora = stack
-        .enrolled_operator(admin, ledger, "dora.dlq", &["dlq-operator"])
-        .await
-        .unwrap();
 
     stack
         .sim
@@ -276,17 +303,14 @@ async fn bulk_retry_is_bounded_paced_and_pausable() {
     })
     .await
     .unwrap();
-    let ledger = stack.create_ledger("dlq-bulk").await.unwrap();
-    let payee = stack
-        .add_payee(ledger, "Ann Lee", "062-000", "12345678")
-        .await
-        .unwrap();
-    let operators = stack.operators(ledger).await.unwrap();
+    let payee = ("Ann Lee", "062-000", "12345678");
+    let DlqLedger {
+        ledger,
+        payee,
+        operators,
+        dora,
+    } = dlq_ledger(&stack, "dlq-bulk", payee, "dora.dlq").await;
     let admin = &operators.proposer;
-    let dora = stack
-        .enrolled_operator(admin, ledger, "dora.dlq", &["dlq-operator"])
-        .await
-        .unwrap();
     stack.sim.set_fault(FaultMode::Fail, None);
     let mut parked = Vec::new();
     for n in 0..4 {
@@ -437,8 +461,8 @@ async fn wait_quiet(stack: &Stack, ledger: Uuid) -> usize {
     }
 }
 
-/// An approved retry is not released into an open breaker, where it would spend its
-/// attempts without reaching the bank; it goes once the breaker lets a probe through.
+/// An approved retry is not released into an open breaker, because there it would spend
+/// its attempts without reaching the bank. It goes once the breaker lets a probe through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_waits_for_open_breaker() {
     let stack = Stack::start_with(|config| {
@@ -448,17 +472,14 @@ async fn retry_waits_for_open_breaker() {
     })
     .await
     .unwrap();
-    let ledger = stack.create_ledger("dlq-breaker").await.unwrap();
-    let payee = stack
-        .add_payee(ledger, "Bob Ray", "083-004", "87654321")
-        .await
-        .unwrap();
-    let operators = stack.operators(ledger).await.unwrap();
+    let payee = ("Bob Ray", "083-004", "87654321");
+    let DlqLedger {
+        ledger,
+        payee,
+        operators,
+        dora,
+    } = dlq_ledger(&stack, "dlq-breaker", payee, "dora.breaker").await;
     let admin = &operators.proposer;
-    let dora = stack
-        .enrolled_operator(admin, ledger, "dora.breaker", &["dlq-operator"])
-        .await
-        .unwrap();
     stack.sim.set_fault(FaultMode::Fail, None);
     let payment = parked_payment(&stack, ledger, payee, "breaker").await;
     let parked_at = Instant::now();

@@ -1,8 +1,8 @@
 //! Key rotation without downtime, and retention runs.
 //!
 //! The signing key and the KEK rotate, and the data keys are rewrapped, while a client
-//! submits payments; every request succeeds, the chain verifies across the rotation,
-//! and the old KEK version can be retired only once nothing depends on it.
+//! submits payments. Every request succeeds and the chain verifies across the rotation.
+//! The old KEK version can be retired only once nothing depends on it.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

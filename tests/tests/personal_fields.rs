@@ -1,7 +1,7 @@
-//! Sealed payee fields end to end: a payee added through the API is stored as a sealed
-//! `payee.added` (schema version 2) whose bytes hold neither the name nor the account;
-//! the API and read models show the opened values; payments to the payee work; the
-//! chain verifies without any key; a sealed field moved to another event fails to open.
+//! Sealed payee fields end to end. A payee added through the API is stored as a sealed
+//! `payee.added` (schema version 2) whose bytes contain neither the name nor the account.
+//! The API and read models show the opened values, and payments to the payee work. The
+//! chain verifies without any key, and a sealed field moved to another event fails to open.
 
 use domain::events::{DomainEvent, PayeeAccount};
 use domain::personal::PayeeAddedSealed;

@@ -179,12 +179,12 @@ impl Kms for AwsKms {
             "Plaintext": BASE64.encode(key.as_ref()),
             "EncryptionContext": encryption_context(context),
         });
-        let answer = self.call("wrap", "Encrypt", body).await?;
-        let ciphertext = answer["CiphertextBlob"]
+        let response = self.call("wrap", "Encrypt", body).await?;
+        let ciphertext = response["CiphertextBlob"]
             .as_str()
             .and_then(|text| BASE64.decode(text).ok())
             .ok_or_else(|| malformed("wrap", "no base64 CiphertextBlob"))?;
-        let kek_version = answer["KeyId"]
+        let kek_version = response["KeyId"]
             .as_str()
             .ok_or_else(|| malformed("wrap", "no KeyId"))?
             .to_owned();
@@ -204,8 +204,8 @@ impl Kms for AwsKms {
             "CiphertextBlob": BASE64.encode(&wrapped.ciphertext),
             "EncryptionContext": encryption_context(context),
         });
-        let answer = self.call("unwrap", "Decrypt", body).await?;
-        let plain = answer["Plaintext"]
+        let response = self.call("unwrap", "Decrypt", body).await?;
+        let plain = response["Plaintext"]
             .as_str()
             .and_then(|text| BASE64.decode(text).ok())
             .map(Zeroizing::new)

@@ -1,9 +1,9 @@
 //! Per-subject data keys: one or more AES-256 keys per subject (a payee), stored wrapped
 //! by the KEK in `data-keys.sqlite`, never in the ledger.
 //!
-//! Keeping the wrapped keys outside the append-only ledger is what makes erasure real:
-//! destroying a subject deletes its wrapped keys, after which no KEK can recover the
-//! fields sealed under them, while the sealed bytes stay in the hash chain unchanged.
+//! Keeping the wrapped keys outside the append-only ledger is what makes erasure real.
+//! Destroying a subject deletes its wrapped keys, so no KEK can recover the fields sealed
+//! under them, while the sealed bytes stay in the hash chain unchanged.
 //!
 //! Each key counts the messages it sealed in the database (`messages`), reserved one at
 //! a time with a conditional `UPDATE`, so the limit of `[kms] data_key_max_messages`

@@ -1,10 +1,10 @@
 //! Google Cloud KMS as the KMS, over its REST API.
 //!
 //! Wrapping is `POST /v1/<key>:encrypt` with the context as
-//! `additionalAuthenticatedData`; the answer's `name` is the key version that was
+//! `additionalAuthenticatedData`; the response's `name` is the key version that was
 //! primary. Rotation creates a version (`POST /v1/<key>/cryptoKeyVersions`) and makes it
 //! primary (`:updatePrimaryVersion`). Google publishes no emulator of Cloud KMS, so the
-//! tests replay answers written from the API reference (see `api/tests/kms_gcp.rs`);
+//! tests replay responses written from the API reference (see `api/tests/kms_gcp.rs`);
 //! they were not captured from the live service.
 
 use std::path::PathBuf;
@@ -101,8 +101,8 @@ impl GcpKms {
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
         if !status.is_success() {
-            let answer: Value = serde_json::from_str(&text).unwrap_or_default();
-            let message = answer["error"]["message"].as_str().unwrap_or(&text);
+            let body: Value = serde_json::from_str(&text).unwrap_or_default();
+            let message = body["error"]["message"].as_str().unwrap_or(&text);
             if operation == "unwrap" && status == reqwest::StatusCode::BAD_REQUEST {
                 return Err(KmsError::Authentication { provider: PROVIDER });
             }
@@ -146,14 +146,14 @@ impl Kms for GcpKms {
             "plaintext": BASE64.encode(key.as_ref()),
             "additionalAuthenticatedData": BASE64.encode(context),
         });
-        let answer = self
+        let response = self
             .call("wrap", &format!("{}:encrypt", self.key_name), body)
             .await?;
-        let ciphertext = answer["ciphertext"]
+        let ciphertext = response["ciphertext"]
             .as_str()
             .and_then(|text| BASE64.decode(text).ok())
             .ok_or_else(|| malformed("wrap", "no base64 ciphertext"))?;
-        let kek_version = answer["name"]
+        let kek_version = response["name"]
             .as_str()
             .and_then(version_of)
             .ok_or_else(|| malformed("wrap", "name is not a cryptoKeyVersions path"))?;
@@ -171,10 +171,10 @@ impl Kms for GcpKms {
             "ciphertext": BASE64.encode(&wrapped.ciphertext),
             "additionalAuthenticatedData": BASE64.encode(context),
         });
-        let answer = self
+        let response = self
             .call("unwrap", &format!("{}:decrypt", self.key_name), body)
             .await?;
-        let plain = answer["plaintext"]
+        let plain = response["plaintext"]
             .as_str()
             .and_then(|text| BASE64.decode(text).ok())
             .map(Zeroizing::new)

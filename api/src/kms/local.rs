@@ -1,6 +1,6 @@
-//! The local KMS: KEK versions in a key file beside the data. For development and tests
-//! only; `[kms]` refuses it under the production profile, because whoever reads the data
-//! directory can then read the key too.
+//! The local KMS: KEK versions in a key file beside the data, for development and tests
+//! only. `[kms]` rejects it under the production profile, because anyone who can read the
+//! data directory could then read the key too.
 //!
 //! The file (mode 0600) starts with `id local-<16 hex digits>`, a random name that stays
 //! when versions come and go, then has one line per KEK version, `v<N> <64 hex digits>`,

@@ -37,7 +37,7 @@ pub use config::{AwsConfig, GcpConfig, KmsConfig, KmsProvider, Profile, VaultCon
 pub struct WrappedKey {
     /// Provider that wrapped it (`local`, `vault`, `aws`, `gcp`).
     pub provider: String,
-    /// KEK name as the provider knows it (key file, transit key, key ARN, key resource).
+    /// KEK name at the provider (key file, transit key, key ARN, key resource).
     pub kek_id: String,
     /// KEK version that wrapped it, as the provider reports it.
     pub kek_version: String,
@@ -62,7 +62,7 @@ pub type KeyBytes = Zeroizing<[u8; DATA_KEY_LEN]>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum KmsError {
-    /// The KMS could not be reached or did not answer in time.
+    /// The KMS could not be reached, or the request timed out.
     #[error("{provider} KMS is unreachable during {operation}: {reason}")]
     Unavailable {
         /// Provider name.
@@ -72,7 +72,7 @@ pub enum KmsError {
         /// Transport error text.
         reason: String,
     },
-    /// The KMS answered with an error status.
+    /// The KMS returned an error status.
     #[error("{provider} KMS refused {operation} with status {status}: {message}")]
     Refused {
         /// Provider name.
@@ -84,14 +84,14 @@ pub enum KmsError {
         /// The provider's error text, cut to 300 characters.
         message: String,
     },
-    /// The KMS answered something this client cannot read.
-    #[error("{provider} KMS gave an unreadable answer to {operation}: {reason}")]
+    /// The KMS returned a response this client cannot parse.
+    #[error("{provider} KMS returned an unreadable response to {operation}: {reason}")]
     Malformed {
         /// Provider name.
         provider: &'static str,
         /// Operation.
         operation: &'static str,
-        /// What was wrong.
+        /// Description of the problem.
         reason: String,
     },
     /// The wrapped key was not made by this provider and KEK.
@@ -118,7 +118,7 @@ pub enum KmsError {
         provider: &'static str,
         /// Operation.
         operation: &'static str,
-        /// What to do instead.
+        /// Suggested fix.
         hint: &'static str,
     },
 }

@@ -1,7 +1,7 @@
 //! HashiCorp Vault or OpenBao transit engine as the KMS.
 //!
 //! The KEK is a transit key (`aes256-gcm96`). Wrapping is `POST /v1/<mount>/encrypt/<key>`
-//! with the data key and the context as `associated_data`; the answer `vault:v<N>:...`
+//! with the data key and the context as `associated_data`; the response `vault:v<N>:...`
 //! names the KEK version. Rotation is `POST /v1/<mount>/keys/<key>/rotate`. Transit's own
 //! `rewrap` endpoint does not take associated data, so a rewrap here unwraps and wraps
 //! again; the data key is in Folio's memory for that moment only.
@@ -136,10 +136,10 @@ impl Kms for TransitKms {
             "plaintext": BASE64.encode(key.as_ref()),
             "associated_data": BASE64.encode(context),
         });
-        let answer = self
+        let response = self
             .call("wrap", &format!("encrypt/{}", self.key), body)
             .await?;
-        let ciphertext = answer["data"]["ciphertext"]
+        let ciphertext = response["data"]["ciphertext"]
             .as_str()
             .ok_or_else(|| malformed("wrap", "no data.ciphertext"))?;
         let kek_version = version_of(ciphertext)
@@ -160,10 +160,10 @@ impl Kms for TransitKms {
             "ciphertext": ciphertext,
             "associated_data": BASE64.encode(context),
         });
-        let answer = self
+        let response = self
             .call("unwrap", &format!("decrypt/{}", self.key), body)
             .await?;
-        let plain = answer["data"]["plaintext"]
+        let plain = response["data"]["plaintext"]
             .as_str()
             .and_then(|text| BASE64.decode(text).ok())
             .map(Zeroizing::new)
@@ -177,10 +177,10 @@ impl Kms for TransitKms {
     }
 
     async fn rotate(&self) -> Result<String, KmsError> {
-        let answer = self
+        let response = self
             .call("rotate", &format!("keys/{}/rotate", self.key), json!({}))
             .await?;
-        answer["data"]["latest_version"]
+        response["data"]["latest_version"]
             .as_u64()
             .map(|version| version.to_string())
             .ok_or_else(|| malformed("rotate", "no data.latest_version"))

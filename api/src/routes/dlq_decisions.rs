@@ -331,6 +331,37 @@ fn dlq_write(version: Option<u64>, event: domain::record::EventDraft) -> StreamW
     }
 }
 
+/// Parses the ledger and decision ids of a decision route and checks the operator's scope
+/// on the ledger.
+fn decision_target(
+    session: &OperatorSession,
+    path: &(String, String),
+    scope: OperatorScope,
+) -> Result<(Uuid, Uuid), ApiError> {
+    let ledger_id = super::ledger_id(&path.0)?;
+    session.require(scope, ledger_id)?;
+    Ok((ledger_id, decision_id(&path.1)?))
+}
+
+/// Builds the command result of one decision step: its event on the DLQ stream at the
+/// version the step was checked against, and a 200 with `body`.
+fn decision_step<P: EventPayload>(
+    version: Option<u64>,
+    session: &OperatorSession,
+    decision_id: Uuid,
+    payload: &P,
+    body: Value,
+) -> CommandDecision {
+    CommandDecision {
+        status: StatusCode::OK,
+        body,
+        writes: vec![dlq_write(
+            version,
+            draft(payload, &session.actor(), decision_id),
+        )],
+    }
+}
+
 /// Returns the JSON form of a decision.
 fn decision_json(decision: &Decision, now_micros: i64) -> Value {
     let status = match decision.status {
@@ -391,10 +422,8 @@ pub(crate) async fn approve(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let ledger_id = super::ledger_id(&path.0)?;
     let session = session.0;
-    session.require(OperatorScope::View, ledger_id)?;
-    let decision_id = decision_id(&path.1)?;
+    let (ledger_id, decision_id) = decision_target(&session, &path, OperatorScope::View)?;
     let input: Approval = super::parse_json(&body, "approval")?;
     let mut hash = [0u8; 32];
     hex::decode_to_slice(input.content_hash.trim(), &mut hash).map_err(|_| {
@@ -431,14 +460,13 @@ pub(crate) async fn approve(
             "count": decision.payment_ids.len(),
             "status": "approved",
         });
-        Ok(CommandDecision {
-            status: StatusCode::OK,
+        Ok(decision_step(
+            version,
+            &session,
+            decision_id,
+            &approved,
             body,
-            writes: vec![dlq_write(
-                version,
-                draft(&approved, &session.actor(), decision_id),
-            )],
-        })
+        ))
     })
     .await
 }
@@ -452,10 +480,8 @@ pub(crate) async fn reject(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let ledger_id = super::ledger_id(&path.0)?;
     let session = session.0;
-    session.require(OperatorScope::View, ledger_id)?;
-    let decision_id = decision_id(&path.1)?;
+    let (ledger_id, decision_id) = decision_target(&session, &path, OperatorScope::View)?;
     let input: Reason = super::parse_json(&body, "rejection")?;
     let reason = checked_reason(&input.reason)?;
 
@@ -473,14 +499,14 @@ pub(crate) async fn reject(
             reason: reason.clone(),
             auth: session.auth(),
         };
-        Ok(CommandDecision {
-            status: StatusCode::OK,
-            body: json!({"decision_id": decision_id, "status": "rejected"}),
-            writes: vec![dlq_write(
-                version,
-                draft(&rejected, &session.actor(), decision_id),
-            )],
-        })
+        let body = json!({"decision_id": decision_id, "status": "rejected"});
+        Ok(decision_step(
+            version,
+            &session,
+            decision_id,
+            &rejected,
+            body,
+        ))
     })
     .await
 }
@@ -494,10 +520,8 @@ pub(crate) async fn pause(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let ledger_id = super::ledger_id(&path.0)?;
     let session = session.0;
-    session.require(OperatorScope::DlqRetry, ledger_id)?;
-    let decision_id = decision_id(&path.1)?;
+    let (ledger_id, decision_id) = decision_target(&session, &path, OperatorScope::DlqRetry)?;
     let input: Reason = super::parse_json(&body, "pause")?;
     let reason = checked_reason(&input.reason)?;
     let event = |auth| DlqReleasePaused {
@@ -522,10 +546,8 @@ pub(crate) async fn resume(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let ledger_id = super::ledger_id(&path.0)?;
     let session = session.0;
-    session.require(OperatorScope::DlqRetry, ledger_id)?;
-    let decision_id = decision_id(&path.1)?;
+    let (ledger_id, decision_id) = decision_target(&session, &path, OperatorScope::DlqRetry)?;
     let _: Resume = super::parse_json(&body, "resume")?;
     let event = |auth| DlqReleaseResumed { decision_id, auth };
     let change = ReleaseChange {
@@ -568,14 +590,8 @@ async fn release_change<P: EventPayload>(
             ));
         }
         let payload = event(session.auth());
-        Ok(CommandDecision {
-            status: StatusCode::OK,
-            body: json!({"decision_id": decision_id, "paused": paused}),
-            writes: vec![dlq_write(
-                version,
-                draft(&payload, &session.actor(), decision_id),
-            )],
-        })
+        let body = json!({"decision_id": decision_id, "paused": paused});
+        Ok(decision_step(version, session, decision_id, &payload, body))
     })
     .await
 }

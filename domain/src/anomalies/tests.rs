@@ -358,7 +358,7 @@ mod unusual_hour {
     #[test]
     fn daylight_saving_ends() {
         // Sydney moves from 03:00 AEDT back to 02:00 AEST at 2026-04-04T16:00Z (5 April).
-        // 19:30Z is then 05:30 AEST, still quiet; the summer offset would say 06:30.
+        // 19:30Z is then 05:30 AEST, still quiet; the summer offset would give 06:30.
         let finding = hour_finding(utc(2026, 4, 4, 19, 30)).expect("05:30 AEST is quiet");
         assert_eq!(finding.measure("local_hour"), Some(5));
         assert_eq!(finding.measure("utc_offset_seconds"), Some(36_000));
