@@ -8,12 +8,15 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 use domain::events::EventPayload;
 use domain::record::{Actor, EventDraft};
-use eventstore_adapter::{AppendOutcome, AppendRequest, StoreError, StreamWrite};
+use eventstore_adapter::{
+    AppendOutcome, AppendRequest, IdempotencyRecord, StoreError, StreamWrite,
+};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::idempotency::IdempotentRequest;
 use crate::problem::ApiError;
+use crate::sealed_replies;
 use crate::state::AppState;
 
 /// Decision of a command: its response and the events to append.
@@ -39,6 +42,41 @@ pub async fn run<F, Fut>(
     ledger_id: Uuid,
     request: &HttpRequest,
     body: &[u8],
+    decide: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Decision, ApiError>>,
+{
+    run_keeping(state, ledger_id, request, body, true, decide).await
+}
+
+/// [`run`] for a request whose body carries personal fields (a payee's name or account,
+/// an ABA file): the idempotency record keeps the body's hash but not the body, so an
+/// erasure leaves no clear copy behind.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_personal<F, Fut>(
+    state: &AppState,
+    ledger_id: Uuid,
+    request: &HttpRequest,
+    body: &[u8],
+    decide: F,
+) -> Result<HttpResponse, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Decision, ApiError>>,
+{
+    run_keeping(state, ledger_id, request, body, false, decide).await
+}
+
+async fn run_keeping<F, Fut>(
+    state: &AppState,
+    ledger_id: Uuid,
+    request: &HttpRequest,
+    body: &[u8],
+    keep_body: bool,
     mut decide: F,
 ) -> Result<HttpResponse, ApiError>
 where
@@ -47,14 +85,24 @@ where
 {
     let idempotent = IdempotentRequest::from_request(request, body)?;
     if let Some(record) = state.store.idempotency(ledger_id, &idempotent.key).await? {
-        return idempotent.replay(&record);
+        return replay(state, ledger_id, &idempotent, &record).await;
     }
 
     let mut attempt = 0;
     loop {
         attempt += 1;
         let decision = decide().await?;
-        let claim = idempotent.claim(decision.status, &decision.body);
+        let now = state.clock.now_micros();
+        let stored_body = sealed_replies::seal(
+            &state.personal,
+            ledger_id,
+            &idempotent.key,
+            decision.body.clone(),
+            now,
+        )
+        .await
+        .map_err(ApiError::internal)?;
+        let claim = idempotent.claim(decision.status, &stored_body, keep_body);
         let events: usize = decision.writes.iter().map(|write| write.events.len()).sum();
         let append = AppendRequest {
             writes: decision.writes,
@@ -71,16 +119,34 @@ where
                     result.last_position,
                 ));
             }
-            Ok(AppendOutcome::Duplicate(record)) => return idempotent.replay(&record),
+            Ok(AppendOutcome::Duplicate(record)) => {
+                return replay(state, ledger_id, &idempotent, &record).await
+            }
             Err(StoreError::WrongExpectedVersion { .. }) if attempt < MAX_CONFLICT_RETRIES => {
                 continue
             }
             Err(StoreError::IdempotencyKeyReused { stored, .. }) => {
-                return idempotent.replay(&stored);
+                return replay(state, ledger_id, &idempotent, &stored).await;
             }
             Err(error) => return Err(error.into()),
         }
     }
+}
+
+/// Replays the stored response of a request seen before, its personal fields opened (or
+/// `[erased]`), or refuses a different request under the same key.
+async fn replay(
+    state: &AppState,
+    ledger_id: Uuid,
+    idempotent: &IdempotentRequest,
+    record: &IdempotencyRecord,
+) -> Result<HttpResponse, ApiError> {
+    idempotent.check_same(record)?;
+    let body: Value = serde_json::from_slice(&record.claim.response_body).unwrap_or(Value::Null);
+    let body = sealed_replies::open(&state.personal, ledger_id, &idempotent.key, body)
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(crate::idempotency::stored_response(record, body))
 }
 
 /// Builds a response with the position added to the body.

@@ -20,6 +20,11 @@ pub const REPLAYED_HEADER: &str = "Idempotent-Replayed";
 /// Longest accepted key, in bytes.
 const MAX_KEY_LEN: usize = 255;
 
+/// Stored in place of a request body that carries personal fields (a payee's name or
+/// account, an ABA file). Only the request's hash is kept, so an erasure has nothing of
+/// the body to reach; a mismatch can then name the request line but not the field.
+const BODY_NOT_KEPT: &[u8] = b"\0body not kept: it carried personal fields";
+
 /// A POST's idempotency key and canonical request.
 #[derive(Debug, Clone)]
 pub struct IdempotentRequest {
@@ -84,27 +89,33 @@ impl IdempotentRequest {
         })
     }
 
-    /// Builds the claim stored with the request's events.
-    pub fn claim(&self, status: StatusCode, body: &Value) -> IdempotencyClaim {
+    /// Builds the claim stored with the request's events. With `keep_body` false only
+    /// the request line and the hash of the whole request are stored.
+    pub fn claim(&self, status: StatusCode, body: &Value, keep_body: bool) -> IdempotencyClaim {
+        let request = if keep_body {
+            self.canonical.clone()
+        } else {
+            let (line, _) = split_canonical(&self.canonical);
+            [line, b"\n", BODY_NOT_KEPT].concat()
+        };
         IdempotencyClaim {
             key: self.key.clone(),
             request_hash: self.hash,
-            request: self.canonical.clone(),
+            request,
             response_status: status.as_u16(),
             response_body: serde_json::to_vec(body).unwrap_or_default(),
         }
     }
 
-    /// Returns the original response for a request whose key is already stored, or a
-    /// 422 naming what differs.
+    /// Checks that a stored record was made by this same request.
     ///
     /// # Errors
-    /// `idempotency_key_reused` when the stored request differs from this one.
-    pub fn replay(&self, record: &IdempotencyRecord) -> Result<HttpResponse, ApiError> {
+    /// `idempotency_key_reused`, naming what differs, when the stored request is another.
+    pub fn check_same(&self, record: &IdempotencyRecord) -> Result<(), ApiError> {
         if record.claim.request_hash != self.hash {
             return Err(self.mismatch(&record.claim.request));
         }
-        Ok(stored_response(record))
+        Ok(())
     }
 
     fn mismatch(&self, stored: &[u8]) -> ApiError {
@@ -119,8 +130,9 @@ impl IdempotentRequest {
     }
 }
 
-/// Rebuilds the original response from a stored record, with the original position.
-pub fn stored_response(record: &IdempotencyRecord) -> HttpResponse {
+/// Rebuilds the original response from a stored record and its (opened) body, with the
+/// original position.
+pub fn stored_response(record: &IdempotencyRecord, mut body: Value) -> HttpResponse {
     let status = StatusCode::from_u16(record.claim.response_status)
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let content_type = if status.is_success() {
@@ -128,8 +140,6 @@ pub fn stored_response(record: &IdempotencyRecord) -> HttpResponse {
     } else {
         crate::problem::PROBLEM_JSON
     };
-    let mut body: Value =
-        serde_json::from_slice(&record.claim.response_body).unwrap_or(Value::Null);
     if let Value::Object(map) = &mut body {
         map.insert("position".to_owned(), Value::from(record.last_position));
     }
@@ -150,6 +160,16 @@ fn describe_differences(stored: &[u8], presented: &[u8]) -> Vec<String> {
             String::from_utf8_lossy(stored_line),
             String::from_utf8_lossy(presented_line)
         ));
+    }
+    if stored_body == BODY_NOT_KEPT {
+        if differences.is_empty() {
+            differences.push(
+                "the body differs; the first body carried personal fields, so only its hash \
+                 was kept and the field cannot be named"
+                    .to_owned(),
+            );
+        }
+        return differences;
     }
     let parsed = (
         serde_json::from_slice::<Value>(stored_body),
@@ -210,6 +230,21 @@ mod tests {
         assert_eq!(differences.len(), 2);
         assert!(differences[0].contains("`amount_minor` was 100, now 250"));
         assert!(differences[1].contains("`note` was absent"));
+    }
+
+    #[test]
+    fn a_body_not_kept_is_not_compared() {
+        let request = IdempotentRequest {
+            key: "k".to_owned(),
+            canonical: b"POST /v1/p\n{\"name\":\"Jo Citizen\"}".to_vec(),
+            hash: [7; 32],
+        };
+        let claim = request.claim(StatusCode::CREATED, &json!({}), false);
+        let stored = String::from_utf8_lossy(&claim.request);
+        assert!(!stored.contains("Citizen"), "{stored}");
+        let differences = describe_differences(&claim.request, b"POST /v1/p\n{\"name\":\"X\"}");
+        assert_eq!(differences.len(), 1);
+        assert!(differences[0].contains("only its hash"), "{differences:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub mod replay;
 pub mod request_id;
 pub mod retention;
 pub mod routes;
+pub mod sealed_replies;
 pub mod secret;
 pub mod secrets;
 pub mod server;

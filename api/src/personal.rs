@@ -2,9 +2,7 @@
 //! under a data key of the payee, opened for the allow-list, read models and API, and
 //! erased by destroying the payee's keys.
 //!
-//! TODO(idempotency records): the stored request and response of a payee proposal keep
-//! the name and account in the clear in `events.sqlite`, outside the sealed events, so
-//! an erasure does not reach them yet.
+//! Stored idempotent responses are sealed the same way by [`crate::sealed_replies`].
 
 use std::sync::Arc;
 
@@ -34,6 +32,11 @@ impl PersonalFields {
     /// `seal_new` chooses whether new payee events are sealed (`[kms] seal_payee_fields`).
     pub fn new(keys: Arc<DataKeys>, seal_new: bool) -> Self {
         PersonalFields { keys, seal_new }
+    }
+
+    /// Whether new payee fields are sealed (`[kms] seal_payee_fields`).
+    pub fn seals_new(&self) -> bool {
+        self.seal_new
     }
 
     /// The data keys.

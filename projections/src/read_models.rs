@@ -10,6 +10,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use domain::events::EventPayload as _;
+use domain::personal::SubjectErased;
 use domain::record::{SealedEvent, GENESIS_PREV_HASH, HASH_LEN};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -36,9 +38,10 @@ const SERVER_POOL_SIZE: u32 = 8;
 
 /// Settings applied to every connection of an SQLite file. A commit lost to a power cut is
 /// projected again from the event store, so the read models do not need a sync on every
-/// commit (`synchronous = NORMAL`).
+/// commit (`synchronous = NORMAL`). `secure_delete` overwrites the bytes of a changed or
+/// deleted row, so an erased payee's name does not linger in the file's free space.
 const SQLITE_FILE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-    PRAGMA busy_timeout = 5000;";
+    PRAGMA busy_timeout = 5000; PRAGMA secure_delete = ON;";
 
 /// Location of a read-model database.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -234,10 +237,39 @@ impl ReadModels {
             save_checkpoint(&mut tx, tip).await?;
         }
         tx.commit().await?;
+        let erasure = (events.iter()).any(|event| event.event_type == SubjectErased::EVENT_TYPE);
+        if erasure {
+            self.forget_old_pages().await;
+        }
 
         self.applied
             .send_modify(|generation| *generation = generation.wrapping_add(1));
         Ok(tip)
+    }
+
+    /// After an erasure, moves the write-ahead log of an SQLite file into the database and
+    /// empties it, so the pages that held the erased fields before the change are gone
+    /// from the log too (`secure_delete` has already cleared them in the file). A busy
+    /// reader can leave part of the log in place; the log is then emptied at a later
+    /// checkpoint, and the warning says so.
+    async fn forget_old_pages(&self) {
+        if !matches!(self.location, Location::File(_)) {
+            return;
+        }
+        let result: Result<(i64, i64, i64), sqlx::Error> =
+            sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await;
+        match result {
+            Ok((0, _, _)) => {}
+            Ok((_, log, done)) => tracing::warn!(
+                log_pages = log,
+                checkpointed = done,
+                "after an erasure the read models' write-ahead log could not be emptied \
+                 while readers held it; it is emptied at a later checkpoint"
+            ),
+            Err(error) => tracing::warn!(%error, "read-model checkpoint after an erasure failed"),
+        }
     }
 
     /// Waits until the ledger's read models reach `min_position` or `timeout` passes, and

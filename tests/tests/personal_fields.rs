@@ -171,6 +171,10 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     let erasure = format!("/v1/ledgers/{ledger}/payees/{payee}/erasure");
     let reason = json!({"reason": "subject asked to be forgotten"});
 
+    // The stored idempotent responses hold the name sealed, and it opens on replay.
+    let replayed = stored_responses(&stack, ledger).await;
+    assert!(replayed.contains("Yusuf Erasable"), "{replayed}");
+
     // Still on the allow-list: the proposal is refused.
     let operators = stack.operators(ledger).await.unwrap();
     let refused = operators.proposer.propose(&erasure, &reason).await;
@@ -214,11 +218,23 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     assert!(status.is_success(), "{body}");
     assert_eq!(body["payee_name"], "[erased]", "{body}");
 
+    let replayed = stored_responses(&stack, ledger).await;
+    assert!(!replayed.contains("Yusuf"), "{replayed}");
+    assert!(replayed.contains("[erased]"), "{replayed}");
+
     let as_of = format!("/v1/ledgers/{ledger}/payees?include_removed=true&as_of={head}");
     let (status, body) = stack.get(&as_of).await.unwrap();
     assert!(status.is_success(), "{body}");
     assert!(!body.to_string().contains("Yusuf"), "{body}");
     assert!(body.to_string().contains("[erased]"), "{body}");
+
+    // While the server runs, no file of the data directory keeps the name or the account
+    // in the clear: not the events, not the idempotency records, not the read models'
+    // freed pages or write-ahead log.
+    for needle in ["Yusuf", "Erasable", "55554444"] {
+        let found = files_containing(&stack.data_dir(), needle.as_bytes());
+        assert!(found.is_empty(), "{needle} is still in {found:?}");
+    }
 
     let dir = stack.stop().await.unwrap();
     let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger))
@@ -231,4 +247,54 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     assert_eq!(summary.erasures.len(), 1);
     assert_eq!(summary.erasures[0].subject, subject);
     assert!(summary.erasures[0].policy.contains("forgotten"));
+}
+
+/// Every stored idempotent response of `ledger`, opened as a replay would open it.
+async fn stored_responses(stack: &Stack, ledger: uuid::Uuid) -> String {
+    let head = stack.state.store.head(ledger).await.unwrap().position;
+    let backend = stack.state.store.backend();
+    let records = backend.idempotency_range(ledger, 0, head).await.unwrap();
+    assert!(!records.is_empty());
+    let mut opened = Vec::new();
+    for record in records {
+        let request = String::from_utf8_lossy(&record.claim.request).into_owned();
+        let stored = String::from_utf8_lossy(&record.claim.response_body).into_owned();
+        for needle in ["Yusuf", "55554444"] {
+            assert!(
+                !request.contains(needle),
+                "request kept in the clear: {request}"
+            );
+            assert!(
+                !stored.contains(needle),
+                "response kept in the clear: {stored}"
+            );
+        }
+        let body = serde_json::from_slice(&record.claim.response_body).unwrap();
+        let body =
+            api::sealed_replies::open(&stack.state.personal, ledger, &record.claim.key, body)
+                .await
+                .unwrap();
+        opened.push(body.to_string());
+    }
+    opened.join("\n")
+}
+
+/// Paths of the files under `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else {
+            // A write-ahead log can disappear between listing and reading.
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            if bytes.windows(needle.len()).any(|window| window == needle) {
+                found.push(path);
+            }
+        }
+    }
+    found
 }

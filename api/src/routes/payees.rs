@@ -59,7 +59,7 @@ pub(crate) async fn add(
     let payee_id = Uuid::now_v7();
     let proposal_id = Uuid::now_v7();
 
-    commands::run(&state, ledger_id, &request, &body, || async {
+    commands::run_personal(&state, ledger_id, &request, &body, || async {
         let edit = AllowListChange::Add {
             payee_id,
             name: input.name.clone(),
@@ -89,7 +89,7 @@ pub(crate) async fn change(
     let new_payee_id = Uuid::now_v7();
     let proposal_id = Uuid::now_v7();
 
-    commands::run(&state, ledger_id, &request, &body, || async {
+    commands::run_personal(&state, ledger_id, &request, &body, || async {
         let edit = AllowListChange::Change {
             payee_id,
             new_payee_id,

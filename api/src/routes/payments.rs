@@ -199,7 +199,7 @@ pub(crate) async fn submit_batch(
     let correlation_id = crate::request_id::correlation_id(&request);
     let actor = caller.actor();
 
-    commands::run(&state, ledger_id, &request, &body, || async {
+    commands::run_personal(&state, ledger_id, &request, &body, || async {
         let file_hash = *blake3::hash(&body).as_bytes();
         crate::aba_import::reject_duplicate(&state.store, ledger_id, &file_hash).await?;
         let (allow_list, version) = state.allow_list(ledger_id).await?;

@@ -478,7 +478,7 @@ pub(crate) async fn revise(
     let proposal_id = proposal_id(&path.1)?;
     let input: Revision = super::parse_json(&body, "revision")?;
 
-    commands::run(&state, ledger_id, &request, &body, || async {
+    commands::run_personal(&state, ledger_id, &request, &body, || async {
         let (allow_list, proposals, version) = state.allow_list_and_proposals(ledger_id).await?;
         let now = state.clock.now_micros();
         let proposal = match proposals.open(proposal_id, now) {

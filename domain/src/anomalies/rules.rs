@@ -120,9 +120,9 @@ pub(super) fn first_payment_to_new_payee(
         return None;
     }
     let explanation = format!(
-        "first payment to payee {:?}, which was added {} ago (payees added less than {} ago \
+        "first payment to payee {}, which was added {} ago (payees added less than {} ago \
          are new)",
-        payee.name,
+        payee.payee_id,
         format_duration(age),
         format_duration(rules.new_payee_seconds),
     );
@@ -168,9 +168,9 @@ pub(super) fn account_changed(
         return None;
     }
     let explanation = format!(
-        "the bank account of payee {:?} changed {} ago, from {} to {} (changes less than {} \
+        "the bank account of payee {} changed {} ago, from {} to {} (changes less than {} \
          old are recent)",
-        payee.name,
+        payee.payee_id,
         format_duration(age),
         describe_account(&change.previous_account),
         describe_account(&payee.account),
@@ -292,14 +292,12 @@ pub(super) fn lookalike_name(
         return None;
     }
     let explanation = format!(
-        "payee name {:?} looks like the name of payee {:?}, added earlier: similarity {}.{:03} \
-         between their look-alike forms {:?} and {:?} (the rule fires at {}.{:03})",
-        payee.name,
-        other.name,
+        "the name of payee {} looks like the name of payee {}, added earlier: similarity \
+         {}.{:03} between their look-alike forms (the rule fires at {}.{:03})",
+        payee.payee_id,
+        other.payee_id,
         score / 1000,
         score % 1000,
-        payee.lookalike_key,
-        other.lookalike_key,
         rules.lookalike_permille / 1000,
         rules.lookalike_permille % 1000,
     );
