@@ -6,6 +6,11 @@
 //! new data keys use it at once; [`rewrap`] then moves the stored data keys and the
 //! wrapped TOTP key to it in bounded batches. Each batch commits per key, so a crash
 //! loses nothing and the next run resumes with the keys still on the old version.
+//!
+//! [`run_rewrap_job`] runs beside the server: a pass at start (so a rewrap cut short by a
+//! crash resumes), one every `kms.rewrap_interval_seconds`, and one as soon as a rotation
+//! asks for it. A pass learns the current KEK version from the KMS and moves every data
+//! key still on an older one, batch by batch with a pause between batches.
 
 use std::sync::Arc;
 
@@ -19,6 +24,157 @@ use crate::state::AppState;
 
 /// Largest rewrap batch.
 pub const MAX_REWRAP_BATCH: u32 = 1_000;
+
+/// The background rewrap job's controls and last count, held by the application state.
+#[derive(Debug, Default)]
+pub struct RewrapJob {
+    /// Wakes the job for a pass now.
+    wanted: tokio::sync::Notify,
+    /// One pass at a time, whichever caller starts it.
+    running: tokio::sync::Mutex<()>,
+    /// Data keys (and the TOTP key) still wrapped by an older KEK version after the last
+    /// pass; `u64::MAX` before the first.
+    pending: std::sync::atomic::AtomicU64,
+    stopping: std::sync::atomic::AtomicBool,
+    stopped: tokio::sync::Notify,
+}
+
+impl RewrapJob {
+    /// A job that has not run a pass yet.
+    pub fn new() -> Self {
+        RewrapJob {
+            pending: std::sync::atomic::AtomicU64::new(u64::MAX),
+            ..RewrapJob::default()
+        }
+    }
+
+    /// Asks for a pass now; a pass already running is followed by another.
+    pub fn wake(&self) {
+        self.wanted.notify_one();
+    }
+
+    /// Keys left on an older KEK version after the last pass, or `None` before the first.
+    pub fn pending(&self) -> Option<u64> {
+        let pending = self.pending.load(std::sync::atomic::Ordering::Relaxed);
+        (pending != u64::MAX).then_some(pending)
+    }
+
+    /// Stops the job after its current batch.
+    pub fn stop(&self) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.stopped.notify_waiters();
+        self.wanted.notify_one();
+    }
+
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Returns the KEK version the KMS wraps new keys under, by wrapping a throwaway key: the
+/// one question every provider answers the same way.
+///
+/// # Errors
+/// The KMS fails or refuses.
+pub async fn current_kek_version(kms: &dyn crate::kms::Kms) -> anyhow::Result<String> {
+    let probe = crate::kms::random_key()?;
+    let wrapped = kms.wrap(&probe, b"folio/kek-version-probe").await?;
+    Ok(wrapped.kek_version)
+}
+
+/// One pass of the rewrap job: moves every data key, and the wrapped TOTP key, off KEK
+/// versions older than the current one. Returns how many keys moved.
+///
+/// # Errors
+/// A KMS or key-store failure; keys moved before it stay moved.
+pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
+    let job = &state.rewrap;
+    let _one_at_a_time = job.running.lock().await;
+    let settings = &state.config.kms;
+    let current = current_kek_version(state.kms.as_ref()).await?;
+    let mut old: std::collections::BTreeMap<String, u64> = state
+        .personal
+        .keys()
+        .versions_in_use()
+        .await?
+        .into_iter()
+        .filter(|(version, _)| *version != current)
+        .collect();
+    if let Some(version) = mfa_key_version(state)? {
+        if version != current {
+            *old.entry(version).or_default() += 1;
+        }
+    }
+    let mut moved = 0;
+    for version in old.keys() {
+        loop {
+            if job.is_stopping() {
+                return Ok(moved);
+            }
+            let progress = rewrap(state, version, settings.rewrap_batch).await?;
+            moved += progress.rewrapped;
+            if progress.remaining == 0 || progress.rewrapped == 0 {
+                break;
+            }
+            let pause = std::time::Duration::from_millis(settings.rewrap_pause_ms);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = job.stopped.notified() => return Ok(moved),
+            }
+        }
+    }
+    let mut pending: u64 = (state.personal.keys().versions_in_use().await?)
+        .iter()
+        .filter(|(version, _)| **version != current)
+        .map(|(_, count)| *count)
+        .sum();
+    if mfa_key_version(state)?.is_some_and(|version| version != current) {
+        pending += 1;
+    }
+    job.pending
+        .store(pending, std::sync::atomic::Ordering::Relaxed);
+    Ok(moved)
+}
+
+/// KEK version of the wrapped TOTP key, when there is one.
+fn mfa_key_version(state: &AppState) -> anyhow::Result<Option<String>> {
+    let path = state
+        .config
+        .data_dir
+        .join("keys")
+        .join("mfa-secret.wrapped");
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(crate::kms::wrapped_file::read(&path)?.kek_version))
+}
+
+/// Runs rewrap passes until [`RewrapJob::stop`]: one at once, then one every
+/// `kms.rewrap_interval_seconds` or when [`RewrapJob::wake`] asks. A failed pass is logged
+/// and tried again at the next one.
+pub async fn run_rewrap_job(state: Arc<AppState>) {
+    let interval = std::time::Duration::from_secs(state.config.kms.rewrap_interval_seconds);
+    let job = &state.rewrap;
+    while !job.is_stopping() {
+        match rewrap_pass(&state).await {
+            Ok(0) => {}
+            Ok(moved) => tracing::info!(
+                moved,
+                pending = job.pending().unwrap_or(0),
+                "rewrap job moved data keys to the current KEK version"
+            ),
+            Err(error) => tracing::warn!(
+                error = %format!("{error:#}"),
+                "KEK rewrap pass failed; it is tried again at the next pass"
+            ),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(interval) => {}
+            () = job.wanted.notified() => {}
+        }
+    }
+}
 
 /// Rotates the signing key of `ledger_id`: the rotation event is signed by the old key.
 ///

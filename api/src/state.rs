@@ -78,6 +78,8 @@ pub struct AppState {
     pub witness: Mutex<Option<crate::witness::Publisher>>,
     /// Anomaly history and operator analytics by ledger, caught up from the store.
     pub insights: crate::anomalies::Insights,
+    /// The background job that moves data keys off older KEK versions.
+    pub rewrap: crate::key_rotation::RewrapJob,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
@@ -185,6 +187,7 @@ impl AppState {
             ledger_creation: Mutex::new(()),
             witness: Mutex::new(witness),
             insights: crate::anomalies::Insights::default(),
+            rewrap: crate::key_rotation::RewrapJob::new(),
             _data_dir_lock: lock,
         }))
     }
@@ -334,6 +337,7 @@ impl AppState {
 
     /// Stops the workers and the sequencers, letting committed work finish.
     pub async fn shutdown(&self) {
+        self.rewrap.stop();
         self.workers.shutdown().await;
         if let Some(runner) = &self.local_runner {
             runner.shutdown().await;

@@ -95,6 +95,7 @@ impl Stack {
         let running = api::server::start(Arc::clone(&state), "127.0.0.1:0")?;
         let server = running.handle.clone();
         tokio::spawn(running.server);
+        tokio::spawn(api::key_rotation::run_rewrap_job(Arc::clone(&state)));
         let scopes = api::auth::parse_scopes("all").map_err(anyhow::Error::msg)?;
         let token = state.tokens.issue("e2e-client", &scopes, None, 0).await?;
         Ok(Stack {

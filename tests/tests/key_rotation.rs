@@ -223,10 +223,30 @@ async fn administrator_rotates_keys_over_http() {
 
     let path = format!("/v1/ledgers/{ledger}/kek/rotation");
     let (status, body) = admin.post(&path, &json!({"batch": 10})).await.unwrap();
-    assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("kms.rewrap_batch"),
+        "{body}"
+    );
+    let (status, body) = admin.post(&path, &json!({})).await.unwrap();
+    assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["version"], "2");
-    assert_eq!(body["rewrapped"], 1, "the payee's data key moved: {body}");
-    let in_use = stack.state.personal.keys().versions_in_use().await.unwrap();
+    assert_eq!(body["pending_data_keys"], 1, "the payee's data key: {body}");
+
+    // The background job moves the key off version 1 without a further request.
+    let keys = stack.state.personal.keys();
+    let started = std::time::Instant::now();
+    while keys.versions_in_use().await.unwrap().contains_key("1") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the rewrap job did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let in_use = keys.versions_in_use().await.unwrap();
     assert_eq!(in_use.keys().collect::<Vec<_>>(), ["2"]);
     assert_eq!(
         api::key_rotation::kek_version_in_use(&stack.state, "1")
@@ -234,5 +254,39 @@ async fn administrator_rotates_keys_over_http() {
             .unwrap(),
         0
     );
+    assert_eq!(stack.state.rewrap.pending(), Some(0));
+    stack.stop().await.unwrap();
+}
+
+/// A rewrap cut short (one batch of one key, then nothing, as after a crash) is finished
+/// by the background job's next pass, which asks the KMS for the current version itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrap_job_finishes_a_rewrap_cut_short() {
+    let stack = Stack::start().await.unwrap();
+    let ledger = stack.create_ledger("rewrap-resume").await.unwrap();
+    for (name, account) in [("Resume One", "10000001"), ("Resume Two", "10000002")] {
+        stack
+            .add_payee(ledger, name, "062000", account)
+            .await
+            .unwrap();
+    }
+    let state = &stack.state;
+    assert_eq!(api::key_rotation::rotate_kek(state).await.unwrap(), "2");
+    let first = api::key_rotation::rewrap(state, "1", 1).await.unwrap();
+    assert_eq!((first.rewrapped, first.remaining), (1, 1));
+
+    let moved = api::key_rotation::rewrap_pass(state).await.unwrap();
+    assert_eq!(moved, 1);
+    assert_eq!(state.rewrap.pending(), Some(0));
+    let in_use = state.personal.keys().versions_in_use().await.unwrap();
+    assert_eq!(in_use.keys().collect::<Vec<_>>(), ["2"]);
+    assert_eq!(api::key_rotation::rewrap_pass(state).await.unwrap(), 0);
+
+    let events = state.store.read_ledger(ledger, 0, 10_000).await.unwrap();
+    let rewrapped: Vec<_> = events
+        .iter()
+        .filter(|e| e.event_type == "kms.data_keys_rewrapped")
+        .collect();
+    assert_eq!(rewrapped.len(), 2, "one event per batch that moved keys");
     stack.stop().await.unwrap();
 }

@@ -29,6 +29,9 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let state = AppState::open(config).await?;
     ensure_bootstrap_token(&state).await?;
     let running = crate::server::start_on(std::sync::Arc::clone(&state), listener)?;
+    let rewrap = tokio::spawn(crate::key_rotation::run_rewrap_job(std::sync::Arc::clone(
+        &state,
+    )));
     let (stop_verification, stopped) = tokio::sync::watch::channel(false);
     let verification = tokio::spawn(crate::verification::run(
         state.store.clone(),
@@ -51,6 +54,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = verification.await;
     let _ = controls.await;
     state.shutdown().await;
+    let _ = rewrap.await;
     tracing::info!("folio stopped");
     Ok(ExitCode::SUCCESS)
 }

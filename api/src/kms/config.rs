@@ -57,6 +57,14 @@ pub struct KmsConfig {
     pub ca_cert: PathBuf,
     /// Seal the name and account of new payees (`payee.added` schema version 2).
     pub seal_payee_fields: bool,
+    /// Seconds between passes of the background rewrap job, which moves data keys off
+    /// older KEK versions; a KEK rotation through the API starts a pass at once.
+    pub rewrap_interval_seconds: u64,
+    /// Data keys the rewrap job moves per batch (1 to 1,000).
+    pub rewrap_batch: u32,
+    /// Pause between two rewrap batches, in milliseconds, so the job leaves the KMS
+    /// quota to live traffic.
+    pub rewrap_pause_ms: u64,
     /// `vault` provider settings.
     pub vault: VaultConfig,
     /// `aws` provider settings.
@@ -77,6 +85,9 @@ impl Default for KmsConfig {
             request_timeout_ms: 5_000,
             ca_cert: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
             seal_payee_fields: true,
+            rewrap_interval_seconds: 300,
+            rewrap_batch: 100,
+            rewrap_pause_ms: 100,
             vault: VaultConfig::default(),
             aws: AwsConfig::default(),
             gcp: GcpConfig::default(),
@@ -191,6 +202,16 @@ impl KmsConfig {
         }
         if self.cache_max_entries == 0 || self.request_timeout_ms == 0 {
             bail!("kms.cache_max_entries and kms.request_timeout_ms must be above 0");
+        }
+        if !(1..=crate::key_rotation::MAX_REWRAP_BATCH).contains(&self.rewrap_batch) {
+            bail!(
+                "kms.rewrap_batch is {}; set it between 1 and {}",
+                self.rewrap_batch,
+                crate::key_rotation::MAX_REWRAP_BATCH
+            );
+        }
+        if self.rewrap_interval_seconds == 0 {
+            bail!("kms.rewrap_interval_seconds is 0; set it to 1 or more (300 is the default)");
         }
         match self.provider {
             KmsProvider::Local if profile == Profile::Production => bail!(

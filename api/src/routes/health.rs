@@ -67,6 +67,14 @@ pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     crate::metrics::MFA.render(&mut out);
     crate::secrets::METRICS.render(&mut out);
     render_key_cache(&mut out, &state.personal.keys().cache_metrics());
+    if let Some(pending) = state.rewrap.pending() {
+        out.push_str(
+            "# HELP folio_kms_rewrap_pending_keys Data keys still wrapped by an older KEK \
+             version after the last rewrap pass.\n",
+        );
+        out.push_str("# TYPE folio_kms_rewrap_pending_keys gauge\n");
+        out.push_str(&format!("folio_kms_rewrap_pending_keys {pending}\n"));
+    }
     crate::metrics::render_ledgers(&mut out, &ledger_gauges(&state).await);
     crate::metrics::render_controls(&mut out, &crate::controls::latest());
     HttpResponse::Ok()

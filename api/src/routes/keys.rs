@@ -27,7 +27,7 @@ struct Revocation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KekRotation {
-    /// Data keys rewrapped per batch, at most 1000.
+    /// No longer taken: the background job's batch is `kms.rewrap_batch`.
     batch: Option<u32>,
 }
 
@@ -80,8 +80,9 @@ pub(crate) async fn revoke_signing(
     Ok(HttpResponse::Ok().json(json!({"position": result.last_position})))
 }
 
-/// Makes a new KEK version current, then rewraps every data key off the old version in
-/// bounded batches.
+/// Makes a new KEK version current and wakes the background rewrap job, which moves the
+/// data keys off the older versions in bounded batches; answers 202 with the version and
+/// the number of keys left to move.
 #[post("/ledgers/{ledger_id}/kek/rotation")]
 pub(crate) async fn rotate_kek(
     state: web::Data<AppState>,
@@ -93,31 +94,33 @@ pub(crate) async fn rotate_kek(
     let operator = operator.0;
     operator.require(OperatorScope::Administer, ledger_id)?;
     let input: KekRotation = super::parse_json(&body, "KEK rotation")?;
-    let batch = input.batch.unwrap_or(100);
+    if let Some(batch) = input.batch {
+        return Err(ApiError::invalid(format!(
+            "batch {batch} is not taken here: the background rewrap job moves keys in batches \
+             of kms.rewrap_batch from the configuration; send {{}}"
+        )));
+    }
 
+    let version = crate::key_rotation::rotate_kek(&state)
+        .await
+        .map_err(ApiError::internal)?;
     let in_use = state
         .personal
         .keys()
         .versions_in_use()
         .await
         .map_err(ApiError::internal)?;
-    let version = crate::key_rotation::rotate_kek(&state)
-        .await
-        .map_err(ApiError::internal)?;
-    let mut rewrapped = 0;
-    for old in in_use.keys().filter(|old| **old != version) {
-        // Bounded: each batch moves keys or the loop ends.
-        loop {
-            let progress = crate::key_rotation::rewrap(&state, old, batch)
-                .await
-                .map_err(ApiError::internal)?;
-            rewrapped += progress.rewrapped;
-            if progress.remaining == 0 || progress.rewrapped == 0 {
-                break;
-            }
-        }
-    }
-    Ok(HttpResponse::Ok().json(json!({"version": version, "rewrapped": rewrapped})))
+    let pending: u64 = (in_use.iter())
+        .filter(|(old, _)| **old != version)
+        .map(|(_, count)| *count)
+        .sum();
+    state.rewrap.wake();
+    Ok(HttpResponse::Accepted().json(json!({
+        "version": version,
+        "pending_data_keys": pending,
+        "rewrap": "the background job moves them in batches of kms.rewrap_batch; \
+                   watch folio_kms_rewrap_pending_keys or the kms.data_keys_rewrapped events",
+    })))
 }
 
 fn checked_reason(reason: &str) -> Result<&str, ApiError> {
