@@ -425,13 +425,7 @@ async fn migrate_carries_the_data_keys() {
     drop(state);
 
     let from = format!("sqlite:{}", source_dir.display());
-    let output = Command::new(env!("CARGO_BIN_EXE_folio"))
-        .args(["migrate", "--from", &from, "--to", db.url()])
-        .output()
-        .expect("run folio migrate");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stdout} {stderr}");
+    let stdout = folio_migrate(&from, db.url());
     assert!(stdout.contains("2 data key(s) copied"), "{stdout}");
     assert!(stdout.contains("1 of them destroyed"), "{stdout}");
     let rows = key_rows(db.url(), &payee_subject(erased)).await;
@@ -450,4 +444,31 @@ async fn migrate_carries_the_data_keys() {
     let payee = list.get(kept).expect("the kept payee is active");
     assert_eq!(payee.name, "Kept Waratah");
     state.shutdown().await;
+    drop(state);
+
+    // And back to a new data directory: the keys come out of PostgreSQL with the events.
+    let back_dir = dir.path().join("back");
+    let stdout = folio_migrate(db.url(), &format!("sqlite:{}", back_dir.display()));
+    assert!(stdout.contains("2 data key(s) copied"), "{stdout}");
+    support::nodes::share_keys(&source_dir, &back_dir);
+    let config = Config {
+        data_dir: back_dir,
+        ..Config::default()
+    };
+    let state = AppState::open(config).await.unwrap();
+    let names = opened_names(&state, ledger).await;
+    assert_eq!(names, ["Kept Waratah", "[erased]"]);
+    state.shutdown().await;
+}
+
+/// Runs `folio migrate --from FROM --to TO` and returns its standard output.
+fn folio_migrate(from: &str, to: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_folio"))
+        .args(["migrate", "--from", from, "--to", to])
+        .output()
+        .expect("run folio migrate");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout} {stderr}");
+    stdout
 }
