@@ -349,35 +349,35 @@ impl AppState {
     }
 }
 
-/// Opens `data-keys.sqlite` in the data directory over the KMS.
-// TODO(postgres data keys): nodes sharing a PostgreSQL store need the data keys in that
-// database too; until then sealing is off on that backend.
+/// Opens the data keys over the KMS: `data-keys.sqlite` in the data directory, or the
+/// `data_keys` table of the PostgreSQL store that every node shares.
 async fn open_personal(
     config: &Config,
     data_dir: &std::path::Path,
     kms: Arc<dyn crate::kms::Kms>,
 ) -> anyhow::Result<crate::personal::PersonalFields> {
-    let path = data_dir.join("data-keys.sqlite");
-    crate::files::create_private_file(&path)?;
+    use crate::kms::data_keys::{DataKeys, KeyStore, DATA_KEYS_FILE};
+    let store = match config.store.backend {
+        crate::config::StoreBackend::Postgres => KeyStore::Postgres(config.store.url.clone()),
+        crate::config::StoreBackend::Sqlite => {
+            let path = data_dir.join(DATA_KEYS_FILE);
+            crate::files::create_private_file(&path)?;
+            KeyStore::File(path)
+        }
+    };
     let cache = crate::kms::cache::DataKeyCache::new(
         std::time::Duration::from_secs(config.kms.cache_ttl_seconds),
         config.kms.cache_max_entries,
     );
-    let keys = crate::kms::data_keys::DataKeys::open(&path, kms, cache, config.kms.limits())
+    let keys = DataKeys::open_at(&store, kms, cache, config.kms.limits())
         .await
-        .map_err(|error| anyhow::anyhow!("cannot open {}: {error}", path.display()))?;
-    // Nodes sharing a PostgreSQL store could not open each other's sealed fields, so
-    // sealing stays off there until the data keys move into that database.
-    let shared_store = config.store.backend == crate::config::StoreBackend::Postgres;
-    if config.kms.seal_payee_fields && shared_store {
-        tracing::warn!(
-            "payee fields are not sealed: with store.backend = \"postgres\" the data keys \
-             would be private to each node"
-        );
-    }
+        .map_err(|error| {
+            anyhow::anyhow!("cannot open the data keys in {}: {error}", store.describe())
+        })?;
+    tracing::info!(store = %store.describe(), "data keys opened");
     Ok(crate::personal::PersonalFields::new(
         Arc::new(keys),
-        config.kms.seal_payee_fields && !shared_store,
+        config.kms.seal_payee_fields,
     ))
 }
 

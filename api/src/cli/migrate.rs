@@ -9,6 +9,9 @@
 //!
 //! On a PostgreSQL target, the operators and API tokens of a source data directory are
 //! copied too (see [`crate::credentials::copy_credentials`]), so every node accepts them.
+//! The wrapped data keys go with the events in both directions (see
+//! [`crate::kms::data_keys::copy_data_keys`]): without them the sealed payee fields of the
+//! copy would not open, and a key destroyed in the source stays destroyed in the target.
 //!
 //! Until the last chunk of a ledger is committed, the target's head row carries the source's
 //! final signed head, which names a later position than the target holds, so `folio verify`
@@ -25,6 +28,7 @@ use eventstore_adapter::{Backend, ChainHead, CommitBatch, SignedHead};
 use uuid::Uuid;
 
 use crate::credentials::{copy_credentials, CopiedCredentials, CredentialsLocation};
+use crate::kms::data_keys::{copy_data_keys, CopiedDataKeys, KeyStore};
 use crate::store::StoreLocation;
 
 /// Events copied per chunk (and per target transaction).
@@ -65,6 +69,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         bail!("--from and --to name the same store: name two different stores");
     }
     let copied = migrate(&from, &to, args.ledger).await?;
+    let data_keys = migrate_data_keys(&from, &to).await?;
     let credentials = migrate_credentials(&from, &to).await?;
     for ledger in &copied {
         println!(
@@ -79,6 +84,15 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if copied.is_empty() {
         println!("no ledger in {}", from.describe());
+    }
+    if let Some(data_keys) = data_keys {
+        println!(
+            "{} data key(s) copied to {} ({} of them destroyed by erasures, copied as \
+             destroyed); the target's nodes need the same KMS key",
+            data_keys.keys,
+            to.describe(),
+            data_keys.destroyed
+        );
     }
     if let Some(credentials) = credentials {
         println!(
@@ -140,6 +154,35 @@ pub async fn migrate(
         });
     }
     Ok(copied)
+}
+
+/// Copies the wrapped data keys that go with the source store to those of the target, so
+/// the copied sealed fields open there. Returns `None` when either store is an SQLite file
+/// outside a data directory, which has no key store beside it.
+///
+/// # Errors
+/// A key store cannot be opened, read or written.
+pub async fn migrate_data_keys(
+    from: &StoreLocation,
+    to: &StoreLocation,
+) -> anyhow::Result<Option<CopiedDataKeys>> {
+    let (Some(source), Some(target)) = (KeyStore::beside(from), KeyStore::beside(to)) else {
+        return Ok(None);
+    };
+    if let KeyStore::File(path) = &target {
+        if let Some(dir) = path.parent() {
+            crate::files::create_private_dir(dir)?;
+        }
+        crate::files::create_private_file(path)?;
+    }
+    let copied = copy_data_keys(&source, &target).await.with_context(|| {
+        format!(
+            "cannot copy the data keys from {} to {}",
+            source.describe(),
+            target.describe()
+        )
+    })?;
+    Ok(Some(copied))
 }
 
 /// Copies the operators and API tokens of a data directory to a PostgreSQL target, where

@@ -152,7 +152,8 @@ pub(crate) struct Database {
 }
 
 impl Database {
-    async fn open_file(path: &Path) -> Result<Database, sqlx::Error> {
+    /// Opens (creating) the SQLite file at `path`.
+    pub(crate) async fn open_file(path: &Path) -> Result<Database, sqlx::Error> {
         // The `Any` driver takes a URL, which carries no pragmas, so each new connection
         // sets them.
         let url = SqliteConnectOptions::new()
@@ -176,7 +177,8 @@ impl Database {
         })
     }
 
-    async fn connect(url: &str) -> Result<Database, sqlx::Error> {
+    /// Connects to the PostgreSQL database at `url`.
+    pub(crate) async fn connect(url: &str) -> Result<Database, sqlx::Error> {
         let pool = AnyPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(BUSY_TIMEOUT)
@@ -189,7 +191,7 @@ impl Database {
     }
 
     /// Returns whether every table of `tables` exists in the connection's search path.
-    async fn tables_exist(&self, tables: &[&str]) -> Result<bool, sqlx::Error> {
+    pub(crate) async fn tables_exist(&self, tables: &[&str]) -> Result<bool, sqlx::Error> {
         for table in tables {
             let exists: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
                 .bind(*table)
@@ -208,7 +210,11 @@ impl Database {
     /// with only the rights its queries need has none. Otherwise it takes an advisory
     /// lock. Without it, two `CREATE TABLE IF NOT EXISTS` at once can both pass the check,
     /// and the later one then fails on the catalog's unique index.
-    async fn create_schema(&self, schema: &[&str], tables: &[&str]) -> Result<(), sqlx::Error> {
+    pub(crate) async fn create_schema(
+        &self,
+        schema: &[&str],
+        tables: &[&str],
+    ) -> Result<(), sqlx::Error> {
         if self.dialect == Dialect::Postgres && self.tables_exist(tables).await? {
             return Ok(());
         }

@@ -1,5 +1,8 @@
 //! Per-subject data keys: one or more AES-256 keys per subject (a payee), stored wrapped
-//! by the KEK in `data-keys.sqlite`, never in the ledger.
+//! by the KEK, never in the ledger. With the embedded store they live in
+//! `data-keys.sqlite` of the data directory. With a PostgreSQL store they live in the
+//! `data_keys` table of that database, so every node that shares the store opens the
+//! fields any of them sealed.
 //!
 //! Keeping the wrapped keys outside the append-only ledger is what makes erasure real.
 //! Destroying a subject deletes its wrapped keys, so no KEK can recover the fields sealed
@@ -7,22 +10,98 @@
 //!
 //! Each key counts the messages it sealed in the database (`messages`), reserved one at
 //! a time with a conditional `UPDATE`, so the limit of `[kms] data_key_max_messages`
-//! holds across restarts and across nodes sharing the file. A key past its message or
-//! age limit is not used to seal again; the next seal for the subject makes a new key.
+//! holds across restarts and across nodes sharing the database. A key past its message
+//! or age limit is not used to seal again; the next seal for the subject makes a new key.
+//!
+//! On PostgreSQL another node may destroy a key that this node holds unwrapped in its
+//! cache. Each open served from the cache therefore first reads the key's row by primary
+//! key, so a field reads as erased on every node as soon as the erasing transaction has
+//! committed. The embedded store has one node, which evicts the keys it destroys.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use domain::envelope::{DataKey, DataKeyLimits, EnvelopeError, FieldContext, SealedField};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{Row, SqlitePool};
+use sqlx::any::AnyRow;
+use sqlx::{AnyPool, Row};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 use super::cache::DataKeyCache;
 use super::{random_key, Kms, KmsError, WrappedKey};
+use crate::credentials::{Database, Dialect};
+
+mod copy;
+
+pub use copy::{copy_data_keys, CopiedDataKeys};
+
+/// File of the data keys in a data directory, for the embedded store.
+pub const DATA_KEYS_FILE: &str = "data-keys.sqlite";
+
+/// Location of the wrapped data keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyStore {
+    /// An SQLite file, normally `data-keys.sqlite` of a data directory (one node).
+    File(PathBuf),
+    /// The `data_keys` table of a PostgreSQL database that every node shares.
+    Postgres(String),
+}
+
+impl KeyStore {
+    /// Returns the key store that goes with an event store: `data-keys.sqlite` beside an
+    /// `events.sqlite` of a data directory, or the same PostgreSQL database. An SQLite
+    /// store outside a data directory has none.
+    pub fn beside(store: &crate::store::StoreLocation) -> Option<KeyStore> {
+        use crate::store::StoreLocation;
+        use eventstore_adapter::sqlite::EVENTS_FILE;
+        match store {
+            StoreLocation::Postgres(url) => Some(KeyStore::Postgres(url.clone())),
+            StoreLocation::Sqlite(path) if path.file_name() == Some(EVENTS_FILE.as_ref()) => {
+                let dir = path.parent()?;
+                Some(KeyStore::File(dir.join(DATA_KEYS_FILE)))
+            }
+            StoreLocation::Sqlite(_) => None,
+        }
+    }
+
+    /// Names the key store for messages, without any password.
+    pub fn describe(&self) -> String {
+        match self {
+            KeyStore::File(path) => path.display().to_string(),
+            KeyStore::Postgres(url) => crate::store::redact(url),
+        }
+    }
+
+    async fn connect(&self) -> Result<Database, sqlx::Error> {
+        match self {
+            KeyStore::File(path) => Database::open_file(path).await,
+            KeyStore::Postgres(url) => Database::connect(url).await,
+        }
+    }
+}
+
+/// Table of the data keys, in the SQLite file or in the PostgreSQL store's database.
+pub(crate) const DATA_KEYS_TABLE: &str = "data_keys";
+
+/// Statements that create the data-key table, portable between SQLite and PostgreSQL
+/// (the blob type is rewritten for PostgreSQL). Both are idempotent.
+pub(crate) const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS data_keys (
+        id TEXT PRIMARY KEY,
+        ledger_id TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        kek_id TEXT NOT NULL,
+        kek_version TEXT NOT NULL,
+        wrapped BLOB,
+        created_at_micros BIGINT NOT NULL,
+        messages BIGINT NOT NULL,
+        destroyed_at_micros BIGINT
+    )",
+    "CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (ledger_id, subject)",
+];
 
 /// A data-key operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +117,10 @@ pub enum DataKeyError {
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
     /// A sealed field names a key this store never had.
-    #[error("data key {0} is unknown to this node's data-keys.sqlite")]
+    #[error(
+        "data key {0} is not in the data-key store; after `folio migrate`, check that the \
+         keys were copied with the events"
+    )]
     UnknownKey(Uuid),
     /// A stored row is damaged.
     #[error("data key store row {0} is damaged: {1}")]
@@ -67,16 +149,18 @@ pub struct RewrapBatch {
     pub to_version: Option<String>,
 }
 
-/// The data keys of this node, their wrapped form and an unwrapped cache.
+/// The data keys, their wrapped form and an unwrapped cache.
 pub struct DataKeys {
-    pool: SqlitePool,
+    pool: AnyPool,
     kms: Arc<dyn Kms>,
     cache: DataKeyCache,
     limits: DataKeyLimits,
+    /// Other nodes write the same table, so a cached key may have been destroyed.
+    shared: bool,
 }
 
 impl DataKeys {
-    /// Opens (creating) the key database at `path`.
+    /// Opens (creating) the SQLite key database at `path`.
     ///
     /// # Errors
     /// A database that cannot be opened or created.
@@ -86,40 +170,38 @@ impl DataKeys {
         cache: DataKeyCache,
         limits: DataKeyLimits,
     ) -> Result<DataKeys, DataKeyError> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        sqlx::query(
-            "CREATE TABLE IF NOT EXISTS data_keys (
-                id TEXT PRIMARY KEY,
-                ledger_id TEXT NOT NULL,
-                subject TEXT NOT NULL,
-                provider TEXT NOT NULL,
-                kek_id TEXT NOT NULL,
-                kek_version TEXT NOT NULL,
-                wrapped BLOB,
-                created_at_micros BIGINT NOT NULL,
-                messages BIGINT NOT NULL,
-                destroyed_at_micros BIGINT
-            )",
-        )
-        .execute(&pool)
-        .await?;
-        sqlx::query(
-            "CREATE INDEX IF NOT EXISTS data_keys_subject ON data_keys (ledger_id, subject)",
-        )
-        .execute(&pool)
-        .await?;
+        let store = KeyStore::File(path.to_path_buf());
+        Self::open_at(&store, kms, cache, limits).await
+    }
+
+    /// Opens the key store `store`, creating its table if missing. Every node of a
+    /// cluster on PostgreSQL opens the same table.
+    ///
+    /// # Errors
+    /// A database that cannot be opened or reached, or a table that cannot be created.
+    pub async fn open_at(
+        store: &KeyStore,
+        kms: Arc<dyn Kms>,
+        cache: DataKeyCache,
+        limits: DataKeyLimits,
+    ) -> Result<DataKeys, DataKeyError> {
+        let database = store.connect().await?;
+        Self::with_database(database, kms, cache, limits).await
+    }
+
+    async fn with_database(
+        database: Database,
+        kms: Arc<dyn Kms>,
+        cache: DataKeyCache,
+        limits: DataKeyLimits,
+    ) -> Result<DataKeys, DataKeyError> {
+        database.create_schema(SCHEMA, &[DATA_KEYS_TABLE]).await?;
         Ok(DataKeys {
-            pool,
+            pool: database.pool,
             kms,
             cache,
             limits,
+            shared: database.dialect == Dialect::Postgres,
         })
     }
 
@@ -205,7 +287,7 @@ impl DataKeys {
     ) -> Result<Vec<Uuid>, DataKeyError> {
         let mut transaction = self.pool.begin().await?;
         let rows = sqlx::query(
-            "SELECT id FROM data_keys WHERE ledger_id = ? AND subject = ? \
+            "SELECT id FROM data_keys WHERE ledger_id = $1 AND subject = $2 \
              AND destroyed_at_micros IS NULL",
         )
         .bind(ledger_id.to_string())
@@ -213,8 +295,8 @@ impl DataKeys {
         .fetch_all(&mut *transaction)
         .await?;
         sqlx::query(
-            "UPDATE data_keys SET wrapped = NULL, destroyed_at_micros = ? \
-             WHERE ledger_id = ? AND subject = ? AND destroyed_at_micros IS NULL",
+            "UPDATE data_keys SET wrapped = NULL, destroyed_at_micros = $1 \
+             WHERE ledger_id = $2 AND subject = $3 AND destroyed_at_micros IS NULL",
         )
         .bind(now_micros)
         .bind(ledger_id.to_string())
@@ -243,7 +325,7 @@ impl DataKeys {
         subject: &str,
     ) -> Result<Vec<Uuid>, DataKeyError> {
         let rows = sqlx::query(
-            "SELECT id FROM data_keys WHERE ledger_id = ? AND subject = ? \
+            "SELECT id FROM data_keys WHERE ledger_id = $1 AND subject = $2 \
              AND destroyed_at_micros IS NULL ORDER BY id",
         )
         .bind(ledger_id.to_string())
@@ -286,7 +368,7 @@ impl DataKeys {
     ) -> Result<RewrapBatch, DataKeyError> {
         let rows = sqlx::query(
             "SELECT id, ledger_id, subject, provider, kek_id, kek_version, wrapped FROM data_keys \
-             WHERE kek_version = ? AND destroyed_at_micros IS NULL ORDER BY id LIMIT ?",
+             WHERE kek_version = $1 AND destroyed_at_micros IS NULL ORDER BY id LIMIT $2",
         )
         .bind(from_version)
         .bind(i64::from(batch))
@@ -300,8 +382,8 @@ impl DataKeys {
             let context = wrap_context(ledger_id, &subject, id);
             let new = self.kms.rewrap(&wrapped, &context).await?;
             let updated = sqlx::query(
-                "UPDATE data_keys SET provider = ?, kek_id = ?, kek_version = ?, wrapped = ? \
-                 WHERE id = ? AND kek_version = ? AND destroyed_at_micros IS NULL",
+                "UPDATE data_keys SET provider = $1, kek_id = $2, kek_version = $3, wrapped = $4 \
+                 WHERE id = $5 AND kek_version = $6 AND destroyed_at_micros IS NULL",
             )
             .bind(&new.provider)
             .bind(&new.kek_id)
@@ -339,7 +421,7 @@ impl DataKeys {
     ) -> Result<Arc<DataKey>, DataKeyError> {
         let newest = sqlx::query(
             "SELECT id, created_at_micros, messages FROM data_keys \
-             WHERE ledger_id = ? AND subject = ? AND destroyed_at_micros IS NULL \
+             WHERE ledger_id = $1 AND subject = $2 AND destroyed_at_micros IS NULL \
              ORDER BY created_at_micros DESC, id DESC LIMIT 1",
         )
         .bind(ledger_id.to_string())
@@ -368,8 +450,8 @@ impl DataKeys {
         let max = i64::try_from(self.limits.max_messages).unwrap_or(i64::MAX);
         let count = i64::try_from(count).unwrap_or(i64::MAX);
         let updated = sqlx::query(
-            "UPDATE data_keys SET messages = messages + ? \
-             WHERE id = ? AND messages + ? <= ? AND destroyed_at_micros IS NULL",
+            "UPDATE data_keys SET messages = messages + $1 \
+             WHERE id = $2 AND messages + $3 <= $4 AND destroyed_at_micros IS NULL",
         )
         .bind(count)
         .bind(id.to_string())
@@ -397,7 +479,7 @@ impl DataKeys {
             .await?;
         sqlx::query(
             "INSERT INTO data_keys (id, ledger_id, subject, provider, kek_id, kek_version, \
-             wrapped, created_at_micros, messages) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             wrapped, created_at_micros, messages) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id.to_string())
         .bind(ledger_id.to_string())
@@ -419,11 +501,15 @@ impl DataKeys {
     /// was destroyed.
     async fn key(&self, id: Uuid) -> Result<Option<Arc<DataKey>>, DataKeyError> {
         if let Some(key) = self.cache.get(id, Instant::now()) {
+            if self.shared && self.destroyed_elsewhere(id).await? {
+                self.cache.remove(id);
+                return Ok(None);
+            }
             return Ok(Some(key));
         }
         let row = sqlx::query(
             "SELECT id, ledger_id, subject, provider, kek_id, kek_version, wrapped, \
-             destroyed_at_micros FROM data_keys WHERE id = ?",
+             destroyed_at_micros FROM data_keys WHERE id = $1",
         )
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -443,6 +529,21 @@ impl DataKeys {
     }
 }
 
+impl DataKeys {
+    /// Returns whether key `id`, found in this node's cache, has been destroyed since it
+    /// was cached, by this node or another one sharing the table. One primary-key read.
+    async fn destroyed_elsewhere(&self, id: Uuid) -> Result<bool, DataKeyError> {
+        let destroyed: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT destroyed_at_micros FROM data_keys WHERE id = $1")
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await?;
+        // A cached key whose row is gone was removed outside Folio: treat it as destroyed,
+        // since nothing could unwrap it again.
+        Ok(destroyed.is_none_or(|at| at.is_some()))
+    }
+}
+
 /// The context a data key is wrapped with: it binds the wrapped bytes to their row.
 fn wrap_context(ledger_id: Uuid, subject: &str, id: Uuid) -> Vec<u8> {
     format!("folio/data-key/v1|{ledger_id}|{subject}|{id}").into_bytes()
@@ -452,11 +553,9 @@ fn parse_id(text: String) -> Result<Uuid, DataKeyError> {
     Uuid::parse_str(&text).map_err(|_| DataKeyError::Corrupt(Uuid::nil(), format!("id {text:?}")))
 }
 
-fn wrapped_row(
-    row: &sqlx::sqlite::SqliteRow,
-) -> Result<(Uuid, Uuid, String, WrappedKey), DataKeyError> {
+fn wrapped_row(row: &AnyRow) -> Result<(Uuid, Uuid, String, WrappedKey), DataKeyError> {
     let id = parse_id(row.get("id"))?;
-    let ledger_id = Uuid::parse_str(row.get::<&str, _>("ledger_id"))
+    let ledger_id = Uuid::parse_str(&row.get::<String, _>("ledger_id"))
         .map_err(|_| DataKeyError::Corrupt(id, "ledger id".to_owned()))?;
     let ciphertext: Option<Vec<u8>> = row.get("wrapped");
     let ciphertext =
