@@ -286,6 +286,13 @@ impl DataKeys {
         now_micros: i64,
     ) -> Result<Vec<Uuid>, DataKeyError> {
         let mut transaction = self.pool.begin().await?;
+        if !self.shared {
+            // SQLite keeps a deleted value's bytes in free space unless told to overwrite
+            // them; a wrapped key left there could still be unwrapped by the KEK.
+            sqlx::query("PRAGMA secure_delete = ON")
+                .execute(&mut *transaction)
+                .await?;
+        }
         let rows = sqlx::query(
             "SELECT id FROM data_keys WHERE ledger_id = $1 AND subject = $2 \
              AND destroyed_at_micros IS NULL",
@@ -304,6 +311,13 @@ impl DataKeys {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        if !self.shared && !rows.is_empty() {
+            // The write-ahead log still holds pages from before the update; move them
+            // into the file and empty the log.
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&self.pool)
+                .await?;
+        }
 
         let ids = rows
             .iter()
@@ -611,6 +625,14 @@ mod tests {
             Opened::Plain(Zeroizing::new(b"Jane Citizen".to_vec()))
         );
         assert!(store.open_field(&place("account"), &sealed).await.is_err());
+        let wrapped: Vec<u8> = sqlx::query_scalar("SELECT wrapped FROM data_keys")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap();
+        assert!(
+            files_hold(dir.path(), &wrapped),
+            "the wrapped key is stored"
+        );
 
         let destroyed = store
             .destroy_subject(Uuid::from_u128(1), "payee:9", 5)
@@ -621,6 +643,22 @@ mod tests {
             store.open_field(&place("name"), &sealed).await.unwrap(),
             Opened::Erased
         );
+        // Neither the database file nor its write-ahead log keeps the wrapped bytes.
+        assert!(
+            !files_hold(dir.path(), &wrapped),
+            "the wrapped key outlived its erasure"
+        );
+    }
+
+    /// Whether any `dk.sqlite*` file under `dir` contains `needle`.
+    fn files_hold(dir: &Path, needle: &[u8]) -> bool {
+        std::fs::read_dir(dir).unwrap().any(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            name.starts_with("dk.sqlite")
+                && std::fs::read(&path)
+                    .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+        })
     }
 
     #[tokio::test]
