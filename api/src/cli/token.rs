@@ -123,7 +123,12 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         .issue(&client, &scopes, ledgers.as_ref(), SystemClock.now_micros())
         .await?;
     println!("{token}");
-    eprintln!("This token is shown once; store it in your secret manager.");
+    // The id is the part between `folio_` and the next underscore; revocation takes it.
+    let id = token.split('_').nth(1).unwrap_or_default();
+    eprintln!(
+        "This token is shown once; store it in your secret manager. Its id is {id}: \
+         revoke it with `folio token revoke --id {id}`."
+    );
     Ok(ExitCode::SUCCESS)
 }
 

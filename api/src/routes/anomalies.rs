@@ -24,6 +24,7 @@ use crate::problem::ApiError;
 use crate::state::{payment_stream, AppState};
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
     rule: Option<String>,

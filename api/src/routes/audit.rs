@@ -9,6 +9,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct AuditQuery {
     from: Option<String>,
     to: Option<String>,

@@ -16,6 +16,7 @@ use crate::problem::ApiError;
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DlqQuery {
     after: Option<u64>,
     limit: Option<u32>,

@@ -97,6 +97,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
 
 /// Query parameters shared by read endpoints.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsistencyQuery {
     /// Wait until the read model has applied this ledger position.
     pub min_position: Option<u64>,

@@ -27,6 +27,7 @@ pub(crate) struct PayeeDetails {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     include_removed: Option<bool>,
     after: Option<u64>,

@@ -219,6 +219,7 @@ pub(crate) async fn submit_batch(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ListQuery {
     status: Option<String>,
     batch_id: Option<Uuid>,

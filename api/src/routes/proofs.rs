@@ -28,6 +28,7 @@ pub(crate) async fn list(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct InclusionQuery {
     position: u64,
     tree_size: Option<u64>,
@@ -78,6 +79,7 @@ pub(crate) async fn inclusion(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConsistencyQuery {
     from: u64,
     to: u64,

@@ -16,6 +16,7 @@ use crate::state::AppState;
 pub const MAX_REPLAY_EVENTS: u64 = 100_000;
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StateQuery {
     as_of: Option<String>,
 }
@@ -36,6 +37,7 @@ struct HistoryQuery {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct DiffQuery {
     from: String,
     to: Option<String>,
