@@ -182,6 +182,13 @@ async fn invalid_amounts_are_rejected_with_codes() {
         .await
         .unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    // A misspelt filter is refused by name instead of listing every payment.
+    let (status, body) = stack
+        .get(&format!("/v1/ledgers/{ledger}/payments?stauts=submitted"))
+        .await
+        .unwrap();
+    assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
+    assert!(body["detail"].as_str().unwrap().contains("stauts"), "{body}");
     stack.stop().await.unwrap();
 }
 
