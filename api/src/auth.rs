@@ -138,6 +138,11 @@ fn hash_secret(secret: &str) -> [u8; 32] {
 }
 
 impl TokenStore {
+    /// Returns the connection pool, so a rotated database password can be applied to it.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Opens or creates the token database at `location`.
     ///
     /// # Errors

@@ -162,6 +162,11 @@ pub struct StoreConfig {
     /// PostgreSQL URL, such as `postgres://folio@db.internal:5432/folio?sslmode=verify-full`;
     /// only for the `postgres` backend. Also `FOLIO_STORE__URL`.
     pub url: String,
+    /// Secret reference of the PostgreSQL password, such as `file:/run/secrets/db-password`;
+    /// its value replaces any password in `store.url`, also for the operators and tokens
+    /// kept in that database. Read again every `secrets.ttl_seconds`, so a rotated password
+    /// takes effect without a restart. Empty: the password in `store.url`, if any.
+    pub password_secret: String,
     /// Pooled PostgreSQL connections of this node.
     pub max_connections: u32,
 }
@@ -171,6 +176,7 @@ impl Default for StoreConfig {
         StoreConfig {
             backend: StoreBackend::Sqlite,
             url: String::new(),
+            password_secret: String::new(),
             max_connections: 8,
         }
     }
@@ -191,10 +197,14 @@ impl StoreConfig {
                      (or FOLIO_STORE__URL) to postgres://user@host:5432/database"
                 )
             }
+            StoreBackend::Sqlite if !self.password_secret.is_empty() => bail!(
+                "store.password_secret is set but store.backend is \"sqlite\"; set \
+                 store.backend = \"postgres\" or remove store.password_secret"
+            ),
             _ if self.max_connections == 0 => {
                 bail!("store.max_connections is 0; set it to at least 1")
             }
-            _ => Ok(()),
+            _ => crate::secrets::check_reference("store.password_secret", &self.password_secret),
         }
     }
 }
@@ -345,9 +355,11 @@ pub struct BankConfig {
     pub url: String,
     /// PEM file of the one CA certificate trusted for the bank (pinned).
     pub ca_cert: PathBuf,
-    /// PEM file of Folio's client certificate.
+    /// Folio's client certificate chain: a PEM file path or a secret reference
+    /// (`file:`, `env:`, `vault:`, `aws-sm:`) of PEM text. Read through the secrets
+    /// provider before each dispatch, so a rotated certificate is used without a restart.
     pub client_cert: PathBuf,
-    /// PEM file of Folio's client private key.
+    /// Folio's client private key, as `client_cert`.
     pub client_key: PathBuf,
     /// Allow TLS 1.2 as well as TLS 1.3.
     pub allow_tls12: bool,
@@ -400,6 +412,12 @@ impl BankConfig {
             for (key, path) in files {
                 if path.as_os_str().is_empty() {
                     bail!("bank.url is set but {key} is empty; set it to a PEM file path");
+                }
+            }
+            for (key, path) in &files[1..] {
+                let text = path.to_string_lossy();
+                if crate::secrets::is_reference(&text) {
+                    crate::secrets::check_reference(key, &text)?;
                 }
             }
         }

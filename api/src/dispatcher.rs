@@ -108,12 +108,15 @@ impl BankLink {
     ///
     /// # Errors
     /// Fails when the certificates or key cannot be loaded.
-    pub fn from_config(
+    pub async fn from_config(
         config: &BankConfig,
         pace: ReleasePace,
         metrics: Arc<BankMetrics>,
+        secrets: Arc<crate::secrets::Secrets>,
     ) -> anyhow::Result<Self> {
-        let adapter = crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
+        let adapter =
+            crate::bank::HttpsBankAdapter::from_config(config, Arc::clone(&metrics), secrets)
+                .await?;
         let breaker = CircuitBreaker::from_config(config).with_metrics(metrics);
         Ok(BankLink {
             adapter: Arc::new(adapter),

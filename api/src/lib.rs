@@ -16,6 +16,7 @@ pub mod commands;
 pub mod config;
 pub mod controls;
 pub mod credentials;
+pub mod db_password;
 pub mod dispatcher;
 pub mod dlq;
 pub mod files;

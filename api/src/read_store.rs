@@ -26,6 +26,9 @@ pub struct ReadModelsConfig {
     pub backend: ReadModelsBackend,
     /// PostgreSQL URL when `backend = "postgres"`; must be empty for `sqlite`.
     pub url: String,
+    /// Secret reference of the password for `url`, such as `file:/run/secrets/db-password`;
+    /// read again every `secrets.ttl_seconds`. Empty: the password in `url`, if any.
+    pub password_secret: String,
 }
 
 impl ReadModelsConfig {
@@ -43,7 +46,14 @@ impl ReadModelsConfig {
                 "read_models.backend is \"postgres\" but read_models.url is not a PostgreSQL \
                  URL; set it to postgres://user@host:port/database"
             ),
-            _ => Ok(()),
+            ReadModelsBackend::Sqlite if !self.password_secret.is_empty() => anyhow::bail!(
+                "read_models.password_secret is set but read_models.backend is \"sqlite\"; \
+                 set backend = \"postgres\" or remove password_secret"
+            ),
+            _ => crate::secrets::check_reference(
+                "read_models.password_secret",
+                &self.password_secret,
+            ),
         }
     }
 
@@ -57,7 +67,11 @@ impl ReadModelsConfig {
     ///
     /// # Errors
     /// Fails when the file or database cannot be opened, naming it without credentials.
-    pub async fn open(&self, data_dir: &Path) -> anyhow::Result<ReadModels> {
+    pub async fn open(
+        &self,
+        data_dir: &Path,
+        passwords: &crate::db_password::DbPasswords,
+    ) -> anyhow::Result<ReadModels> {
         match self.backend {
             ReadModelsBackend::Sqlite => {
                 let path = data_dir.join("read.sqlite");
@@ -66,9 +80,18 @@ impl ReadModelsConfig {
                     .await
                     .with_context(|| format!("cannot open read models {}", path.display()))
             }
-            ReadModelsBackend::Postgres => ReadModels::connect(&self.url)
-                .await
-                .context("cannot open the PostgreSQL read models at read_models.url"),
+            ReadModelsBackend::Postgres => {
+                let setting = "read_models.password_secret";
+                let url = passwords
+                    .resolve(setting, &self.password_secret, &self.url)
+                    .await?;
+                let models = ReadModels::connect(url.expose())
+                    .await
+                    .context("cannot open the PostgreSQL read models at read_models.url")?;
+                let pool = crate::db_password::PasswordPool::Any(models.pool().clone());
+                passwords.watch(setting, pool);
+                Ok(models)
+            }
         }
     }
 }
@@ -82,6 +105,7 @@ mod tests {
         let config = ReadModelsConfig {
             backend: ReadModelsBackend::Sqlite,
             url: "postgres://localhost/x".to_owned(),
+            password_secret: String::new(),
         };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("read_models.url is set"), "{error}");
@@ -92,6 +116,7 @@ mod tests {
         let config = ReadModelsConfig {
             backend: ReadModelsBackend::Postgres,
             url: String::new(),
+            password_secret: String::new(),
         };
         let error = config.validate().unwrap_err().to_string();
         assert!(error.contains("read_models.url"), "{error}");

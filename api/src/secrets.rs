@@ -16,10 +16,9 @@
 //! warning (which names the reference, never the value). Past that [`SecretError::Stale`]
 //! stops the feature that needs the secret instead of running on an old credential.
 
-// TODO(secret consumers): `store.url`, `read_models.url`, the bank client certificate
-// and key, and `kms.vault.token` are still read from configuration and files at start;
-// route them through `Secrets::get` with a background refresh so a rotated value takes
-// effect without a restart.
+//! The consumers: database passwords (`crate::db_password`, refreshed in the background
+//! and applied to live pools), the bank client certificate and key (read before each
+//! dispatch), and the Vault transit token of the KMS (read before each call).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -155,6 +154,36 @@ impl SecretMetrics {
     }
 }
 
+/// Checks that `reference`, the value of `setting`, is empty or a secret reference.
+///
+/// # Errors
+/// Names the setting, the value and the accepted forms.
+pub fn check_reference(setting: &str, reference: &str) -> anyhow::Result<()> {
+    if reference.is_empty() {
+        return Ok(());
+    }
+    Source::parse(reference).map_err(|error| anyhow::anyhow!("{setting}: {error}"))?;
+    Ok(())
+}
+
+/// Returns whether `text` is written as a secret reference (`env:`, `file:`, `vault:` or
+/// `aws-sm:`) rather than a plain file path.
+pub fn is_reference(text: &str) -> bool {
+    ["env:", "file:", "vault:", "aws-sm:"]
+        .iter()
+        .any(|prefix| text.starts_with(prefix))
+}
+
+/// Returns the reference that reads `path`: `path` itself when it is already a reference,
+/// otherwise `file:<path>`.
+pub fn reference_for_path(path: &std::path::Path) -> String {
+    let text = path.to_string_lossy();
+    match is_reference(&text) {
+        true => text.into_owned(),
+        false => format!("file:{text}"),
+    }
+}
+
 /// The source of a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Source {
@@ -209,8 +238,13 @@ impl Secrets {
             .timeout(Duration::from_secs(5))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy();
-        // Without the CA file only plain-HTTP providers on loopback can be reached.
-        if config.ca_cert.exists() {
+        // Without the CA file only plain-HTTP providers on loopback can be reached. With
+        // neither an https:// Vault nor AWS configured, only env: and file: references
+        // work, so the CA file is not read.
+        let https_provider = config.vault_addr.starts_with("https://")
+            || !config.aws_region.is_empty()
+            || config.aws_endpoint.starts_with("https://");
+        if https_provider && config.ca_cert.exists() {
             let roots = crate::tls::load_root_store(&config.ca_cert)?;
             let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
             let tls = rustls::ClientConfig::builder_with_provider(provider)

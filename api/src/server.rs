@@ -69,6 +69,7 @@ pub fn start_on(state: Arc<AppState>, listener: TcpListener) -> anyhow::Result<R
                 actix_web::http::StatusCode::PAYLOAD_TOO_LARGE,
                 move |response| body_too_large(response, max_body),
             ))
+            .wrap(middleware::from_fn(crate::db_password::reject_while_stale))
             .wrap(middleware::from_fn(crate::request_id::assign))
             .configure(crate::routes::configure)
             .default_service(web::to(unmatched))

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use domain::clock::{Clock, SystemClock};
 use domain::events::DomainEvent;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::auth::TokenStore;
 use crate::bank::BankMetrics;
 use crate::config::Config;
+use crate::db_password::{DbPasswords, PasswordPool, SecretHealth};
 use crate::dispatcher::{BankLink, Dispatcher};
 use crate::keys::KeyRing;
 use crate::problem::ApiError;
@@ -80,6 +82,15 @@ pub struct AppState {
     pub insights: crate::anomalies::Insights,
     /// The background job that moves data keys off older KEK versions.
     pub rewrap: crate::key_rotation::RewrapJob,
+    /// The secrets provider and its cache, shared by every consumer of a secret.
+    pub secrets: Arc<crate::secrets::Secrets>,
+    /// Settings whose secret the provider can no longer serve; the API returns 503 while
+    /// any is listed.
+    pub secret_health: SecretHealth,
+    /// Database passwords read from secrets, and the pools they apply to.
+    pub db_passwords: DbPasswords,
+    /// Background refresh of `db_passwords`, stopped when the state is dropped.
+    _password_refresh: Option<RefreshTask>,
     /// Exclusive lock on the data directory, held while the state lives.
     _data_dir_lock: std::fs::File,
 }
@@ -109,10 +120,17 @@ impl AppState {
         let lock = crate::files::lock_data_dir(&data_dir)?;
         let keys = KeyRing::load_or_create(&data_dir)?;
 
+        // Database passwords, the bank client certificate and the Vault token come through
+        // the secrets provider, so a rotated value is used without a restart.
+        let secrets = Arc::new(crate::secrets::Secrets::new(config.secrets.clone())?);
+        let secret_health = SecretHealth::default();
+        let passwords = DbPasswords::new(Arc::clone(&secrets), secret_health.clone());
+
         // `[store]` picks SQLite in the data directory or a PostgreSQL database that several
         // nodes share; the keys stay in the data directory either way.
-        let location = crate::store::StoreLocation::from_config(&config);
-        let backend = location.open(config.store.max_connections).await?;
+        let location = store_location(&config, &passwords).await?;
+        let backend =
+            (location.open_watched(config.store.max_connections, Some(&passwords))).await?;
         tracing::info!(store = %location.describe(), "event store opened");
         let others = keys.keys[1..].to_vec();
         let store = EventStore::open_with_ring(backend, keys.current(), others, Arc::clone(&clock));
@@ -121,18 +139,27 @@ impl AppState {
             crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
         // The KMS and the data keys come first: the read models open sealed fields.
-        let kms = crate::kms::open(&config.kms, config.profile, &data_dir)?;
+        let kms = crate::kms::open(&config.kms, config.profile, &data_dir, &secrets)?;
         tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS opened");
-        let personal = Arc::new(open_personal(&config, &data_dir, Arc::clone(&kms)).await?);
+        let store_url = match &location {
+            crate::store::StoreLocation::Postgres(url) => Some(url.as_str()),
+            crate::store::StoreLocation::Sqlite(_) => None,
+        };
+        let personal = open_personal(&config, &data_dir, store_url, Arc::clone(&kms)).await?;
+        let personal = Arc::new(personal);
+        if store_url.is_some() {
+            let pool = PasswordPool::Any(personal.keys().pool().clone());
+            passwords.watch(crate::store::STORE_PASSWORD, pool);
+        }
 
-        let models = config.read_models.open(&data_dir).await?;
+        let models = config.read_models.open(&data_dir, &passwords).await?;
         let models = models.with_opener(Arc::clone(&personal) as Arc<dyn projections::EventOpener>);
         let shared_models = config.read_models.is_shared();
         let local_runner =
             (!shared_models).then(|| ProjectionRunner::spawn(store.clone(), models.clone()));
         // Operators and tokens follow the event store onto PostgreSQL, so every node
         // accepts the same sessions and tokens.
-        let credentials = crate::credentials::CredentialsLocation::from_config(&config);
+        let (credentials, credentials_password) = credentials_location(&config, &passwords).await?;
         let tokens = TokenStore::open(&credentials).await?;
         let mfa = crate::operators::Mfa::open(
             &credentials,
@@ -144,6 +171,20 @@ impl AppState {
         )
         .await?;
         tracing::info!(store = %credentials.describe(), "operators and tokens opened");
+        if credentials.is_shared() {
+            passwords.watch(
+                credentials_password,
+                PasswordPool::Any(tokens.pool().clone()),
+            );
+            passwords.watch(
+                credentials_password,
+                PasswordPool::Any(mfa.store.pool().clone()),
+            );
+        }
+        let password_refresh = (!passwords.is_empty()).then(|| {
+            let interval = Duration::from_secs(config.secrets.ttl_seconds.max(1));
+            RefreshTask(passwords.spawn_refresh(interval))
+        });
         let bank_metrics = Arc::new(BankMetrics::default());
         if config.bank.url.is_empty() {
             tracing::warn!("bank.url is empty: payments are recorded but not dispatched");
@@ -157,7 +198,9 @@ impl AppState {
                     &config.bank,
                     config.dlq.release_pace(),
                     Arc::clone(&bank_metrics),
-                )?
+                    Arc::clone(&secrets),
+                )
+                .await?
                 .with_opener(Arc::clone(&personal)),
             ),
         };
@@ -188,6 +231,10 @@ impl AppState {
             witness: Mutex::new(witness),
             insights: crate::anomalies::Insights::default(),
             rewrap: crate::key_rotation::RewrapJob::new(),
+            secrets,
+            secret_health,
+            db_passwords: passwords,
+            _password_refresh: password_refresh,
             _data_dir_lock: lock,
         }))
     }
@@ -349,17 +396,76 @@ impl AppState {
     }
 }
 
+/// A background task aborted when dropped.
+struct RefreshTask(tokio::task::JoinHandle<()>);
+
+impl Drop for RefreshTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Returns the event store that `config` names, with the password of
+/// `store.password_secret` in its URL when one is set.
+///
+/// # Errors
+/// The secret cannot be read or the URL cannot carry a password.
+pub async fn store_location(
+    config: &Config,
+    passwords: &DbPasswords,
+) -> anyhow::Result<crate::store::StoreLocation> {
+    use crate::store::{StoreLocation, STORE_PASSWORD};
+    Ok(match StoreLocation::from_config(config) {
+        StoreLocation::Postgres(url) => {
+            let secret = &config.store.password_secret;
+            let url = passwords.resolve(STORE_PASSWORD, secret, &url).await?;
+            StoreLocation::Postgres(url.expose().to_owned())
+        }
+        sqlite => sqlite,
+    })
+}
+
+/// Returns where operators and tokens live, with the password of its secret in the URL,
+/// and the setting that names that secret.
+async fn credentials_location(
+    config: &Config,
+    passwords: &DbPasswords,
+) -> anyhow::Result<(crate::credentials::CredentialsLocation, &'static str)> {
+    use crate::credentials::CredentialsLocation;
+    let (setting, secret) = match config.operators.url.is_empty() {
+        true => (crate::store::STORE_PASSWORD, &config.store.password_secret),
+        false => (
+            "operators.password_secret",
+            &config.operators.password_secret,
+        ),
+    };
+    Ok(match CredentialsLocation::from_config(config) {
+        CredentialsLocation::Postgres(url) => {
+            let url = passwords.resolve(setting, secret, &url).await?;
+            (
+                CredentialsLocation::Postgres(url.expose().to_owned()),
+                setting,
+            )
+        }
+        files => (files, setting),
+    })
+}
+
 /// Opens the data keys over the KMS: `data-keys.sqlite` in the data directory, or the
 /// `data_keys` table of the PostgreSQL store that every node shares.
+///
+/// `store_url` is the PostgreSQL store's URL with the password of `store.password_secret`
+/// in it, or `None` for the embedded store.
 async fn open_personal(
     config: &Config,
     data_dir: &std::path::Path,
+    store_url: Option<&str>,
     kms: Arc<dyn crate::kms::Kms>,
 ) -> anyhow::Result<crate::personal::PersonalFields> {
     use crate::kms::data_keys::{DataKeys, KeyStore, DATA_KEYS_FILE};
-    let store = match config.store.backend {
-        crate::config::StoreBackend::Postgres => KeyStore::Postgres(config.store.url.clone()),
-        crate::config::StoreBackend::Sqlite => {
+    let store = match store_url {
+        Some(url) => KeyStore::Postgres(url.to_owned()),
+        None => {
             let path = data_dir.join(DATA_KEYS_FILE);
             crate::files::create_private_file(&path)?;
             KeyStore::File(path)

@@ -14,6 +14,9 @@ use eventstore_adapter::Backend;
 
 use crate::config::{Config, StoreBackend};
 
+/// Setting that names the secret of the event store's PostgreSQL password.
+pub const STORE_PASSWORD: &str = "store.password_secret";
+
 /// Location of a store's events.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreLocation {
@@ -77,6 +80,19 @@ impl StoreLocation {
     /// # Errors
     /// The store cannot be opened; the message names it without any password.
     pub async fn open(&self, max_connections: u32) -> anyhow::Result<Arc<dyn Backend>> {
+        self.open_watched(max_connections, None).await
+    }
+
+    /// Opens the store as [`StoreLocation::open`] does and, on PostgreSQL, gives the pool
+    /// to `passwords` so a rotated `store.password_secret` reaches its new connections.
+    ///
+    /// # Errors
+    /// As [`StoreLocation::open`].
+    pub async fn open_watched(
+        &self,
+        max_connections: u32,
+        passwords: Option<&crate::db_password::DbPasswords>,
+    ) -> anyhow::Result<Arc<dyn Backend>> {
         let backend: Arc<dyn Backend> = match self {
             StoreLocation::Sqlite(path) => {
                 if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -89,11 +105,16 @@ impl StoreLocation {
                         .with_context(|| format!("cannot open event store {}", path.display()))?,
                 )
             }
-            StoreLocation::Postgres(url) => Arc::new(
-                PostgresBackend::connect_with(url, max_connections)
+            StoreLocation::Postgres(url) => {
+                let backend = PostgresBackend::connect_with(url, max_connections)
                     .await
-                    .with_context(|| format!("cannot open event store {}", self.describe()))?,
-            ),
+                    .with_context(|| format!("cannot open event store {}", self.describe()))?;
+                if let Some(passwords) = passwords {
+                    let pool = crate::db_password::PasswordPool::Postgres(backend.pool().clone());
+                    passwords.watch(STORE_PASSWORD, pool);
+                }
+                Arc::new(backend)
+            }
         };
         Ok(backend)
     }

@@ -293,7 +293,30 @@ fn write_new_file(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<()
 /// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no
 /// certificate.
 pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let reader = open_pem(path)?;
+    read_certs(open_pem(path)?, path)
+}
+
+/// Parses every certificate of PEM text read from a secret; `source` names it in errors.
+///
+/// # Errors
+/// As [`load_certs`].
+pub fn parse_certs(pem: &[u8], source: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
+    read_certs(pem, source)
+}
+
+/// Parses the first private key of PEM text read from a secret; `source` names it in
+/// errors.
+///
+/// # Errors
+/// As [`load_private_key`].
+pub fn parse_private_key(pem: &[u8], source: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
+    read_private_key(pem, source)
+}
+
+fn read_certs(
+    reader: impl std::io::Read,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, PemError> {
     let certs = CertificateDer::pem_reader_iter(reader)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| PemError::Parse {
@@ -313,7 +336,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError>
 /// # Errors
 /// Returns [`PemError`] naming the file if it cannot be read, is not PEM or contains no key.
 pub fn load_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, PemError> {
-    let reader = open_pem(path)?;
+    read_private_key(open_pem(path)?, path)
+}
+
+fn read_private_key(
+    reader: impl std::io::Read,
+    path: &Path,
+) -> Result<PrivateKeyDer<'static>, PemError> {
     match PrivateKeyDer::from_pem_reader(reader) {
         Ok(key) => Ok(key),
         Err(rustls::pki_types::pem::Error::NoItemsFound) => Err(PemError::NoPrivateKey {

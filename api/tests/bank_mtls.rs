@@ -11,6 +11,7 @@ use api::bank::{
     BankReceipt, BreakerConfig, BreakerState, CircuitBreaker, DispatchOutcome, DispatchRecorder,
     HttpsBankAdapter, HttpsBankConfig, RetryPolicy,
 };
+use api::secrets::{Secrets, SecretsConfig};
 use api::tls::{self, PkiPaths};
 use async_trait::async_trait;
 use domain::events::PayeeAccount;
@@ -278,6 +279,63 @@ async fn client_from_other_ca_rejected() {
         .unwrap_err();
     assert_eq!(error.kind(), "tls", "{error}");
     assert_eq!(bank.sim.ledger_stats().calls, 0);
+    bank.sim.stop().await;
+}
+
+/// Writes a certificate or key file by renaming a staged copy, as a secret mount does.
+fn replace_file(from: &std::path::Path, to: &std::path::Path) {
+    let staged = to.with_extension("new");
+    std::fs::copy(from, &staged).unwrap();
+    std::fs::rename(&staged, to).unwrap();
+}
+
+/// The bank accepts only the new client certificate: dispatch fails on the old pair and
+/// succeeds, in the same adapter, once the new pair is in the files. Past the stale limit
+/// of a failing provider, dispatch stops with a `tls` error naming the secret.
+#[tokio::test]
+async fn rotated_client_certificate_used_without_restart() {
+    let bank = start_bank(|_| {}).await;
+    let old_dir = tempfile::tempdir().unwrap();
+    let old = tls::generate_dev_pki(old_dir.path()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    replace_file(&old.client_cert, &cert);
+    replace_file(&old.client_key, &key);
+    let mut config = https_config(&bank, "localhost");
+    config.client_cert = format!("file:{}", cert.display()).into();
+    config.client_key = format!("file:{}", key.display()).into();
+    let secrets = Secrets::new(SecretsConfig {
+        ttl_seconds: 0,
+        max_stale_seconds: 1,
+        ..SecretsConfig::default()
+    });
+    let secrets = Arc::new(secrets.unwrap());
+    let metrics = Arc::new(BankMetrics::new());
+    let adapter = HttpsBankAdapter::with_secrets(&config, metrics, secrets)
+        .await
+        .unwrap();
+
+    let error = adapter.submit(&payment("rotate-1", 100)).await.unwrap_err();
+    assert_eq!(error.kind(), "tls", "{error}");
+    assert_eq!(bank.sim.ledger_stats().calls, 0);
+
+    replace_file(&bank.pki.client_cert, &cert);
+    replace_file(&bank.pki.client_key, &key);
+    let receipt = adapter.submit(&payment("rotate-1", 100)).await.unwrap();
+    assert_eq!(receipt.status, 201);
+    assert_eq!(bank.sim.ledger_stats().distinct_payments, 1);
+
+    // The files go away: the last pair is used, then refused once stale.
+    std::fs::remove_file(&cert).unwrap();
+    let receipt = adapter.submit(&payment("rotate-2", 100)).await.unwrap();
+    assert_eq!(receipt.status, 201);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let error = adapter.submit(&payment("rotate-3", 100)).await.unwrap_err();
+    assert_eq!(error.kind(), "tls", "{error}");
+    assert!(error.to_string().contains("stale"), "{error}");
+    let key_pem = std::fs::read_to_string(&bank.pki.client_key).unwrap();
+    assert!(!format!("{error} {error:?} {adapter:?}").contains(key_pem.trim()));
+    assert_eq!(bank.sim.ledger_stats().distinct_payments, 2);
     bank.sim.stop().await;
 }
 

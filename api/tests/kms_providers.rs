@@ -4,8 +4,9 @@
 //! compared with botocore's. Without the tools the tests are skipped with a message,
 //! except under CI, where they fail.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use api::kms::aws::AwsKms;
@@ -13,6 +14,7 @@ use api::kms::transit::TransitKms;
 use api::kms::{random_key, sigv4, Kms, KmsError};
 use api::kms::{AwsConfig, VaultConfig};
 use api::secret::SecretString;
+use api::secrets::{Secrets, SecretsConfig};
 use serde_json::{json, Value};
 
 /// Kills a server when the test ends, whatever its outcome.
@@ -108,7 +110,8 @@ fn transit(addr: &str, token: &str) -> TransitKms {
         token: SecretString::new(token.to_owned()),
         ..VaultConfig::default()
     };
-    TransitKms::new(&config, std::path::Path::new(""), Duration::from_secs(5)).unwrap()
+    let secrets = Arc::new(Secrets::new(SecretsConfig::default()).unwrap());
+    TransitKms::new(&config, Path::new(""), Duration::from_secs(5), secrets).unwrap()
 }
 
 #[tokio::test]
@@ -149,6 +152,101 @@ async fn openbao_transit_wraps_rotates_and_binds_context() {
         "{error}"
     );
     assert!(!error.to_string().contains(&token));
+}
+
+/// Creates a child token of `parent` that may use the transit key, and returns it.
+async fn create_token(addr: &str, parent: &str) -> String {
+    let response = reqwest::Client::new()
+        .post(format!("{addr}/v1/auth/token/create"))
+        .header("X-Vault-Token", parent)
+        .json(&json!({"policies": ["root"], "ttl": "1h"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    let body: Value = response.json().await.unwrap();
+    body["auth"]["client_token"].as_str().unwrap().to_owned()
+}
+
+/// Revokes `token` with the root token.
+async fn revoke_token(addr: &str, root: &str, token: &str) {
+    let response = reqwest::Client::new()
+        .post(format!("{addr}/v1/auth/token/revoke"))
+        .header("X-Vault-Token", root)
+        .json(&json!({"token": token}))
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+}
+
+/// The transit token is read from `kms.vault.token_file` through the secrets provider
+/// before each call: after the old token is revoked and the file holds a new one, the
+/// same client wraps again, and neither token reaches a log line or an error.
+#[tokio::test]
+async fn openbao_token_rotates_without_restart() {
+    let Some((_server, addr, root)) = start_openbao().await else {
+        return;
+    };
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let old_token = create_token(&addr, &root).await;
+    let new_token = create_token(&addr, &root).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("vault-token");
+    std::fs::write(&token_file, &old_token).unwrap();
+    let config = VaultConfig {
+        addr: addr.clone(),
+        token_file: token_file.clone(),
+        ..VaultConfig::default()
+    };
+    let secrets = Secrets::new(SecretsConfig {
+        ttl_seconds: 0,
+        max_stale_seconds: 1,
+        ..SecretsConfig::default()
+    });
+    let secrets = Arc::new(secrets.unwrap());
+    let timeout = Duration::from_secs(5);
+    let kms = TransitKms::new(&config, Path::new(""), timeout, secrets).unwrap();
+    let key = random_key().unwrap();
+    let wrapped = kms.wrap(&key, b"ctx").await.unwrap();
+
+    // The old token is revoked: calls are refused until the file holds the new one.
+    revoke_token(&addr, &root, &old_token).await;
+    let mut errors = Vec::new();
+    let error = kms.unwrap(&wrapped, b"ctx").await.unwrap_err();
+    assert!(
+        matches!(error, KmsError::Refused { status: 403, .. }),
+        "{error}"
+    );
+    errors.push(format!("{error} {error:?}"));
+    std::fs::write(&token_file, &new_token).unwrap();
+    assert_eq!(*kms.unwrap(&wrapped, b"ctx").await.unwrap(), *key);
+
+    // The token file goes away: the last token is served, then refused as stale.
+    std::fs::remove_file(&token_file).unwrap();
+    assert_eq!(*kms.unwrap(&wrapped, b"ctx").await.unwrap(), *key);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let error = kms.wrap(&key, b"ctx").await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("kms.vault.token_file"), "{text}");
+    assert!(text.contains("stale"), "{text}");
+    errors.push(format!("{error} {error:?}"));
+
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    for planted in [&old_token, &new_token, &root] {
+        assert!(!logs.contains(planted.as_str()), "a token reached the log");
+        assert!(
+            errors.iter().all(|e| !e.contains(planted.as_str())),
+            "{errors:?}"
+        );
+    }
 }
 
 #[tokio::test]

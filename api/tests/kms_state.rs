@@ -40,7 +40,10 @@ fn production_profile_refuses_the_local_kms() {
         profile: Profile::Production,
         ..Config::default()
     };
-    let error = api::kms::open(&config.kms, config.profile, std::path::Path::new("x")).err();
+    let secrets = api::secrets::Secrets::new(config.secrets.clone()).unwrap();
+    let secrets = std::sync::Arc::new(secrets);
+    let data_dir = std::path::Path::new("x");
+    let error = api::kms::open(&config.kms, config.profile, data_dir, &secrets).err();
     let error = error.expect("refused").to_string();
     assert!(error.contains("development only"), "{error}");
     let loaded = Config::load(

@@ -131,6 +131,12 @@ impl ReadModels {
         Self::with_pool(pool.await?, Location::Server(url.to_owned())).await
     }
 
+    /// Returns the connection pool, so the caller can give it new connect options (a
+    /// rotated password).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Creates an empty read-model database in memory, for tests and one-off rebuilds.
     ///
     /// # Errors

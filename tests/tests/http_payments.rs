@@ -188,7 +188,10 @@ async fn invalid_amounts_are_rejected_with_codes() {
         .await
         .unwrap();
     assert_eq!(status, reqwest::StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("stauts"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("stauts"),
+        "{body}"
+    );
     stack.stop().await.unwrap();
 }
 

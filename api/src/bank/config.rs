@@ -25,15 +25,18 @@ impl HttpsBankConfig {
 }
 
 impl HttpsBankAdapter {
-    /// Creates the adapter from `[bank]`; see [`HttpsBankAdapter::new`].
+    /// Creates the adapter from `[bank]`, reading the client certificate and key through
+    /// `secrets`; see [`HttpsBankAdapter::with_secrets`].
     ///
     /// # Errors
-    /// As [`HttpsBankAdapter::new`].
-    pub fn from_config(
+    /// As [`HttpsBankAdapter::with_secrets`].
+    pub async fn from_config(
         config: &BankConfig,
         metrics: Arc<BankMetrics>,
+        secrets: Arc<crate::secrets::Secrets>,
     ) -> Result<Self, BankConfigError> {
-        HttpsBankAdapter::new(&HttpsBankConfig::from_config(config), metrics)
+        HttpsBankAdapter::with_secrets(&HttpsBankConfig::from_config(config), metrics, secrets)
+            .await
     }
 }
 

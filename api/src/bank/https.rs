@@ -13,7 +13,9 @@ use rustls::version::{TLS12, TLS13};
 use rustls::{ClientConfig, SupportedProtocolVersion};
 use serde::Deserialize;
 
+use super::identity::ClientIdentity;
 use super::{BankAdapter, BankError, BankMetrics, BankPaymentRequest, BankReceipt};
+use crate::secrets::{SecretError, Secrets};
 use crate::tls::{self, PemError};
 
 /// Largest response body read from the bank; a receipt is a few hundred bytes.
@@ -87,9 +89,18 @@ pub enum BankConfigError {
     /// rustls rejected the configuration, such as a key that does not match the certificate.
     #[error("invalid tls configuration for the bank link: {0}")]
     Tls(#[from] rustls::Error),
+    /// The client certificate or key could not be read through the secrets provider.
+    #[error("cannot read the bank client certificate or key: {0}")]
+    Secret(String),
     /// reqwest could not build the client.
     #[error("cannot build the bank http client: {0}")]
     Client(#[source] reqwest::Error),
+}
+
+impl From<SecretError> for BankConfigError {
+    fn from(error: SecretError) -> Self {
+        BankConfigError::Secret(error.to_string())
+    }
 }
 
 /// Builds the rustls client configuration of the bank link.
@@ -105,7 +116,17 @@ pub fn client_tls_config(config: &HttpsBankConfig) -> Result<ClientConfig, BankC
     let roots = tls::load_root_store(&config.ca_cert)?;
     let certs = tls::load_certs(&config.client_cert)?;
     let key = tls::load_private_key(&config.client_key)?;
+    tls_config_with_identity(config, roots, certs, key)
+}
 
+/// Builds the configuration of [`client_tls_config`] on roots, a chain and a key already
+/// loaded.
+pub(super) fn tls_config_with_identity(
+    config: &HttpsBankConfig,
+    roots: rustls::RootCertStore,
+    certs: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<ClientConfig, BankConfigError> {
     let versions: &[&'static SupportedProtocolVersion] = if config.allow_tls12 {
         &[&TLS13, &TLS12]
     } else {
@@ -118,17 +139,49 @@ pub fn client_tls_config(config: &HttpsBankConfig) -> Result<ClientConfig, BankC
     Ok(tls)
 }
 
+/// Builds the reqwest client of the bank link on a rustls configuration.
+pub(super) fn build_client(
+    config: &HttpsBankConfig,
+    tls: ClientConfig,
+) -> Result<reqwest::Client, BankConfigError> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls)
+        .https_only(true)
+        .timeout(config.request_timeout)
+        .connect_timeout(config.connect_timeout)
+        // A payment POST must never be replayed to another location.
+        .redirect(reqwest::redirect::Policy::none())
+        // The link is end-to-end mutual TLS to a pinned CA; an environment proxy would
+        // only add a hop that cannot see inside it.
+        .no_proxy()
+        .build()
+        .map_err(BankConfigError::Client)
+}
+
 /// A [`BankAdapter`] that calls the bank API over HTTPS with mutual TLS.
-#[derive(Debug)]
 pub struct HttpsBankAdapter {
     client: reqwest::Client,
+    /// The certificate and key read through the secrets provider, when built with
+    /// [`HttpsBankAdapter::with_secrets`]; `client` is then unused.
+    identity: Option<ClientIdentity>,
+    config: HttpsBankConfig,
     payments_url: reqwest::Url,
     metrics: Arc<BankMetrics>,
 }
 
+impl std::fmt::Debug for HttpsBankAdapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpsBankAdapter")
+            .field("payments_url", &self.payments_url.as_str())
+            .field("reloads_identity", &self.identity.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
 impl HttpsBankAdapter {
     /// Creates the adapter, loading certificates and building the TLS configuration now so
-    /// a bad file fails at start-up instead of at the first payment.
+    /// a bad file fails at start-up instead of at the first payment. The files are read
+    /// once; [`HttpsBankAdapter::with_secrets`] reloads them.
     ///
     /// # Errors
     /// Returns [`BankConfigError`] for a bad URL, certificate, key or TLS setting.
@@ -137,20 +190,38 @@ impl HttpsBankAdapter {
         metrics: Arc<BankMetrics>,
     ) -> Result<Self, BankConfigError> {
         let payments_url = payments_url(&config.base_url)?;
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(client_tls_config(config)?)
-            .https_only(true)
-            .timeout(config.request_timeout)
-            .connect_timeout(config.connect_timeout)
-            // A payment POST must never be replayed to another location.
-            .redirect(reqwest::redirect::Policy::none())
-            // The link is end-to-end mutual TLS to a pinned CA; an environment proxy would
-            // only add a hop that cannot see inside it.
-            .no_proxy()
-            .build()
-            .map_err(BankConfigError::Client)?;
+        let client = build_client(config, client_tls_config(config)?)?;
         Ok(HttpsBankAdapter {
             client,
+            identity: None,
+            config: config.clone(),
+            payments_url,
+            metrics,
+        })
+    }
+
+    /// Creates the adapter with the client certificate and key read through `secrets`:
+    /// `config.client_cert` and `config.client_key` are file paths or secret references.
+    /// Both are read again before each call (through the provider's cache), so a rotated
+    /// pair is used without a restart.
+    ///
+    /// # Errors
+    /// As [`HttpsBankAdapter::new`], and a secret that cannot be read.
+    pub async fn with_secrets(
+        config: &HttpsBankConfig,
+        metrics: Arc<BankMetrics>,
+        secrets: Arc<Secrets>,
+    ) -> Result<Self, BankConfigError> {
+        let payments_url = payments_url(&config.base_url)?;
+        let identity = ClientIdentity::load(config, secrets).await?;
+        let client = identity.client(config).await.map_err(|error| {
+            // The pair was read a moment ago, so only a provider failing right now ends here.
+            BankConfigError::Secret(error.to_string())
+        })?;
+        Ok(HttpsBankAdapter {
+            client,
+            identity: Some(identity),
+            config: config.clone(),
             payments_url,
             metrics,
         })
@@ -163,8 +234,11 @@ impl HttpsBankAdapter {
 
     async fn send(&self, request: &BankPaymentRequest) -> Result<BankReceipt, BankError> {
         let started = Instant::now();
-        let mut response = self
-            .client
+        let client = match &self.identity {
+            Some(identity) => identity.client(&self.config).await?,
+            None => self.client.clone(),
+        };
+        let mut response = client
             .post(self.payments_url.clone())
             .header("Idempotency-Key", &request.idempotency_key)
             .json(request)

@@ -8,12 +8,14 @@
 //! that appends events.
 //!
 //! ```no_run
-//! # fn wire(config: &api::config::BankConfig) -> anyhow::Result<()> {
+//! # async fn wire(config: &api::config::BankConfig) -> anyhow::Result<()> {
 //! use std::sync::Arc;
 //! use api::bank::{BankMetrics, CircuitBreaker, HttpsBankAdapter, RetryPolicy};
+//! use api::secrets::{Secrets, SecretsConfig};
 //!
 //! let metrics = Arc::new(BankMetrics::new());
-//! let adapter = HttpsBankAdapter::from_config(config, Arc::clone(&metrics))?;
+//! let secrets = Arc::new(Secrets::new(SecretsConfig::default())?);
+//! let adapter = HttpsBankAdapter::from_config(config, Arc::clone(&metrics), secrets).await?;
 //! let breaker = CircuitBreaker::from_config(config).with_metrics(Arc::clone(&metrics));
 //! let policy = RetryPolicy::from_config(config);
 //! # let _ = (adapter, breaker, policy);
@@ -26,6 +28,7 @@ mod breaker;
 mod config;
 mod dispatch;
 mod https;
+mod identity;
 mod metrics;
 mod retry;
 pub mod sim;

@@ -156,7 +156,9 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 config.data_dir = data_dir.clone();
             }
             let _lock = crate::files::lock_data_dir(&config.data_dir)?;
-            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir)?;
+            let secrets = crate::secrets::Secrets::new(config.secrets.clone())?;
+            let secrets = std::sync::Arc::new(secrets);
+            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
             let moved = crate::key_rotation::wrap_legacy_mfa_key(kms.as_ref(), &config.data_dir);
             if moved.await? {
                 println!(

@@ -107,7 +107,9 @@ pub struct VaultConfig {
     pub key: String,
     /// Token; prefer `token_file` or `FOLIO_KMS__VAULT__TOKEN` over the config file.
     pub token: SecretString,
-    /// File holding the token (read at start).
+    /// File holding the token, or a secret reference (`file:`, `env:`, `vault:`,
+    /// `aws-sm:`); read through the secrets provider before each call, so a rotated token
+    /// is used without a restart.
     pub token_file: PathBuf,
     /// Enterprise namespace (`X-Vault-Namespace`), empty for none.
     pub namespace: String,

@@ -187,18 +187,26 @@ pub fn random_key() -> Result<KeyBytes, KmsError> {
     Ok(key)
 }
 
-/// Opens the KMS that `[kms]` names.
+/// Opens the KMS that `[kms]` names; `secrets` reads the Vault token file before each call.
 ///
 /// # Errors
 /// A bad setting (named with its fix), the local provider under the production profile,
 /// or a key file that cannot be read.
-pub fn open(config: &KmsConfig, profile: Profile, data_dir: &Path) -> anyhow::Result<Arc<dyn Kms>> {
+pub fn open(
+    config: &KmsConfig,
+    profile: Profile,
+    data_dir: &Path,
+    secrets: &Arc<crate::secrets::Secrets>,
+) -> anyhow::Result<Arc<dyn Kms>> {
     config.validate(profile)?;
     let ca = &config.ca_cert;
     let timeout = std::time::Duration::from_millis(config.request_timeout_ms);
     Ok(match config.provider {
         KmsProvider::Local => Arc::new(local::LocalKms::open(&config.local_key_path(data_dir))?),
-        KmsProvider::Vault => Arc::new(transit::TransitKms::new(&config.vault, ca, timeout)?),
+        KmsProvider::Vault => Arc::new({
+            let secrets = Arc::clone(secrets);
+            transit::TransitKms::new(&config.vault, ca, timeout, secrets)?
+        }),
         KmsProvider::Aws => Arc::new(aws::AwsKms::new(&config.aws, ca, timeout)?),
         KmsProvider::Gcp => Arc::new(gcp::GcpKms::new(&config.gcp, ca, timeout)?),
     })

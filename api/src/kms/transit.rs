@@ -6,9 +6,9 @@
 //! `rewrap` endpoint does not take associated data, so a rewrap here unwraps and wraps
 //! again; the data key is in Folio's memory for that moment only.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use reqwest::StatusCode;
@@ -18,8 +18,20 @@ use zeroize::Zeroizing;
 use super::config::VaultConfig;
 use super::{short, KeyBytes, Kms, KmsError, WrappedKey};
 use crate::secret::SecretString;
+use crate::secrets::{check_reference, reference_for_path, Secrets};
 
 const PROVIDER: &str = "vault";
+
+/// Where the Vault token comes from.
+enum Token {
+    /// `kms.vault.token`, fixed for the life of the process.
+    Fixed(SecretString),
+    /// `kms.vault.token_file`, read through the secrets provider before each call.
+    Secret {
+        secrets: Arc<Secrets>,
+        reference: String,
+    },
+}
 
 /// A transit key in Vault or OpenBao.
 pub struct TransitKms {
@@ -27,35 +39,34 @@ pub struct TransitKms {
     base: String,
     key: String,
     kek_id: String,
-    token: SecretString,
+    token: Token,
     namespace: String,
 }
 
 impl TransitKms {
-    /// Builds the client. The token comes from `token`, else `token_file`.
+    /// Builds the client. The token comes from `token`, else from `token_file` (a path or
+    /// a secret reference), which is read through `secrets` before each call, so a
+    /// rotated token is used without a restart.
     ///
     /// # Errors
-    /// A bad address or CA file, or no token.
+    /// A bad address, CA file or token reference, or no token.
     pub fn new(
         config: &VaultConfig,
         ca_cert: &std::path::Path,
         timeout: Duration,
+        secrets: Arc<Secrets>,
     ) -> anyhow::Result<TransitKms> {
         let token = if config.token.is_empty() && !config.token_file.as_os_str().is_empty() {
-            let text = std::fs::read_to_string(&config.token_file).with_context(|| {
-                format!(
-                    "cannot read kms.vault.token_file {}",
-                    config.token_file.display()
-                )
-            })?;
-            SecretString::new(text.trim().to_owned())
+            let reference = reference_for_path(&config.token_file);
+            check_reference("kms.vault.token_file", &reference)?;
+            Token::Secret { secrets, reference }
         } else {
-            config.token.clone()
+            anyhow::ensure!(
+                !config.token.is_empty(),
+                "the vault KMS needs a token: set kms.vault.token_file or FOLIO_KMS__VAULT__TOKEN"
+            );
+            Token::Fixed(config.token.clone())
         };
-        anyhow::ensure!(
-            !token.is_empty(),
-            "the vault KMS needs a token: set kms.vault.token_file or FOLIO_KMS__VAULT__TOKEN"
-        );
         let addr = config.addr.trim_end_matches('/');
         Ok(TransitKms {
             client: super::http::client(addr, ca_cert, timeout)?,
@@ -67,16 +78,34 @@ impl TransitKms {
         })
     }
 
+    /// Returns the token for the next call.
+    async fn token(&self, operation: &'static str) -> Result<SecretString, KmsError> {
+        match &self.token {
+            Token::Fixed(token) => Ok(token.clone()),
+            Token::Secret { secrets, reference } => {
+                secrets
+                    .get(reference)
+                    .await
+                    .map_err(|error| KmsError::Unavailable {
+                        provider: PROVIDER,
+                        operation,
+                        reason: format!("kms.vault.token_file: {error}"),
+                    })
+            }
+        }
+    }
+
     async fn call(
         &self,
         operation: &'static str,
         path: &str,
         body: Value,
     ) -> Result<Value, KmsError> {
+        let token = self.token(operation).await?;
         let mut request = self
             .client
             .post(format!("{}/{path}", self.base))
-            .header("X-Vault-Token", self.token.expose())
+            .header("X-Vault-Token", token.expose())
             .json(&body);
         if !self.namespace.is_empty() {
             request = request.header("X-Vault-Namespace", &self.namespace);

@@ -90,6 +90,9 @@ pub struct OperatorsConfig {
     /// API tokens for every node. Empty: the event store's database when `store.backend`
     /// is `postgres`, otherwise `operators.sqlite` and `auth.sqlite` in the data directory.
     pub url: String,
+    /// Secret reference of the password for `url`, such as `file:/run/secrets/db-password`;
+    /// read again every `secrets.ttl_seconds`. Empty: the password in `url`, if any.
+    pub password_secret: String,
 }
 
 impl OperatorsConfig {
@@ -101,7 +104,13 @@ impl OperatorsConfig {
                  postgres://user@host:5432/database, or leave it empty"
             );
         }
-        Ok(())
+        if url.is_empty() && !self.password_secret.is_empty() {
+            bail!(
+                "operators.password_secret is set but operators.url is empty; set \
+                 store.password_secret for the event store's database, or set operators.url"
+            );
+        }
+        crate::secrets::check_reference("operators.password_secret", &self.password_secret)
     }
 }
 

@@ -223,6 +223,11 @@ pub struct NewOperator<'a> {
 }
 
 impl OperatorStore {
+    /// Returns the connection pool, so a rotated database password can be applied to it.
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// Opens or creates the operator database at `location`.
     ///
     /// # Errors

@@ -49,7 +49,9 @@ pub(crate) async fn export(
 
     let staging = tempfile::tempdir().map_err(ApiError::internal)?;
     let request = ExportRequest {
-        store: crate::store::StoreLocation::from_config(&state.config),
+        store: crate::state::store_location(&state.config, &state.db_passwords)
+            .await
+            .map_err(ApiError::internal)?,
         data_dir: state.config.data_dir.clone(),
         ledger_id,
         scope: scope.clone(),

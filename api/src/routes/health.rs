@@ -11,9 +11,14 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-/// Readiness: the store responds and no projection has stopped on an error.
+/// Readiness: every database password secret is served, the store responds and no
+/// projection has stopped on an error.
 #[get("/readyz")]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(problem) = state.secret_health.problem() {
+        return HttpResponse::ServiceUnavailable()
+            .json(json!({"status": "not_ready", "reason": format!("secret: {problem}")}));
+    }
     let ledgers = match state.store.ledgers().await {
         Ok(ledgers) => ledgers,
         Err(error) => {

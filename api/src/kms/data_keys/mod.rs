@@ -205,6 +205,11 @@ impl DataKeys {
         })
     }
 
+    /// The key database's pool, so a rotated database password reaches it.
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
     /// The cache's counters, for `/metrics`.
     pub fn cache_metrics(&self) -> Arc<super::cache::CacheMetrics> {
         Arc::clone(&self.cache.metrics)
