@@ -83,6 +83,39 @@ pub async fn current_kek_version(kms: &dyn crate::kms::Kms) -> anyhow::Result<St
     Ok(wrapped.kek_version)
 }
 
+/// Checks that `version` is a KEK version something can move off: not the current one,
+/// and wrapping at least one data key or the TOTP key.
+///
+/// # Errors
+/// The current version (nothing can move off it before a rotation), a version nothing
+/// uses (naming those in use), or a KMS failure.
+pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Result<()> {
+    let current = current_kek_version(state.kms.as_ref()).await?;
+    anyhow::ensure!(
+        version != current,
+        "KEK version {version} is the current version, so nothing can move off it; run \
+         `folio keys rotate-kek` first, then rewrap from {version}"
+    );
+    let in_use = state.personal.keys().versions_in_use().await?;
+    let mfa = mfa_key_version(state)?;
+    if !in_use.contains_key(version) && mfa.as_deref() != Some(version) {
+        let mut known: Vec<String> = in_use.keys().cloned().collect();
+        known.extend(mfa);
+        known.sort();
+        known.dedup();
+        anyhow::bail!(
+            "no data key or TOTP key is wrapped by KEK version {version:?}; versions in use: \
+             {} (the current one is {current})",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
 /// One pass of the rewrap job: moves every data key, and the wrapped TOTP key, off KEK
 /// versions older than the current one. Returns how many keys moved.
 ///
@@ -225,6 +258,12 @@ pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
 /// # Errors
 /// A version still in use, not a local one, or a key file, KMS or store failure.
 pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
+    let current = current_kek_version(state.kms.as_ref()).await?;
+    anyhow::ensure!(
+        version != current,
+        "KEK version {version} is the current version; run `folio keys rotate-kek` and wait \
+         for the rewrap (or run `folio keys rewrap --from-version {version}`), then retire it"
+    );
     let in_use = kek_version_in_use(state, version).await?;
     anyhow::ensure!(
         in_use == 0,

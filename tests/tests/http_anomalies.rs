@@ -447,3 +447,46 @@ async fn submitter_cannot_release_own_payment() {
     assert_eq!(status, StatusCode::OK, "{released}");
     stack.stop().await.unwrap();
 }
+
+/// A payment held for review whose payee is removed meanwhile cannot be released: the
+/// allow-list no longer vouches for the account. It can still be rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_payment_to_a_removed_payee_is_not_released() {
+    let stack = stack().await;
+    let ledger = stack.create_ledger("anomaly-removed").await.unwrap();
+    let payee = stack
+        .add_payee(ledger, "Gone Plumbing", "062-000", "00054321")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let body = pay(&stack, ledger, payee, 10_000).await;
+        stack
+            .wait_status(ledger, &id(&body), &["receipted"])
+            .await
+            .unwrap();
+    }
+    let held = pay(&stack, ledger, payee, 900_000).await;
+    assert_eq!(held["status"], "held_for_review", "{held}");
+    stack
+        .remove_payee(ledger, payee, "account closed")
+        .await
+        .unwrap();
+
+    let operators = stack.operators(ledger).await.unwrap();
+    let reviewer = &operators.approver;
+    let reason = json!({"reason": "looked fine before the removal"});
+    let release = format!("/v1/ledgers/{ledger}/anomalies/{}/release", id(&held));
+    let (status, problem) = reviewer.post(&release, &reason).await.unwrap();
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{problem}");
+    assert_eq!(problem["code"], "payee_not_listed", "{problem}");
+    let rejection = format!("/v1/ledgers/{ledger}/anomalies/{}/rejection", id(&held));
+    let (status, rejected) = reviewer.post(&rejection, &reason).await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{rejected}");
+    settle().await;
+    let (_, payment) = stack
+        .get(&format!("/v1/ledgers/{ledger}/payments/{}", id(&held)))
+        .await
+        .unwrap();
+    assert_ne!(payment["status"], "receipted", "{payment}");
+    stack.stop().await.unwrap();
+}

@@ -150,11 +150,18 @@ pub enum BankError {
         /// Time until the breaker admits a probe, in milliseconds.
         retry_after_ms: u64,
     },
+    /// The payment cannot be put on the wire (its payee's account was erased, or is sealed
+    /// and could not be opened), so the bank was not called and another attempt cannot help.
+    #[error("payment not sent: {detail}")]
+    Unsendable {
+        /// Why, with no account number in it.
+        detail: String,
+    },
 }
 
 impl BankError {
     /// Returns the failure class: `timeout`, `connect`, `tls`, `http_5xx`, `http_4xx`,
-    /// `invalid_response` or `breaker_open`.
+    /// `invalid_response`, `breaker_open` or `unsendable`.
     pub fn kind(&self) -> &'static str {
         match self {
             BankError::Timeout { .. } => "timeout",
@@ -164,6 +171,7 @@ impl BankError {
             BankError::Http4xx { .. } => "http_4xx",
             BankError::InvalidResponse { .. } => "invalid_response",
             BankError::BreakerOpen { .. } => "breaker_open",
+            BankError::Unsendable { .. } => "unsendable",
         }
     }
 
@@ -174,6 +182,7 @@ impl BankError {
     pub fn is_retryable(&self) -> bool {
         match self {
             BankError::Http4xx { status, .. } => matches!(status, 408 | 429),
+            BankError::Unsendable { .. } => false,
             _ => true,
         }
     }

@@ -233,6 +233,14 @@ impl HttpsBankAdapter {
     }
 
     async fn send(&self, request: &BankPaymentRequest) -> Result<BankReceipt, BankError> {
+        if let domain::events::PayeeAccount::Unavailable { why, .. } = &request.account {
+            return Err(BankError::Unsendable {
+                detail: format!(
+                    "the payee's account is {why}; reject the payment or pay the payee again \
+                     once it is back on the allow-list"
+                ),
+            });
+        }
         let started = Instant::now();
         let client = match &self.identity {
             Some(identity) => identity.client(&self.config).await?,

@@ -8,7 +8,7 @@ use super::{BankError, BreakerState};
 
 /// Attempt outcomes, in the order of [`BankMetrics::attempts`]: `ok`, then the
 /// [`BankError::kind`] values.
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "ok",
     "timeout",
     "connect",
@@ -17,6 +17,7 @@ const OUTCOMES: [&str; 8] = [
     "http_4xx",
     "invalid_response",
     "breaker_open",
+    "unsendable",
 ];
 
 /// Upper bounds of the call latency histogram buckets, in milliseconds.
@@ -234,6 +235,9 @@ mod tests {
                 detail: String::new(),
             },
             BankError::BreakerOpen { retry_after_ms: 1 },
+            BankError::Unsendable {
+                detail: String::new(),
+            },
         ]
     }
 

@@ -82,8 +82,8 @@ pub enum Command {
         /// The KEK version to move off.
         #[arg(long)]
         from_version: String,
-        /// Keys per batch (at most 1000).
-        #[arg(long, default_value_t = 100)]
+        /// Keys per batch, 1 to 1000.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
         batch: u32,
     },
     /// Delete a KEK version (local provider); refused while anything is wrapped by it.
@@ -236,6 +236,7 @@ async fn apply_retention(state: &AppState, only: Option<Uuid>) -> anyhow::Result
 
 /// Runs rewrap batches until nothing is left on the version; at most 100,000 batches.
 async fn rewrap_all(state: &AppState, from_version: &str, batch: u32) -> anyhow::Result<u64> {
+    crate::key_rotation::check_old_version(state, from_version).await?;
     let mut moved = 0;
     for _ in 0..100_000 {
         let progress = crate::key_rotation::rewrap(state, from_version, batch).await?;

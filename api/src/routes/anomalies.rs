@@ -152,6 +152,57 @@ fn check_not_own_payment(
     Ok(())
 }
 
+/// Refuses to release a held payment whose payee left the allow-list while it waited
+/// (removed, replaced by an approved change of account, or erased): releasing it would pay
+/// an account the allow-list no longer vouches for. Returns a write that pins the
+/// allow-list at the version checked, so a removal committed meanwhile fails the release.
+async fn check_payee_still_listed(
+    state: &AppState,
+    ledger_id: Uuid,
+    events: &[domain::record::SealedEvent],
+    payment_id: Uuid,
+) -> Result<StreamWrite, ApiError> {
+    use domain::events::DomainEvent;
+    let submitted = events.first().ok_or_else(|| {
+        ApiError::internal(format!("payment {payment_id} has no submission event"))
+    })?;
+    let decoded = DomainEvent::decode(
+        &submitted.event_type,
+        submitted.schema_version,
+        &submitted.payload,
+    )
+    .map_err(ApiError::internal)?;
+    let payee_id = match decoded {
+        DomainEvent::PaymentSubmitted(submitted) => submitted.payee_id,
+        DomainEvent::PaymentSubmittedSealed(sealed) => sealed.payee_id,
+        other => {
+            return Err(ApiError::internal(format!(
+                "payment {payment_id} starts with {other:?}, not a submission"
+            )))
+        }
+    };
+    let (allow_list, version) = state.allow_list(ledger_id).await?;
+    if allow_list.get(payee_id).is_none() {
+        return Err(ApiError::rejected(
+            "payee_not_listed",
+            format!(
+                "payee {payee_id} left the allow-list after payment {payment_id} was held, so \
+                 the payment cannot be released; reject it, and submit a new payment if the \
+                 payee is listed again"
+            ),
+        ));
+    }
+    let expected = match version {
+        Some(version) => ExpectedVersion::Exact(version),
+        None => ExpectedVersion::NoStream,
+    };
+    Ok(StreamWrite {
+        stream_id: crate::state::ALLOW_LIST_STREAM.to_owned(),
+        expected,
+        events: Vec::new(),
+    })
+}
+
 async fn decide(
     state: &AppState,
     session: &OperatorSession,
@@ -193,6 +244,10 @@ async fn decide(
             }
         };
         check_not_own_payment(session, &events, payment_id, decision)?;
+        let mut writes = Vec::with_capacity(2);
+        if decision == ReviewDecision::Release {
+            writes.push(check_payee_still_listed(state, ledger_id, &events, payment_id).await?);
+        }
         let reviewed = PaymentReviewed {
             payment_id,
             flag_event_id,
@@ -209,15 +264,15 @@ async fn decide(
             "decision_event_id": event.event_id,
             "reason": reason,
         });
-        let write = StreamWrite {
+        writes.push(StreamWrite {
             stream_id: payment_stream(payment_id),
             expected: ExpectedVersion::Exact(last.stream_version),
             events: vec![event],
-        };
+        });
         Ok(Decision {
             status: StatusCode::OK,
             body,
-            writes: vec![write],
+            writes,
         })
     })
     .await

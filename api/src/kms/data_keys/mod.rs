@@ -400,6 +400,14 @@ impl DataKeys {
             let (id, ledger_id, subject, wrapped) = wrapped_row(row)?;
             let context = wrap_context(ledger_id, &subject, id);
             let new = self.kms.rewrap(&wrapped, &context).await?;
+            if new.kek_version == from_version {
+                // Rewrapping under the version it is already on would "move" the same
+                // keys on every batch, for ever.
+                return Err(DataKeyError::Kms(KmsError::Local(format!(
+                    "KEK version {from_version} is the current version; rotate the KEK \
+                     before rewrapping off it"
+                ))));
+            }
             let updated = sqlx::query(
                 "UPDATE data_keys SET provider = $1, kek_id = $2, kek_version = $3, wrapped = $4 \
                  WHERE id = $5 AND kek_version = $6 AND destroyed_at_micros IS NULL",
