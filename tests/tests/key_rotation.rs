@@ -271,7 +271,30 @@ async fn rewrap_job_finishes_a_rewrap_cut_short() {
             .unwrap();
     }
     let state = &stack.state;
+    // Nothing can move off the current version: refused, instead of "moving" the same
+    // keys on every batch.
+    let refused = api::key_rotation::check_old_version(state, "1").await;
+    assert!(
+        format!("{refused:?}").contains("current version"),
+        "{refused:?}"
+    );
+    let refused = api::key_rotation::rewrap(state, "1", 10).await;
+    assert!(
+        format!("{refused:?}").contains("current version"),
+        "{refused:?}"
+    );
+    let refused = api::key_rotation::retire_kek(state, "1").await;
+    assert!(
+        format!("{refused:?}").contains("current version"),
+        "{refused:?}"
+    );
+
     assert_eq!(api::key_rotation::rotate_kek(state).await.unwrap(), "2");
+    let unknown = api::key_rotation::check_old_version(state, "v9").await;
+    assert!(
+        format!("{unknown:?}").contains("versions in use: 1"),
+        "{unknown:?}"
+    );
     let first = api::key_rotation::rewrap(state, "1", 1).await.unwrap();
     assert_eq!((first.rewrapped, first.remaining), (1, 1));
 

@@ -187,6 +187,14 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
         .remove_payee(ledger, payee, "closed account")
         .await
         .unwrap();
+    // The payee's wrapped data keys, which an erasure must leave nowhere on disk.
+    let wrapped: Vec<Vec<u8>> =
+        sqlx::query_scalar("SELECT wrapped FROM data_keys WHERE subject = $1")
+            .bind(domain::personal::payee_subject(payee))
+            .fetch_all(stack.state.personal.keys().pool())
+            .await
+            .unwrap();
+    assert!(!wrapped.is_empty());
     stack
         .propose_and_approve(ledger, &erasure, &reason)
         .await
@@ -234,6 +242,13 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     for needle in ["Yusuf", "Erasable", "55554444"] {
         let found = files_containing(&stack.data_dir(), needle.as_bytes());
         assert!(found.is_empty(), "{needle} is still in {found:?}");
+    }
+    for key in &wrapped {
+        let found = files_containing(&stack.data_dir(), key);
+        assert!(
+            found.is_empty(),
+            "a destroyed wrapped key is still in {found:?}"
+        );
     }
 
     let dir = stack.stop().await.unwrap();

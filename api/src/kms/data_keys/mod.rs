@@ -317,11 +317,7 @@ impl DataKeys {
         .await?;
         transaction.commit().await?;
         if !self.shared && !rows.is_empty() {
-            // The write-ahead log still holds pages from before the update; move them
-            // into the file and empty the log.
-            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
-                .execute(&self.pool)
-                .await?;
+            self.empty_write_ahead_log().await?;
         }
 
         let ids = rows
@@ -332,6 +328,27 @@ impl DataKeys {
             self.cache.remove(*id);
         }
         Ok(ids)
+    }
+
+    /// Moves the SQLite write-ahead log, which still holds pages from before a
+    /// destruction, into the file and empties it. A reader holding the log makes the
+    /// checkpoint report busy; it is tried again for up to a second, then left to a later
+    /// checkpoint with a warning.
+    async fn empty_write_ahead_log(&self) -> Result<(), DataKeyError> {
+        for _ in 0..20 {
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(&self.pool)
+                .await?;
+            if busy == 0 {
+                return Ok(());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        tracing::warn!(
+            "the data-key log could not be emptied after an erasure while readers held it; \
+             the destroyed keys' old pages leave it at a later checkpoint"
+        );
+        Ok(())
     }
 
     /// Ids of the live (not destroyed) keys of `subject`.
