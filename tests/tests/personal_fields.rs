@@ -252,6 +252,17 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     }
 
     let dir = stack.stop().await.unwrap();
+    // An offline replay, which has no key, shows the payee as erased from the erasure on.
+    let source = api::replay::source::EventSource::Store(
+        api::store::StoreLocation::from_dir_or_url(&dir.path().join("data"), None),
+    );
+    let replayed = api::replay::state_at(&source, None, api::replay::source::Cutoff::Head)
+        .await
+        .unwrap();
+    let removed = serde_json::to_string(&replayed.removed_payees).unwrap();
+    assert!(removed.contains("[erased]"), "{removed}");
+    assert!(!removed.contains("[encrypted]"), "{removed}");
+
     let verdicts = api::cli::verify::verify_store(&dir.path().join("data"), Some(ledger))
         .await
         .unwrap();

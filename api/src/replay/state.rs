@@ -339,9 +339,48 @@ impl Replayer {
             DomainEvent::ChangeProposed(proposed) => self.propose(position, proposed),
             DomainEvent::ChangeApproved(approved) => self.approve(position, approved)?,
             DomainEvent::OperatorCreated(created) => self.create_operator(position, created),
+            DomainEvent::SubjectErased(erased) => self.erase(&erased.subject),
             _ => self.apply_operator_or_payment(position, event),
         }
         Ok(())
+    }
+
+    /// From an erasure on, the payee's fields read `[erased]`, as the live read models
+    /// show them, even where this offline replay could only show `[encrypted]` before.
+    fn erase(&mut self, subject: &str) {
+        let erased = domain::personal::ERASED;
+        let matches = |payee_id: Uuid| domain::personal::payee_subject(payee_id) == subject;
+        let payees =
+            (self.payees.values_mut()).chain(self.removed.values_mut().map(|r| &mut r.payee));
+        for payee in payees.filter(|payee| matches(payee.payee_id)) {
+            payee.name = erased.to_owned();
+            payee.account = domain::events::PayeeAccount::Unavailable {
+                why: erased.to_owned(),
+                payee_id: payee.payee_id,
+            };
+        }
+        for pending in self.proposals.values_mut() {
+            match &mut pending.change {
+                AllowListChange::Add {
+                    payee_id,
+                    name,
+                    account,
+                }
+                | AllowListChange::Change {
+                    new_payee_id: payee_id,
+                    name,
+                    account,
+                    ..
+                } if matches(*payee_id) => {
+                    *name = erased.to_owned();
+                    *account = domain::events::PayeeAccount::Unavailable {
+                        why: erased.to_owned(),
+                        payee_id: *payee_id,
+                    };
+                }
+                _ => {}
+            }
+        }
     }
 
     fn remove_payee(
