@@ -204,6 +204,13 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     let keys = stack.state.personal.keys();
     assert!(keys.live_keys(ledger, &subject).await.unwrap().is_empty());
 
+    // A second erasure, or one of a payee that never existed, is refused by name.
+    let again = operators.proposer.propose(&erasure, &reason).await;
+    assert!(format!("{again:?}").contains("payee_not_erasable"), "{again:?}");
+    let stranger = format!("/v1/ledgers/{ledger}/payees/{}/erasure", uuid::Uuid::now_v7());
+    let unknown = operators.proposer.propose(&stranger, &reason).await;
+    assert!(format!("{unknown:?}").contains("payee_not_erasable"), "{unknown:?}");
+
     let head = stack.state.store.head(ledger).await.unwrap().position;
     let path = format!("/v1/ledgers/{ledger}/payees?include_removed=true&min_position={head}");
     let (status, body) = stack.get(&path).await.unwrap();

@@ -150,6 +150,7 @@ pub(crate) async fn erase(
     let proposal_id = Uuid::now_v7();
 
     commands::run(&state, ledger_id, &request, &body, || async {
+        super::proposals::erasable_keys(&state, ledger_id, payee_id).await?;
         let edit = AllowListChange::Erase {
             payee_id,
             reason: reason.clone(),

@@ -325,6 +325,35 @@ pub(crate) async fn approve(
     Ok(response)
 }
 
+/// Returns the live data keys of a payee, which an erasure destroys.
+///
+/// # Errors
+/// 422 `payee_not_erasable` when there are none: the payee was never added to this
+/// ledger, was erased already, or was added before its fields were sealed, so its name
+/// and account are in the ledger in the clear and no key can erase them.
+pub(crate) async fn erasable_keys(
+    state: &AppState,
+    ledger_id: Uuid,
+    payee_id: Uuid,
+) -> Result<Vec<Uuid>, ApiError> {
+    let subject = domain::personal::payee_subject(payee_id);
+    let keys = (state.personal.keys().live_keys(ledger_id, &subject))
+        .await
+        .map_err(ApiError::internal)?;
+    if keys.is_empty() {
+        return Err(ApiError::rejected(
+            "payee_not_erasable",
+            format!(
+                "payee {payee_id} has no data keys in ledger {ledger_id}: it was never added \
+                 here, was erased already, or was added before payee fields were sealed (its \
+                 fields are then in the ledger in the clear and cannot be erased); check the \
+                 payee id against GET /v1/ledgers/{ledger_id}/payees?include_removed=true"
+            ),
+        ));
+    }
+    Ok(keys)
+}
+
 /// The `subject.erased` event of an approved erasure, naming the keys it destroys.
 async fn erasure(
     state: &AppState,
@@ -334,11 +363,7 @@ async fn erasure(
     session: &OperatorSession,
 ) -> Result<SubjectErased, ApiError> {
     let subject = domain::personal::payee_subject(payee_id);
-    let keys = state.personal.keys();
-    let data_key_ids = keys
-        .live_keys(ledger_id, &subject)
-        .await
-        .map_err(ApiError::internal)?;
+    let data_key_ids = erasable_keys(state, ledger_id, payee_id).await?;
     Ok(SubjectErased {
         subject,
         data_key_ids,
