@@ -186,6 +186,10 @@ pub struct Revocation {
     /// First and last position at or after `from_position` that the key signed; `None`
     /// when it signed nothing there. These events verify but must not be trusted.
     pub untrusted: Option<(u64, u64)>,
+    /// Keys named by a rotation inside the untrusted span. Only the revoked key vouches
+    /// for them, so whoever held it could have named a key of their own: trust one only
+    /// after comparing its id with the one the ledger's operator published.
+    pub named_by_revoked: Vec<KeyId>,
 }
 
 /// A `subject.erased` event: the fields sealed under the subject's keys can no longer be
@@ -839,12 +843,21 @@ fn revocations(keys: &[KeySpan], revoked: &[(u64, LedgerKeyRevoked)]) -> Vec<Rev
                 .filter(|(_, last)| *last >= revocation.from_position)
                 .map(|(first, last)| (first.max(revocation.from_position), last))
                 .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+            let named_by_revoked = keys
+                .iter()
+                .filter(|span| span.public_key != revocation.public_key)
+                .filter(|span| {
+                    untrusted.is_some_and(|(first, last)| (first..=last).contains(&span.named_at))
+                })
+                .map(|span| span.key_id)
+                .collect();
             Revocation {
                 position: *position,
                 key_id,
                 from_position: revocation.from_position,
                 reason: revocation.reason.clone(),
                 untrusted,
+                named_by_revoked,
             }
         })
         .collect()

@@ -141,6 +141,13 @@ async fn rotating_both_keys_under_load_fails_no_request() {
         Some((from, rotation.last_position)),
         "the events the old key signed from the revoked position are reported"
     );
+    // The rotation that named the new key is among them, so the report says the new key
+    // rests on the revoked one's word alone.
+    assert_eq!(
+        summary.revocations[0].named_by_revoked,
+        vec![summary.keys[1].key_id]
+    );
+    assert_eq!(summary.keys[1].named_at, rotation.last_position);
 
     // Version 1 wraps nothing any more, so the local KMS lets it go.
     let kms = api::kms::local::LocalKms::open(&data.join("keys/kms-local.kek")).unwrap();

@@ -206,10 +206,19 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
 
     // A second erasure, or one of a payee that never existed, is refused by name.
     let again = operators.proposer.propose(&erasure, &reason).await;
-    assert!(format!("{again:?}").contains("payee_not_erasable"), "{again:?}");
-    let stranger = format!("/v1/ledgers/{ledger}/payees/{}/erasure", uuid::Uuid::now_v7());
+    assert!(
+        format!("{again:?}").contains("payee_not_erasable"),
+        "{again:?}"
+    );
+    let stranger = format!(
+        "/v1/ledgers/{ledger}/payees/{}/erasure",
+        uuid::Uuid::now_v7()
+    );
     let unknown = operators.proposer.propose(&stranger, &reason).await;
-    assert!(format!("{unknown:?}").contains("payee_not_erasable"), "{unknown:?}");
+    assert!(
+        format!("{unknown:?}").contains("payee_not_erasable"),
+        "{unknown:?}"
+    );
 
     let head = stack.state.store.head(ledger).await.unwrap().position;
     let path = format!("/v1/ledgers/{ledger}/payees?include_removed=true&min_position={head}");

@@ -59,9 +59,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         intact &= verdict.result.is_ok();
         // Events signed by a revoked key after its revocation point verify, but are not
         // to be trusted: the exit status says so.
-        intact &= verdict.result.as_ref().map_or(true, |summary| {
-            summary.revocations.iter().all(|r| r.untrusted.is_none())
-        });
+        intact &= verdict.result.as_ref().map_or(true, trusted);
         if args.json {
             println!("{}", verdict_json(verdict));
         } else {
@@ -219,6 +217,28 @@ async fn check_kept_checkpoints(
     Ok(all_hold)
 }
 
+/// Whether no event of an intact chain was signed by a revoked key after its revocation
+/// point.
+fn trusted(summary: &domain::verify::Summary) -> bool {
+    summary.revocations.iter().all(|r| r.untrusted.is_none())
+}
+
+/// The signing keys of a summary, one line each: id, where it was named, what it signed.
+fn keys_text(keys: &[domain::verify::KeySpan]) -> String {
+    keys.iter()
+        .map(|key| {
+            let signed = match key.signed {
+                Some((first, last)) => format!("signed positions {first} to {last}"),
+                None => "signed nothing".to_owned(),
+            };
+            format!(
+                "\n  key {} named at position {}, {signed}",
+                key.key_id, key.named_at
+            )
+        })
+        .collect()
+}
+
 /// The revocations of a summary, one line each, naming the events no longer trusted.
 fn revocations_text(revocations: &[domain::verify::Revocation]) -> String {
     revocations
@@ -228,8 +248,16 @@ fn revocations_text(revocations: &[domain::verify::Revocation]) -> String {
                 Some((first, last)) => format!("UNTRUSTED: positions {first} to {last}"),
                 None => "no event signed after that position".to_owned(),
             };
+            let named: String = (revocation.named_by_revoked.iter())
+                .map(|key| {
+                    format!(
+                        "\n    key {key} was named by an event the revoked key signed: trust it \
+                         only if its id matches the one the operator published"
+                    )
+                })
+                .collect();
             format!(
-                "\n  key {} revoked at position {} from position {} ({}): {untrusted}",
+                "\n  key {} revoked at position {} from position {} ({}): {untrusted}{named}",
                 revocation.key_id, revocation.position, revocation.from_position, revocation.reason
             )
         })
@@ -252,8 +280,15 @@ fn erasures_text(erasures: &[domain::verify::Erasure]) -> String {
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
         Ok(summary) => {
+            // The chain is unbroken either way; revoked signatures make it untrusted, and
+            // the headline says so as the exit status does.
+            let headline = if trusted(summary) {
+                "INTACT"
+            } else {
+                "INTACT BUT UNTRUSTED"
+            };
             format!(
-                "{}: INTACT: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
+                "{}: {headline}: {} events, head position {} hash {}, {} key(s), {} rotation(s), \
              {} checkpoint(s), Merkle root {}",
                 verdict.subject,
                 summary.event_count,
@@ -263,7 +298,8 @@ fn verdict_text(verdict: &Verdict) -> String {
                 summary.rotations.len(),
                 summary.checkpoints.len(),
                 hex::encode(summary.merkle_root)
-            ) + &revocations_text(&summary.revocations)
+            ) + &keys_text(&summary.keys)
+                + &revocations_text(&summary.revocations)
                 + &erasures_text(&summary.erasures)
         }
         Err(failure) => format!(
@@ -283,17 +319,26 @@ fn verdict_json(verdict: &Verdict) -> serde_json::Value {
         Ok(summary) => serde_json::json!({
             "subject": verdict.subject,
             "intact": true,
+            "trusted": trusted(summary),
             "event_count": summary.event_count,
             "head_position": summary.head_position,
             "head_hash": hex::encode(summary.head_hash),
             "checkpoints": summary.checkpoints.len(),
             "merkle_root": hex::encode(summary.merkle_root),
+            "keys": summary.keys.iter().map(|key| serde_json::json!({
+                "key_id": key.key_id.to_hex(),
+                "public_key": hex::encode(key.public_key),
+                "named_at": key.named_at,
+                "signed": key.signed,
+            })).collect::<Vec<_>>(),
             "revocations": summary.revocations.iter().map(|revocation| serde_json::json!({
                 "position": revocation.position,
                 "key_id": revocation.key_id.to_hex(),
                 "from_position": revocation.from_position,
                 "reason": revocation.reason,
                 "untrusted": revocation.untrusted,
+                "named_by_revoked": revocation.named_by_revoked.iter()
+                    .map(|key| key.to_hex()).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "erased_by_policy": summary.erasures.iter().map(|erasure| serde_json::json!({
                 "position": erasure.position,
