@@ -403,6 +403,22 @@ pub async fn revoke_signing(
 ) -> anyhow::Result<AppendResult> {
     use domain::events::{DomainEvent, LedgerKeyRevoked};
 
+    let well_formed = key_id.len() == 32 && key_id.bytes().all(|b| b.is_ascii_hexdigit());
+    anyhow::ensure!(
+        well_formed,
+        "key id {key_id:?} is not 32 hex digits; copy it from `folio verify` (its key lines)"
+    );
+    let reason = reason.trim();
+    anyhow::ensure!(
+        !reason.is_empty() && reason.chars().count() <= 500,
+        "give a reason of 1 to 500 characters; auditors read it beside the revocation"
+    );
+    let head = state.store.head(ledger_id).await?.position;
+    anyhow::ensure!(
+        from_position <= head,
+        "position {from_position} is past the head of ledger {ledger_id} ({head}); give the \
+         first position the key could have been misused at, at most {head}"
+    );
     let ring = crate::keys::KeyRing::load_or_create(&state.config.data_dir)?;
     let Some(key) = ring.keys.iter().find(|k| k.key_id().to_hex() == key_id) else {
         anyhow::bail!(
@@ -419,6 +435,23 @@ pub async fn revoke_signing(
             Ok(DomainEvent::LedgerCreated(created)) => current = Some(created.public_key),
             Ok(DomainEvent::LedgerKeyRotated(rotated)) => current = Some(rotated.new_public_key),
             _ => {}
+        }
+    }
+    let revoked = state
+        .store
+        .read_stream(ledger_id, REVOCATION_STREAM, 0, 10_000)
+        .await?;
+    for event in &revoked {
+        let decoded = DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+        if let Ok(DomainEvent::LedgerKeyRevoked(earlier)) = decoded {
+            if earlier.public_key == key.public_key() && earlier.from_position <= from_position {
+                anyhow::bail!(
+                    "key {key_id} is already revoked from position {} (event at position {}); \
+                     a later start adds nothing",
+                    earlier.from_position,
+                    event.position
+                );
+            }
         }
     }
     if current == Some(key.public_key()) {

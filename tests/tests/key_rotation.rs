@@ -125,6 +125,18 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     api::key_rotation::revoke_signing(state, ledger, &old_key, from, "suspected compromise")
         .await
         .unwrap();
+    // Bad input is refused with the fix: a malformed id, a position past the head, an
+    // empty reason, and a second revocation that adds nothing.
+    for (key, position, reason, expected) in [
+        ("zz", from, "x", "32 hex digits"),
+        (old_key.as_str(), 1_000_000, "x", "past the head"),
+        (old_key.as_str(), from, " ", "reason of 1 to 500"),
+        (old_key.as_str(), from + 1, "again", "already revoked"),
+    ] {
+        let refused =
+            api::key_rotation::revoke_signing(state, ledger, key, position, reason).await;
+        assert!(format!("{refused:?}").contains(expected), "{refused:?}");
+    }
 
     // The chain verifies with both keys, the rotation signed by the old one.
     let dir = stack.stop().await.unwrap();

@@ -215,6 +215,22 @@ impl KmsConfig {
         if self.rewrap_interval_seconds == 0 {
             bail!("kms.rewrap_interval_seconds is 0; set it to 1 or more (300 is the default)");
         }
+        if profile == Profile::Production {
+            let endpoints = [
+                ("kms.vault.addr", &self.vault.addr),
+                ("kms.aws.endpoint", &self.aws.endpoint),
+                ("kms.gcp.endpoint", &self.gcp.endpoint),
+            ];
+            for (setting, url) in endpoints {
+                if url.starts_with("http://") {
+                    bail!(
+                        "{setting} is {url:?}, plain HTTP, but profile is \"production\": the KMS \
+                         token and the wrapped keys would cross the network in the clear; use \
+                         an https:// address"
+                    );
+                }
+            }
+        }
         match self.provider {
             KmsProvider::Local if profile == Profile::Production => bail!(
                 "kms.provider is \"local\" but profile is \"production\": a key file beside the \
@@ -264,6 +280,31 @@ mod tests {
         };
         let error = config.validate(Profile::Production).unwrap_err();
         assert!(error.to_string().contains("kms.vault.addr"), "{error}");
+    }
+
+    #[test]
+    fn production_refuses_a_plain_http_kms() {
+        let mut config = KmsConfig {
+            provider: KmsProvider::Vault,
+            ..KmsConfig::default()
+        };
+        config.vault.addr = "http://127.0.0.1:8200".to_owned();
+        config.vault.token_file = "/run/secrets/vault-token".into();
+        assert!(config.validate(Profile::Development).is_ok());
+        let error = config.validate(Profile::Production).unwrap_err();
+        assert!(error.to_string().contains("https://"), "{error}");
+        config.vault.addr = "https://vault.internal:8200".to_owned();
+        assert!(config.validate(Profile::Production).is_ok());
+    }
+
+    #[test]
+    fn rewrap_batch_is_bounded() {
+        let config = KmsConfig {
+            rewrap_batch: 0,
+            ..KmsConfig::default()
+        };
+        let error = config.validate(Profile::Development).unwrap_err();
+        assert!(error.to_string().contains("kms.rewrap_batch"), "{error}");
     }
 
     #[test]
