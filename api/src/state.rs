@@ -140,7 +140,11 @@ impl AppState {
 
         // The KMS and the data keys come first: the read models open sealed fields.
         let kms = crate::kms::open(&config.kms, config.profile, &data_dir, &secrets)?;
-        tracing::info!(provider = kms.provider(), kek = kms.kek_id(), "KMS configured");
+        tracing::info!(
+            provider = kms.provider(),
+            kek = kms.kek_id(),
+            "KMS configured"
+        );
         let store_url = match &location {
             crate::store::StoreLocation::Postgres(url) => Some(url.as_str()),
             crate::store::StoreLocation::Sqlite(_) => None,

@@ -133,8 +133,7 @@ async fn rotating_both_keys_under_load_fails_no_request() {
         (old_key.as_str(), from, " ", "reason of 1 to 500"),
         (old_key.as_str(), from + 1, "again", "already revoked"),
     ] {
-        let refused =
-            api::key_rotation::revoke_signing(state, ledger, key, position, reason).await;
+        let refused = api::key_rotation::revoke_signing(state, ledger, key, position, reason).await;
         assert!(format!("{refused:?}").contains(expected), "{refused:?}");
     }
 

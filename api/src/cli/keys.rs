@@ -222,6 +222,15 @@ async fn apply_retention(state: &AppState, only: Option<Uuid>) -> anyhow::Result
             .map(|l| l.ledger_id)
             .collect(),
     };
+    let days = state.config.retention.erase_removed_payees_after_days;
+    if days == 0 {
+        println!(
+            "retention.erase_removed_payees_after_days is 0: removed payees are kept; set \
+             it to erase their personal fields that many days after removal"
+        );
+    } else {
+        println!("rule: erase the personal fields of payees removed more than {days} day(s) ago");
+    }
     for ledger in ledgers {
         let now = state.clock.now_micros();
         let report = crate::retention::apply(state, ledger, now).await?;
