@@ -22,7 +22,7 @@ const MAX_KEY_LEN: usize = 255;
 
 /// Stored in place of a request body that carries personal fields (a payee's name or
 /// account, an ABA file). Only the request's hash is kept, so an erasure has nothing of
-/// the body to reach; a mismatch can then name the request line but not the field.
+/// the body to reach. A mismatch then names the request line but not the field.
 const BODY_NOT_KEPT: &[u8] = b"\0body not kept: it carried personal fields";
 
 /// A POST's idempotency key and canonical request.
@@ -233,7 +233,7 @@ mod tests {
     }
 
     #[test]
-    fn a_body_not_kept_is_not_compared() {
+    fn claim_without_body_names_no_field() {
         let request = IdempotentRequest {
             key: "k".to_owned(),
             canonical: b"POST /v1/p\n{\"name\":\"Jo Citizen\"}".to_vec(),

@@ -33,7 +33,7 @@ pub struct RewrapJob {
     /// One pass at a time, whichever caller starts it.
     running: tokio::sync::Mutex<()>,
     /// Data keys (and the TOTP key) still wrapped by an older KEK version after the last
-    /// pass; `u64::MAX` before the first.
+    /// pass, or `u64::MAX` before the first pass.
     pending: std::sync::atomic::AtomicU64,
     stopping: std::sync::atomic::AtomicBool,
     stopped: tokio::sync::Notify,
@@ -48,7 +48,7 @@ impl RewrapJob {
         }
     }
 
-    /// Asks for a pass now; a pass already running is followed by another.
+    /// Requests a pass now. A pass already running is followed by another.
     pub fn wake(&self) {
         self.wanted.notify_one();
     }
@@ -116,11 +116,11 @@ pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// One pass of the rewrap job: moves every data key, and the wrapped TOTP key, off KEK
-/// versions older than the current one. Returns how many keys moved.
+/// Runs one pass of the rewrap job: moves every data key, and the wrapped TOTP key, off
+/// KEK versions older than the current one. Returns how many keys moved.
 ///
 /// # Errors
-/// A KMS or key-store failure; keys moved before it stay moved.
+/// A KMS or key-store failure. Keys moved before it stay moved.
 pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
     let job = &state.rewrap;
     let _one_at_a_time = job.running.lock().await;

@@ -1,7 +1,7 @@
 //! Personal fields inside stored idempotent responses.
 //!
 //! A proposal's response repeats the payee's name and account. The store keeps that
-//! response beside the idempotency key so a retry gets the same answer, and keys never
+//! response beside the idempotency key so that a retry gets the same response. Keys never
 //! expire, so a clear copy there would outlive an erasure of the payee. Before it is
 //! stored, every `name` and `account` of an object that names a `payee_id` is sealed under
 //! that payee's data key, bound to the ledger, the idempotency key and the field's JSON
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::kms::data_keys::{DataKeyError, Opened};
 use crate::personal::PersonalFields;
 
-/// Object key that holds a sealed value in a stored response.
+/// Object key of a sealed value in a stored response.
 const SEALED_KEY: &str = "folio_sealed";
 
 /// Keys whose values are a payee's personal fields.
@@ -108,7 +108,7 @@ pub async fn seal(
     Ok(body)
 }
 
-/// Opens the sealed personal fields of a stored response; an erased payee's fields read
+/// Opens the sealed personal fields of a stored response. An erased payee's fields read
 /// `[erased]`. Values that were never sealed are left as they are.
 ///
 /// # Errors
@@ -162,7 +162,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn finds_the_fields_of_objects_that_name_a_payee() {
+    fn places_under_payee_objects() {
         let payee = Uuid::from_u128(1);
         let new_payee = Uuid::from_u128(2);
         let body = json!({

@@ -62,7 +62,7 @@ pub(crate) const MIN_PIPELINED_EVENTS: usize = 256;
 /// high fails a request only when another writer keeps the ledger to itself.
 pub(crate) const MAX_HEAD_MOVED_RETRIES: u32 = 50;
 
-/// Longest pause, in microseconds, before sealing again after a lost race.
+/// Maximum pause, in microseconds, before sealing again after a lost race.
 const MAX_HEAD_MOVED_BACKOFF_MICROS: u64 = 20_000;
 
 /// Pause before the `attempt`-th retry after a lost race (1-based): a random time up to a
@@ -76,7 +76,8 @@ fn head_moved_backoff(attempt: u32, random: u64) -> std::time::Duration {
     std::time::Duration::from_micros(random % (bound + 1))
 }
 
-/// A random number for the backoff's jitter, from the standard library's per-hasher keys.
+/// Returns a random number for the backoff's jitter, from the standard library's
+/// per-hasher keys.
 fn jitter() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     std::collections::hash_map::RandomState::new()
@@ -1165,7 +1166,7 @@ mod tests {
     }
 
     #[test]
-    fn backoff_after_a_lost_race_grows_to_a_bound() {
+    fn head_moved_backoff_grows_to_bound() {
         use std::time::Duration;
         assert_eq!(head_moved_backoff(1, 0), Duration::ZERO);
         assert_eq!(head_moved_backoff(1, 250), Duration::from_micros(250));

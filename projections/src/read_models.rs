@@ -254,8 +254,8 @@ impl ReadModels {
     }
 
     /// After an erasure, moves the write-ahead log of an SQLite file into the database and
-    /// empties it, so the pages that held the erased fields before the change are gone
-    /// from the log too (`secure_delete` has already cleared them in the file). A busy
+    /// empties it. The log's pages from before the change contained the erased fields,
+    /// which `secure_delete` has already cleared in the file itself. A busy
     /// reader can leave part of the log in place; the log is then emptied at a later
     /// checkpoint, and the warning says so.
     async fn forget_old_pages(&self) {

@@ -217,13 +217,14 @@ async fn check_kept_checkpoints(
     Ok(all_hold)
 }
 
-/// Whether no event of an intact chain was signed by a revoked key after its revocation
-/// point.
+/// Returns whether no event of an intact chain was signed by a revoked key after its
+/// revocation point.
 fn trusted(summary: &domain::verify::Summary) -> bool {
     summary.revocations.iter().all(|r| r.untrusted.is_none())
 }
 
-/// The signing keys of a summary, one line each: id, where it was named, what it signed.
+/// Formats the signing keys of a summary, one line each: id, where it was named, and what
+/// it signed.
 fn keys_text(keys: &[domain::verify::KeySpan]) -> String {
     keys.iter()
         .map(|key| {
@@ -280,8 +281,8 @@ fn erasures_text(erasures: &[domain::verify::Erasure]) -> String {
 fn verdict_text(verdict: &Verdict) -> String {
     match &verdict.result {
         Ok(summary) => {
-            // The chain is unbroken either way; revoked signatures make it untrusted, and
-            // the headline says so as the exit status does.
+            // The chain is unbroken either way, but revoked signatures make it untrusted.
+            // The headline reports that, as the exit status does.
             let headline = if trusted(summary) {
                 "INTACT"
             } else {

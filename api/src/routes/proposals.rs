@@ -328,9 +328,10 @@ pub(crate) async fn approve(
 /// Returns the live data keys of a payee, which an erasure destroys.
 ///
 /// # Errors
-/// 422 `payee_not_erasable` when there are none: the payee was never added to this
-/// ledger, was erased already, or was added before its fields were sealed, so its name
-/// and account are in the ledger in the clear and no key can erase them.
+/// 422 `payee_not_erasable` when there are none. Either the payee was never added to
+/// this ledger, or it was erased already, or it was added before its fields were sealed.
+/// In the last case its name and account are in the ledger in the clear, and no key can
+/// erase them.
 pub(crate) async fn erasable_keys(
     state: &AppState,
     ledger_id: Uuid,

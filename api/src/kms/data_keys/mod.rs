@@ -205,7 +205,7 @@ impl DataKeys {
         })
     }
 
-    /// The key database's pool, so a rotated database password reaches it.
+    /// Returns the key database's pool, so that a rotated database password reaches it.
     pub fn pool(&self) -> &AnyPool {
         &self.pool
     }
@@ -292,8 +292,8 @@ impl DataKeys {
     ) -> Result<Vec<Uuid>, DataKeyError> {
         let mut transaction = self.pool.begin().await?;
         if !self.shared {
-            // SQLite keeps a deleted value's bytes in free space unless told to overwrite
-            // them; a wrapped key left there could still be unwrapped by the KEK.
+            // SQLite keeps a deleted value's bytes in free space unless `secure_delete` is
+            // on, and a wrapped key left there could still be unwrapped by the KEK.
             sqlx::query("PRAGMA secure_delete = ON")
                 .execute(&mut *transaction)
                 .await?;
@@ -330,9 +330,9 @@ impl DataKeys {
         Ok(ids)
     }
 
-    /// Moves the SQLite write-ahead log, which still holds pages from before a
-    /// destruction, into the file and empties it. A reader holding the log makes the
-    /// checkpoint report busy; it is tried again for up to a second, then left to a later
+    /// Moves the SQLite write-ahead log, which still contains pages from before a
+    /// destruction, into the file and empties it. While a reader uses the log the
+    /// checkpoint reports busy, so it is retried for up to a second, then left to a later
     /// checkpoint with a warning.
     async fn empty_write_ahead_log(&self) -> Result<(), DataKeyError> {
         for _ in 0..20 {
@@ -680,7 +680,7 @@ mod tests {
         );
     }
 
-    /// Whether any `dk.sqlite*` file under `dir` contains `needle`.
+    /// Returns whether any `dk.sqlite*` file under `dir` contains `needle`.
     fn files_hold(dir: &Path, needle: &[u8]) -> bool {
         std::fs::read_dir(dir).unwrap().any(|entry| {
             let path = entry.unwrap().path();
