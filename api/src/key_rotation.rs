@@ -4,7 +4,7 @@
 //! the old key; the sequencer seals every later event with the new key, and requests in
 //! flight wait in its queue. A KEK rotation makes a new version current at the KMS, so
 //! new data keys use it at once; [`rewrap`] then moves the stored data keys and the
-//! wrapped TOTP key to it in bounded batches. Each batch commits per key, so a crash
+//! wrapped TOTP and signing keys to it in bounded batches. Each batch commits per key, so a crash
 //! loses nothing and the next run resumes with the keys still on the old version.
 //!
 //! [`run_rewrap_job`] runs beside the server: a pass at start (so a rewrap cut short by a
@@ -32,7 +32,7 @@ pub struct RewrapJob {
     wanted: tokio::sync::Notify,
     /// One pass at a time, whichever caller starts it.
     running: tokio::sync::Mutex<()>,
-    /// Data keys (and the TOTP key) still wrapped by an older KEK version after the last
+    /// Data keys (and the wrapped key files) still wrapped by an older KEK version after the last
     /// pass, or `u64::MAX` before the first pass.
     pending: std::sync::atomic::AtomicU64,
     stopping: std::sync::atomic::AtomicBool,
@@ -84,7 +84,7 @@ pub async fn current_kek_version(kms: &dyn crate::kms::Kms) -> anyhow::Result<St
 }
 
 /// Checks that `version` is a KEK version something can move off: not the current one,
-/// and wrapping at least one data key or the TOTP key.
+/// and wrapping at least one data key or key file.
 ///
 /// # Errors
 /// The current version (nothing can move off it before a rotation), a version nothing
@@ -97,14 +97,16 @@ pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Resul
          `folio keys rotate-kek` first, then rewrap from {version}"
     );
     let in_use = state.personal.keys().versions_in_use().await?;
-    let mfa = mfa_key_version(state)?;
-    if !in_use.contains_key(version) && mfa.as_deref() != Some(version) {
+    let files: Vec<String> = (wrapped_files(state)?.into_iter())
+        .map(|file| file.kek_version)
+        .collect();
+    if !in_use.contains_key(version) && !files.iter().any(|file| file == version) {
         let mut known: Vec<String> = in_use.keys().cloned().collect();
-        known.extend(mfa);
+        known.extend(files);
         known.sort();
         known.dedup();
         anyhow::bail!(
-            "no data key or TOTP key is wrapped by KEK version {version:?}; versions in use: \
+            "no data key or key file is wrapped by KEK version {version:?}; versions in use: \
              {} (the current one is {current})",
             if known.is_empty() {
                 "none".to_owned()
@@ -116,7 +118,7 @@ pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Resul
     Ok(())
 }
 
-/// Runs one pass of the rewrap job: moves every data key, and the wrapped TOTP key, off
+/// Runs one pass of the rewrap job: moves every data key, and the wrapped TOTP and signing keys, off
 /// KEK versions older than the current one. Returns how many keys moved.
 ///
 /// # Errors
@@ -134,9 +136,9 @@ pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
         .into_iter()
         .filter(|(version, _)| *version != current)
         .collect();
-    if let Some(version) = mfa_key_version(state)? {
-        if version != current {
-            *old.entry(version).or_default() += 1;
+    for file in wrapped_files(state)? {
+        if file.kek_version != current {
+            *old.entry(file.kek_version).or_default() += 1;
         }
     }
     let mut moved = 0;
@@ -162,25 +164,47 @@ pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
         .filter(|(version, _)| **version != current)
         .map(|(_, count)| *count)
         .sum();
-    if mfa_key_version(state)?.is_some_and(|version| version != current) {
-        pending += 1;
-    }
+    let files = wrapped_files(state)?;
+    pending += files
+        .iter()
+        .filter(|file| file.kek_version != current)
+        .count() as u64;
     job.pending
         .store(pending, std::sync::atomic::Ordering::Relaxed);
     Ok(moved)
 }
 
-/// KEK version of the wrapped TOTP key, when there is one.
-fn mfa_key_version(state: &AppState) -> anyhow::Result<Option<String>> {
-    let path = state
-        .config
-        .data_dir
-        .join("keys")
-        .join("mfa-secret.wrapped");
-    if !path.exists() {
-        return Ok(None);
+/// A key kept in a file of `keys/`, wrapped by the KEK: the TOTP key or a signing key.
+struct WrappedKeyFile {
+    path: std::path::PathBuf,
+    context: Vec<u8>,
+    kek_version: String,
+}
+
+/// The wrapped key files of the data directory, with the KEK version of each.
+fn wrapped_files(state: &AppState) -> anyhow::Result<Vec<WrappedKeyFile>> {
+    let data_dir = &state.config.data_dir;
+    let mut files = Vec::new();
+    let mfa_key = data_dir.join("keys").join("mfa-secret.wrapped");
+    if mfa_key.exists() {
+        let context = crate::operators::MFA_KEY_CONTEXT.to_vec();
+        files.push((mfa_key, context));
     }
-    Ok(Some(crate::kms::wrapped_file::read(&path)?.kek_version))
+    for path in crate::keys::wrapped_key_files(data_dir)? {
+        let context = crate::keys::wrap_context(&path);
+        files.push((path, context));
+    }
+    files
+        .into_iter()
+        .map(|(path, context)| {
+            let kek_version = crate::kms::wrapped_file::read(&path)?.kek_version;
+            Ok(WrappedKeyFile {
+                path,
+                context,
+                kek_version,
+            })
+        })
+        .collect()
 }
 
 /// Runs rewrap passes until [`RewrapJob::stop`]: one at once, then one every
@@ -220,7 +244,7 @@ pub async fn rotate_signing(
     reason: &str,
 ) -> anyhow::Result<AppendResult> {
     let key = Arc::new(LedgerKey::generate());
-    crate::keys::add_current_key(&state.config.data_dir, &key)?;
+    crate::keys::add_current_key(&state.config.data_dir, &key, state.kms.as_ref()).await?;
     let result = state
         .store
         .rotate_key(ledger_id, key, actor, reason)
@@ -313,7 +337,7 @@ async fn record<P: domain::events::EventPayload>(
 }
 
 /// Moves up to `batch` data keys (at most [`MAX_REWRAP_BATCH`]) from KEK version
-/// `from_version` to the current one, and the wrapped TOTP key with the first batch.
+/// `from_version` to the current one, and the wrapped key files of `keys/` with the first batch.
 ///
 /// # Errors
 /// A KMS or key-store failure; keys moved before it stay moved.
@@ -323,16 +347,10 @@ pub async fn rewrap(
     batch: u32,
 ) -> anyhow::Result<RewrapBatch> {
     let batch = batch.clamp(1, MAX_REWRAP_BATCH);
-    let mfa_key = state
-        .config
-        .data_dir
-        .join("keys")
-        .join("mfa-secret.wrapped");
-    if mfa_key.exists() {
-        let wrapped = crate::kms::wrapped_file::read(&mfa_key)?;
-        if wrapped.kek_version == from_version {
-            let context = crate::operators::MFA_KEY_CONTEXT;
-            crate::kms::wrapped_file::rewrap(state.kms.as_ref(), &mfa_key, context).await?;
+    for file in wrapped_files(state)? {
+        if file.kek_version == from_version {
+            let kms = state.kms.as_ref();
+            crate::kms::wrapped_file::rewrap(kms, &file.path, &file.context).await?;
         }
     }
     let progress = state
@@ -360,7 +378,7 @@ pub async fn rewrap(
     Ok(progress)
 }
 
-/// Whether KEK version `version` still wraps anything: data keys or the TOTP key. A
+/// Whether KEK version `version` still wraps anything: data keys or key files. A
 /// version in use must not be retired.
 ///
 /// # Errors
@@ -374,14 +392,11 @@ pub async fn kek_version_in_use(state: &AppState, version: &str) -> anyhow::Resu
         .get(version)
         .copied()
         .unwrap_or(0);
-    let mfa_key = state
-        .config
-        .data_dir
-        .join("keys")
-        .join("mfa-secret.wrapped");
-    if mfa_key.exists() && crate::kms::wrapped_file::read(&mfa_key)?.kek_version == version {
-        count += 1;
-    }
+    let files = wrapped_files(state)?;
+    count += files
+        .iter()
+        .filter(|file| file.kek_version == version)
+        .count() as u64;
     Ok(count)
 }
 
@@ -419,7 +434,7 @@ pub async fn revoke_signing(
         "position {from_position} is past the head of ledger {ledger_id} ({head}); give the \
          first position the key could have been misused at, at most {head}"
     );
-    let ring = crate::keys::KeyRing::load_or_create(&state.config.data_dir)?;
+    let ring = crate::keys::KeyRing::open(&state.config.data_dir, state.kms.as_ref()).await?;
     let Some(key) = ring.keys.iter().find(|k| k.key_id().to_hex() == key_id) else {
         anyhow::bail!(
             "no signing key with id {key_id} in the key ring; `folio verify` lists key ids"

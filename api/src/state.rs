@@ -118,13 +118,27 @@ impl AppState {
         let data_dir = config.data_dir.clone();
         crate::files::create_private_dir(&data_dir)?;
         let lock = crate::files::lock_data_dir(&data_dir)?;
-        let keys = KeyRing::load_or_create(&data_dir)?;
 
         // Database passwords, the bank client certificate and the Vault token come through
         // the secrets provider, so a rotated value is used without a restart.
         let secrets = Arc::new(crate::secrets::Secrets::new(config.secrets.clone())?);
         let secret_health = SecretHealth::default();
         let passwords = DbPasswords::new(Arc::clone(&secrets), secret_health.clone());
+
+        // The KMS comes first: it unwraps the signing keys, the TOTP key and the data keys.
+        let kms = crate::kms::open(&config.kms, config.profile, &data_dir, &secrets)?;
+        tracing::info!(
+            provider = kms.provider(),
+            kek = kms.kek_id(),
+            "KMS configured"
+        );
+        let keys = KeyRing::open(&data_dir, kms.as_ref()).await?;
+        if !crate::keys::plain_key_files(&data_dir)?.is_empty() {
+            tracing::warn!(
+                "keys/ holds plain signing key files from before the KMS; stop the server and \
+                 run `folio keys wrap-signing-keys` to wrap them"
+            );
+        }
 
         // `[store]` picks SQLite in the data directory or a PostgreSQL database that several
         // nodes share; the keys stay in the data directory either way.
@@ -138,13 +152,7 @@ impl AppState {
         let witness =
             crate::witness::Publisher::start(&config.checkpoints, &data_dir, store.clone())?;
 
-        // The KMS and the data keys come first: the read models open sealed fields.
-        let kms = crate::kms::open(&config.kms, config.profile, &data_dir, &secrets)?;
-        tracing::info!(
-            provider = kms.provider(),
-            kek = kms.kek_id(),
-            "KMS configured"
-        );
+        // The data keys come before the read models, which open sealed fields.
         let store_url = match &location {
             crate::store::StoreLocation::Postgres(url) => Some(url.as_str()),
             crate::store::StoreLocation::Sqlite(_) => None,

@@ -327,7 +327,10 @@ fn bundles_are_reproducible_verified_and_tamper_evident() {
     assert!(text.contains("2 inclusion proof(s)"), "{text}");
     assert!(python_accepts(&scoped), "Python rejects the payment bundle");
 
-    let key = api::keys::KeyRing::load_or_create(&data_dir)
+    let local_kms = api::kms::local::LocalKms::open(&data_dir.join("keys/kms-local.kek")).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let key = runtime
+        .block_on(api::keys::KeyRing::open(&data_dir, &local_kms))
         .unwrap()
         .current();
     type Tamper = Box<dyn Fn(&Path)>;

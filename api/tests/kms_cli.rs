@@ -68,10 +68,11 @@ async fn keys_commands_rotate_rewrap_retire_and_revoke() {
         text(&rotated)
     );
 
+    // Version 1 wraps the payee's data key, the TOTP key and the signing key.
     let refused = folio(&data, &["keys", "retire-kek", "--version", "1"]);
     assert!(!refused.status.success());
     assert!(
-        text(&refused).contains("still wraps 2 key(s)"),
+        text(&refused).contains("still wraps 3 key(s)"),
         "{}",
         text(&refused)
     );
@@ -98,7 +99,7 @@ async fn keys_commands_rotate_rewrap_retire_and_revoke() {
     let old_key = current
         .trim()
         .trim_start_matches("ledger-")
-        .trim_end_matches(".key");
+        .trim_end_matches(".wrapped");
     let args = [
         "keys",
         "rotate-signing",

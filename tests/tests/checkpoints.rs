@@ -326,7 +326,9 @@ async fn check_kept_file(data_dir: &std::path::Path, ledger: uuid::Uuid, kept: &
         "{lines:?}"
     );
 
-    let key = api::keys::KeyRing::load_or_create(data_dir)
+    let local_kms = api::kms::local::LocalKms::open(&data_dir.join("keys/kms-local.kek")).unwrap();
+    let key = api::keys::KeyRing::open(data_dir, &local_kms)
+        .await
         .unwrap()
         .current();
     let forged = |size: u64, root: Hash| {

@@ -59,7 +59,7 @@ async fn rotating_both_keys_under_load_fails_no_request() {
         let name = current
             .trim()
             .trim_start_matches("ledger-")
-            .trim_end_matches(".key");
+            .trim_end_matches(".wrapped");
         name.to_owned()
     };
     let old_key = key_id(&keys_dir);

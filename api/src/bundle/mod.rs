@@ -71,8 +71,10 @@ pub const TAG_FILES: [&str; 5] = [
 ];
 
 /// Export parameters.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExportRequest {
+    /// KMS that unwraps the signing keys of the data directory.
+    pub kms: std::sync::Arc<dyn crate::kms::Kms>,
     /// Store holding the ledger, opened read-only.
     pub store: crate::store::StoreLocation,
     /// Data directory holding the signing keys.
@@ -111,7 +113,7 @@ pub async fn export(request: &ExportRequest) -> anyhow::Result<Exported> {
     let backend = backend.as_ref();
     check_scope(backend, request).await?;
     let anchor = choose_checkpoint(backend, request.ledger_id, &request.scope).await?;
-    let keys = load_keys(&request.data_dir)?;
+    let keys = load_keys(&request.data_dir, request.kms.as_ref()).await?;
 
     // A directory is built in place; an archive is built from a directory beside it.
     let staging = match request.archive {
@@ -231,14 +233,17 @@ async fn choose_checkpoint(
     })
 }
 
-fn load_keys(data_dir: &Path) -> anyhow::Result<Vec<std::sync::Arc<LedgerKey>>> {
+async fn load_keys(
+    data_dir: &Path,
+    kms: &dyn crate::kms::Kms,
+) -> anyhow::Result<Vec<std::sync::Arc<LedgerKey>>> {
     if !data_dir.join("keys").is_dir() {
         bail!(
             "no keys directory in {}; bundles are signed with the ledger key",
             data_dir.display()
         );
     }
-    Ok(crate::keys::KeyRing::load_or_create(data_dir)?.keys)
+    Ok(crate::keys::KeyRing::open(data_dir, kms).await?.keys)
 }
 
 /// The event-driven outputs of a bundle, to files.

@@ -16,6 +16,10 @@ pub struct ExportArgs {
     /// Data directory of the embedded store and keys, opened read-only.
     #[arg(long, env = "FOLIO_DATA_DIR", default_value = "folio-data")]
     data_dir: PathBuf,
+    /// TOML configuration file (also `FOLIO_CONFIG`), for the `[kms]` that unwraps the
+    /// signing keys; without one, the local KMS of the data directory.
+    #[arg(long)]
+    config: Option<PathBuf>,
     /// PostgreSQL store to export from instead of the data directory's SQLite file (the keys
     /// still come from the data directory).
     #[arg(long, env = "FOLIO_STORE__URL", hide_env_values = true)]
@@ -57,7 +61,12 @@ pub struct VerifyArgs {
 }
 
 pub(super) async fn run_export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut config = super::load_config(args.config.as_ref())?;
+    config.data_dir = args.data_dir.clone();
+    let secrets = std::sync::Arc::new(crate::secrets::Secrets::new(config.secrets.clone())?);
+    let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
     let request = ExportRequest {
+        kms,
         store: crate::store::StoreLocation::from_dir_or_url(
             &args.data_dir,
             args.store_url.as_deref(),

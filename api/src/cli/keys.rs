@@ -70,6 +70,12 @@ pub enum Command {
         #[command(flatten)]
         open: Open,
     },
+    /// Wrap the signing key files from before the KMS (`keys/ledger-<id>.key`) with the
+    /// KMS and delete the plain files.
+    WrapSigningKeys {
+        #[command(flatten)]
+        open: Open,
+    },
     /// Make a new KEK version current at the KMS; new data keys use it at once.
     RotateKek {
         #[command(flatten)]
@@ -167,6 +173,26 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 );
             } else {
                 println!("no plain keys/mfa-secret.key: nothing to do");
+            }
+        }
+        Command::WrapSigningKeys { open } => {
+            let mut config = super::load_config(open.config.as_ref())?;
+            if let Some(data_dir) = &open.data_dir {
+                config.data_dir = data_dir.clone();
+            }
+            let _lock = crate::files::lock_data_dir(&config.data_dir)?;
+            let secrets = crate::secrets::Secrets::new(config.secrets.clone())?;
+            let secrets = std::sync::Arc::new(secrets);
+            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
+            let wrapped = crate::keys::wrap_plain_keys(&config.data_dir, kms.as_ref()).await?;
+            if wrapped.is_empty() {
+                println!("no plain signing key files in keys/: nothing to do");
+            }
+            for key_id in wrapped {
+                println!(
+                    "signing key {key_id} is now wrapped by the {} KMS",
+                    kms.provider()
+                );
             }
         }
         Command::RotateKek { open } => {

@@ -49,6 +49,7 @@ pub(crate) async fn export(
 
     let staging = tempfile::tempdir().map_err(ApiError::internal)?;
     let request = ExportRequest {
+        kms: std::sync::Arc::clone(&state.kms),
         store: crate::state::store_location(&state.config, &state.db_passwords)
             .await
             .map_err(ApiError::internal)?,
