@@ -984,3 +984,41 @@ async fn approved_change_replaces_payee() {
     assert_eq!(body["status"], "submitted", "{body}");
     stack.stop().await.unwrap();
 }
+
+/// Wrong passwords under an existing name and under a name nobody has get the same
+/// sequence of responses, so sign-in does not tell which names exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_failures_do_not_reveal_names() {
+    let clock = ManualClock::starting_now();
+    let stack = Stack::start_with_clock(|_| {}, clock.clone())
+        .await
+        .unwrap();
+    let ledger = stack.create_ledger("enumeration").await.unwrap();
+    let admin = stack.bootstrap_admin(ledger, "enum.admin").await.unwrap();
+    stack
+        .enrolled_operator(&admin, ledger, "enum.real", &["proposer"])
+        .await
+        .unwrap();
+    let url = format!("{}/v1/sessions", stack.base);
+    let mut answers = Vec::new();
+    for name in ["enum.real", "enum.nobody"] {
+        let mut statuses = Vec::new();
+        for attempt in 0..13 {
+            if attempt > 6 {
+                clock.advance_seconds(40);
+            }
+            let body = json!({"ledger_id": ledger, "username": name, "password": "wrong horse"});
+            let response = stack.http.post(&url).json(&body).send().await.unwrap();
+            statuses.push(response.status().as_u16());
+        }
+        answers.push(statuses);
+        clock.advance_seconds(3_600);
+    }
+    assert!(answers[0].contains(&429), "{:?}", answers[0]);
+    assert!(answers[0].contains(&423), "{:?}", answers[0]);
+    assert_eq!(
+        answers[0], answers[1],
+        "an existing name and an unknown one"
+    );
+    stack.stop().await.unwrap();
+}

@@ -14,6 +14,7 @@ pub mod record;
 pub mod secret_box;
 pub mod session;
 pub mod store;
+pub mod unknown_names;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -47,6 +48,8 @@ pub struct Mfa {
     pub allow_list: AllowListConfig,
     /// Recovery codes used since start, exported as a metric that alerting watches.
     pub recovery_codes_used: AtomicU64,
+    /// Failed sign-ins under names no operator has, limited like an operator's.
+    pub unknown_names: unknown_names::UnknownNames,
 }
 
 impl Mfa {
@@ -78,6 +81,7 @@ impl Mfa {
             config: config.clone(),
             allow_list: allow_list.clone(),
             recovery_codes_used: AtomicU64::new(0),
+            unknown_names: unknown_names::UnknownNames::default(),
         })
     }
 }

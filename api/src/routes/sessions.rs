@@ -61,7 +61,22 @@ pub(crate) async fn sign_in(
         .await
         .map_err(ApiError::internal)?;
     let Some(operator) = operator else {
+        // Limited as an operator's failures are, so the responses do not tell which
+        // names exist.
+        let now = state.clock.now_micros();
+        match mfa
+            .unknown_names
+            .gate(input.ledger_id, &input.username, now)
+        {
+            AttemptGate::Open => {}
+            AttemptGate::Wait {
+                retry_after_seconds,
+            } => return Err(factors::too_many_attempts(retry_after_seconds)),
+            AttemptGate::Locked { until_micros } => return Err(factors::locked(until_micros)),
+        }
         mfa.hasher.verify_decoy(&input.password);
+        mfa.unknown_names
+            .record_failure(input.ledger_id, &input.username, now);
         return Err(sign_in_failed());
     };
     check_sign_in_gate(&state, &operator).await?;
