@@ -9,7 +9,7 @@
 //!
 //! [`run_rewrap_job`] runs beside the server: a pass at start (so a rewrap cut short by a
 //! crash resumes), one every `kms.rewrap_interval_seconds`, and one as soon as a rotation
-//! asks for it. A pass learns the current KEK version from the KMS and moves every data
+//! requests it. A pass learns the current KEK version from the KMS and moves every data
 //! key still on an older one, batch by batch with a pause between batches.
 
 use std::sync::Arc;
@@ -40,7 +40,7 @@ pub struct RewrapJob {
 }
 
 impl RewrapJob {
-    /// A job that has not run a pass yet.
+    /// Creates a job that has not run a pass yet.
     pub fn new() -> Self {
         RewrapJob {
             pending: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -126,52 +126,64 @@ pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Resul
 pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
     let job = &state.rewrap;
     let _one_at_a_time = job.running.lock().await;
-    let settings = &state.config.kms;
     let current = current_kek_version(state.kms.as_ref()).await?;
+
+    let mut moved = 0;
+    for version in keys_off_version(state, &current).await?.keys() {
+        match rewrap_version(state, version).await? {
+            (count, true) => moved += count,
+            (count, false) => return Ok(moved + count),
+        }
+    }
+
+    let pending = keys_off_version(state, &current).await?.values().sum();
+    job.pending
+        .store(pending, std::sync::atomic::Ordering::Relaxed);
+    Ok(moved)
+}
+
+/// Counts the data keys and key files wrapped by each KEK version other than `current`.
+async fn keys_off_version(
+    state: &AppState,
+    current: &str,
+) -> anyhow::Result<std::collections::BTreeMap<String, u64>> {
     let mut old: std::collections::BTreeMap<String, u64> = state
         .personal
         .keys()
         .versions_in_use()
         .await?
         .into_iter()
-        .filter(|(version, _)| *version != current)
+        .filter(|(version, _)| version != current)
         .collect();
     for file in wrapped_files(state)? {
         if file.kek_version != current {
             *old.entry(file.kek_version).or_default() += 1;
         }
     }
+    Ok(old)
+}
+
+/// Moves the keys of one KEK version in batches of `kms.rewrap_batch`, pausing between
+/// batches. Returns the keys moved, and `false` when the job was stopped meanwhile.
+async fn rewrap_version(state: &AppState, version: &str) -> anyhow::Result<(u64, bool)> {
+    let job = &state.rewrap;
+    let settings = &state.config.kms;
+    let pause = std::time::Duration::from_millis(settings.rewrap_pause_ms);
     let mut moved = 0;
-    for version in old.keys() {
-        loop {
-            if job.is_stopping() {
-                return Ok(moved);
-            }
-            let progress = rewrap(state, version, settings.rewrap_batch).await?;
-            moved += progress.rewrapped;
-            if progress.remaining == 0 || progress.rewrapped == 0 {
-                break;
-            }
-            let pause = std::time::Duration::from_millis(settings.rewrap_pause_ms);
-            tokio::select! {
-                () = tokio::time::sleep(pause) => {}
-                () = job.stopped.notified() => return Ok(moved),
-            }
+    loop {
+        if job.is_stopping() {
+            return Ok((moved, false));
+        }
+        let progress = rewrap(state, version, settings.rewrap_batch).await?;
+        moved += progress.rewrapped;
+        if progress.remaining == 0 || progress.rewrapped == 0 {
+            return Ok((moved, true));
+        }
+        tokio::select! {
+            () = tokio::time::sleep(pause) => {}
+            () = job.stopped.notified() => return Ok((moved, false)),
         }
     }
-    let mut pending: u64 = (state.personal.keys().versions_in_use().await?)
-        .iter()
-        .filter(|(version, _)| **version != current)
-        .map(|(_, count)| *count)
-        .sum();
-    let files = wrapped_files(state)?;
-    pending += files
-        .iter()
-        .filter(|file| file.kek_version != current)
-        .count() as u64;
-    job.pending
-        .store(pending, std::sync::atomic::Ordering::Relaxed);
-    Ok(moved)
 }
 
 /// A key kept in a file of `keys/`, wrapped by the KEK: the TOTP key or a signing key.
@@ -208,7 +220,7 @@ fn wrapped_files(state: &AppState) -> anyhow::Result<Vec<WrappedKeyFile>> {
 }
 
 /// Runs rewrap passes until [`RewrapJob::stop`]: one at once, then one every
-/// `kms.rewrap_interval_seconds` or when [`RewrapJob::wake`] asks. A failed pass is logged
+/// `kms.rewrap_interval_seconds` or when [`RewrapJob::wake`] requests one. A failed pass is logged
 /// and tried again at the next one.
 pub async fn run_rewrap_job(state: Arc<AppState>) {
     let interval = std::time::Duration::from_secs(state.config.kms.rewrap_interval_seconds);
