@@ -34,7 +34,7 @@ impl PersonalFields {
         PersonalFields { keys, seal_new }
     }
 
-    /// Whether new payee fields are sealed (`[kms] seal_payee_fields`).
+    /// Returns whether new payee fields are sealed (`[kms] seal_payee_fields`).
     pub fn seals_new(&self) -> bool {
         self.seal_new
     }

@@ -181,7 +181,7 @@ async fn revoke_token(addr: &str, root: &str, token: &str) {
 }
 
 /// The transit token is read from `kms.vault.token_file` through the secrets provider
-/// before each call: after the old token is revoked and the file holds a new one, the
+/// before each call: after the old token is revoked and the file contains a new one, the
 /// same client wraps again, and neither token reaches a log line or an error.
 #[tokio::test]
 async fn openbao_token_rotates_without_restart() {
@@ -217,7 +217,7 @@ async fn openbao_token_rotates_without_restart() {
     let key = random_key().unwrap();
     let wrapped = kms.wrap(&key, b"ctx").await.unwrap();
 
-    // The old token is revoked: calls are refused until the file holds the new one.
+    // The old token is revoked: calls fail until the file contains the new one.
     revoke_token(&addr, &root, &old_token).await;
     let mut errors = Vec::new();
     let error = kms.unwrap(&wrapped, b"ctx").await.unwrap_err();

@@ -56,7 +56,7 @@ fn production_profile_refuses_the_local_kms() {
     );
 }
 
-/// The signing key is kept wrapped by the KMS: its file holds no seed, another KEK
+/// The signing key is kept wrapped by the KMS: its file contains no seed, another KEK
 /// cannot open it, and the next start signs with the same key.
 #[tokio::test]
 async fn signing_key_is_wrapped_and_reopens() {
@@ -114,7 +114,7 @@ async fn plain_signing_key_opens_then_wraps() {
     reopened.shutdown().await;
 }
 
-/// The key that signs new ledgers, as the state's KMS opens it.
+/// Opens the key that signs new ledgers with the state's KMS.
 async fn current_key(state: &AppState) -> std::sync::Arc<domain::crypto::LedgerKey> {
     let ring = api::keys::KeyRing::open(&state.config.data_dir, state.kms.as_ref());
     ring.await.unwrap().current()

@@ -285,7 +285,7 @@ async fn message_limit_holds_across_two_pools() {
 
 /// A field sealed through one pool opens through the other, a rewrap batch run on the
 /// second moves keys the first made, and an erasure on one reads as erased on the other
-/// although the other holds the key in its cache.
+/// although the other has the key in its cache.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_and_erasure_over_two_pools() {
     let Some(db) = pg::TestDatabase::create().await else {
@@ -318,7 +318,7 @@ async fn rotation_and_erasure_over_two_pools() {
     let versions = a.versions_in_use().await.unwrap();
     assert_eq!(versions.keys().collect::<Vec<_>>(), ["2"]);
 
-    // B holds payee:1's key in its cache; A destroys it.
+    // B has payee:1's key in its cache, and A destroys it.
     let destroyed = a.destroy_subject(Uuid::from_u128(7), "payee:1", 9).await;
     assert_eq!(destroyed.unwrap(), vec![sealed[0].data_key_id]);
     let opened = b.open_field(&place("name"), &sealed[0]).await.unwrap();

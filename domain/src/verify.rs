@@ -187,8 +187,8 @@ pub struct Revocation {
     /// when it signed nothing there. These events verify but must not be trusted.
     pub untrusted: Option<(u64, u64)>,
     /// Keys named by a rotation inside the untrusted span. Only the revoked key vouches
-    /// for them, so whoever held it could have named a key of their own: trust one only
-    /// after comparing its id with the one the ledger's operator published.
+    /// for them, so an attacker with that key could have named a key of their own. Trust
+    /// one only after comparing its id with the id the ledger's operator published.
     pub named_by_revoked: Vec<KeyId>,
 }
 

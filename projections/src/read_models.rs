@@ -257,7 +257,7 @@ impl ReadModels {
     /// empties it. The log's pages from before the change contained the erased fields,
     /// which `secure_delete` has already cleared in the file itself. A busy
     /// reader can leave part of the log in place; the log is then emptied at a later
-    /// checkpoint, and the warning says so.
+    /// checkpoint, and a warning is logged.
     async fn forget_old_pages(&self) {
         if !matches!(self.location, Location::File(_)) {
             return;

@@ -387,9 +387,9 @@ async fn project(shared: &Shared, ledger_id: Uuid) -> Result<(), ProjectionError
     let mut shutdown = shared.shutdown.clone();
     let checkpoint = shared.models.checkpoint(ledger_id).await?;
     let tip = checkpoint.map(|c| (c.position, c.head_hash));
-    // The read models answered, so an error kept from an earlier attempt (such as a
-    // rejected database password, since rotated) no longer holds, even when no event
-    // arrives to prove progress.
+    // The read models responded, so an error kept from an earlier attempt (such as a
+    // rejected database password, since rotated) is cleared, even when no event arrives
+    // to prove progress.
     shared.update(ledger_id, |p| {
         p.tip = tip;
         if p.state == ProjectionState::Retrying {

@@ -985,7 +985,7 @@ async fn approved_change_replaces_payee() {
     stack.stop().await.unwrap();
 }
 
-/// Wrong passwords under an existing name and under a name nobody has get the same
+/// Wrong passwords under an existing name and under an unknown name get the same
 /// sequence of responses, so sign-in does not tell which names exist.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sign_in_failures_do_not_reveal_names() {
@@ -999,6 +999,7 @@ async fn sign_in_failures_do_not_reveal_names() {
         .enrolled_operator(&admin, ledger, "enum.real", &["proposer"])
         .await
         .unwrap();
+
     let url = format!("{}/v1/sessions", stack.base);
     let mut answers = Vec::new();
     for name in ["enum.real", "enum.nobody"] {
@@ -1014,6 +1015,7 @@ async fn sign_in_failures_do_not_reveal_names() {
         answers.push(statuses);
         clock.advance_seconds(3_600);
     }
+
     assert!(answers[0].contains(&429), "{:?}", answers[0]);
     assert!(answers[0].contains(&423), "{:?}", answers[0]);
     assert_eq!(

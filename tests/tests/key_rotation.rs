@@ -152,7 +152,7 @@ async fn rotating_both_keys_under_load_fails_no_request() {
         Some((from, rotation.last_position)),
         "the events the old key signed from the revoked position are reported"
     );
-    // The rotation that named the new key is among them, so the report says the new key
+    // The rotation that named the new key is among them, so the report shows that the new key
     // rests on the revoked one's word alone.
     assert_eq!(
         summary.revocations[0].named_by_revoked,
@@ -277,7 +277,7 @@ async fn administrator_rotates_keys_over_http() {
 }
 
 /// A rewrap cut short (one batch of one key, then nothing, as after a crash) is finished
-/// by the background job's next pass, which asks the KMS for the current version itself.
+/// by the background job's next pass, which gets the current version from the KMS itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rewrap_job_finishes_a_rewrap_cut_short() {
     let stack = Stack::start().await.unwrap();

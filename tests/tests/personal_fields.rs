@@ -291,7 +291,7 @@ async fn erased_payee_reads_as_erased_and_the_chain_still_verifies() {
     assert!(summary.erasures[0].policy.contains("forgotten"));
 }
 
-/// Every stored idempotent response of `ledger`, opened as a replay would open it.
+/// Returns every stored idempotent response of `ledger`, opened as a replay opens it.
 async fn stored_responses(stack: &Stack, ledger: uuid::Uuid) -> String {
     let head = stack.state.store.head(ledger).await.unwrap().position;
     let backend = stack.state.store.backend();

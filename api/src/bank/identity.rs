@@ -4,7 +4,7 @@
 //! `bank.client_cert` and `bank.client_key` are file paths or secret references
 //! (`file:`, `env:`, `vault:`, `aws-sm:`) of PEM text. The provider's cache decides how
 //! often they are read again (`secrets.ttl_seconds`), and its stale limit decides how long
-//! the last good pair is used while the provider fails; past that, dispatch fails with a
+//! the last good pair is used while the provider fails. Past that, dispatch fails with a
 //! `tls` error naming the reference, and the payment is retried later.
 
 use std::path::Path;

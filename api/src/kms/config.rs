@@ -58,7 +58,7 @@ pub struct KmsConfig {
     /// Seal the name and account of new payees (`payee.added` schema version 2).
     pub seal_payee_fields: bool,
     /// Seconds between passes of the background rewrap job, which moves data keys off
-    /// older KEK versions; a KEK rotation through the API starts a pass at once.
+    /// older KEK versions. A KEK rotation through the API starts a pass at once.
     pub rewrap_interval_seconds: u64,
     /// Data keys the rewrap job moves per batch (1 to 1,000).
     pub rewrap_batch: u32,

@@ -22,7 +22,7 @@ use crate::secrets::{check_reference, reference_for_path, Secrets};
 
 const PROVIDER: &str = "vault";
 
-/// Where the Vault token comes from.
+/// Source of the Vault token.
 enum Token {
     /// `kms.vault.token`, fixed for the life of the process.
     Fixed(SecretString),

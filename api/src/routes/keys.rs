@@ -81,7 +81,7 @@ pub(crate) async fn revoke_signing(
 }
 
 /// Makes a new KEK version current and wakes the background rewrap job, which moves the
-/// data keys off the older versions in bounded batches; answers 202 with the version and
+/// data keys off the older versions in bounded batches. Returns 202 with the version and
 /// the number of keys left to move.
 #[post("/ledgers/{ledger_id}/kek/rotation")]
 pub(crate) async fn rotate_kek(
