@@ -481,8 +481,10 @@ async fn retry_waits_for_open_breaker() {
     } = dlq_ledger(&stack, "dlq-breaker", payee, "dora.breaker").await;
     let admin = &operators.proposer;
     stack.sim.set_fault(FaultMode::Fail, None);
+    // The breaker opens at the third failed call, somewhere between this instant and
+    // the parking, so its cool-down cannot end before `submitted_at` + 4 s.
+    let submitted_at = Instant::now();
     let payment = parked_payment(&stack, ledger, payee, "breaker").await;
-    let parked_at = Instant::now();
     assert_eq!(stack.state.breaker_state(), Some("open"));
     stack.sim.set_fault(FaultMode::Ok, None);
 
@@ -504,7 +506,7 @@ async fn retry_waits_for_open_breaker() {
     // Still open: many release ticks pass, and nothing is released.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(
-        parked_at.elapsed() < Duration::from_millis(3_500),
+        submitted_at.elapsed() < Duration::from_millis(3_500),
         "setup too slow"
     );
     let all = events(&stack, ledger).await;
@@ -515,7 +517,7 @@ async fn retry_waits_for_open_breaker() {
         .wait_status(ledger, &payment.to_string(), &["receipted"])
         .await
         .unwrap();
-    assert!(parked_at.elapsed() >= Duration::from_millis(4_000));
+    assert!(submitted_at.elapsed() >= Duration::from_millis(4_000));
     let all = events(&stack, ledger).await;
     assert_eq!(of_type(&all, "dlq.retry_released").len(), 1);
     stack.stop().await.unwrap();
