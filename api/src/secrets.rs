@@ -25,10 +25,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
+use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::kms::sigv4;
+use crate::kms::aws_sdk::{sdk_config, AwsCredentials};
 use crate::secret::SecretString;
 
 /// `[secrets]` settings.
@@ -373,62 +375,37 @@ impl Secrets {
 
     async fn aws(&self, id: &str) -> Result<SecretString, String> {
         let region = &self.config.aws_region;
-        let endpoint = if self.config.aws_endpoint.is_empty() {
-            format!("https://secretsmanager.{region}.amazonaws.com")
-        } else {
-            self.config.aws_endpoint.trim_end_matches('/').to_owned()
-        };
-        let url = reqwest::Url::parse(&endpoint).map_err(|error| error.to_string())?;
-        let host = match url.port() {
-            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
-            None => url.host_str().unwrap_or_default().to_owned(),
-        };
-        let credentials = sigv4::Credentials {
-            access_key_id: std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_default(),
-            secret_access_key: SecretString::new(
-                std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_default(),
-            ),
-            session_token: SecretString::new(
-                std::env::var("AWS_SESSION_TOKEN").unwrap_or_default(),
-            ),
-        };
-        let body = json!({ "SecretId": id }).to_string();
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", "secretsmanager.GetSecretValue"),
-        ];
-        let request = sigv4::Request {
-            method: "POST",
-            host: &host,
-            path: "/",
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        let signed = sigv4::sign(
-            &credentials,
+        if region.is_empty() {
+            return Err(format!(
+                "secret reference aws-sm:{id} needs secrets.aws_region, such as \"ap-southeast-2\""
+            ));
+        }
+        let endpoint = (!self.config.aws_endpoint.is_empty()).then_some(&*self.config.aws_endpoint);
+        let shared = sdk_config(
             region,
-            "secretsmanager",
-            &sigv4::amz_date_now(),
-            &request,
+            endpoint,
+            AwsCredentials::from_env(),
+            self.http.clone(),
+            Duration::from_secs(5),
         );
-        let mut builder = self.http.post(format!("{endpoint}/")).body(body);
-        for (name, value) in headers {
-            builder = builder.header(name, value);
-        }
-        for (name, value) in &signed {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let response = builder
+        let client = aws_sdk_secretsmanager::Client::new(&shared);
+        let answer = client
+            .get_secret_value()
+            .secret_id(id)
             .send()
             .await
-            .map_err(|error| format!("secrets manager unreachable: {}", error.without_url()))?;
-        let status = response.status();
-        if !status.is_success() {
-            return Err(format!("secrets manager answered {status}"));
-        }
-        let body: Value = response.json().await.map_err(|_| "answer is not JSON")?;
-        body["SecretString"]
-            .as_str()
+            .map_err(|error| match error {
+                SdkError::ServiceError(context) => format!(
+                    "secrets manager refused {id}: {}",
+                    context.err().code().unwrap_or("unknown error")
+                ),
+                other => format!(
+                    "secrets manager unreachable: {}",
+                    DisplayErrorContext(&other)
+                ),
+            })?;
+        answer
+            .secret_string()
             .map(|value| SecretString::new(value.to_owned()))
             .ok_or_else(|| format!("secret {id} has no SecretString"))
     }

@@ -1,8 +1,9 @@
 //! The KMS providers against real servers on loopback: an OpenBao dev server (transit)
 //! and a moto server (AWS KMS), both from the Python environment named by `FOLIO_PYTHON`
-//! (`.ci/test` installs `tests/kms/requirements*.txt` there). Our SigV4 signatures are
-//! compared with botocore's. Without the tools the tests are skipped with a message,
-//! except under CI, where they fail.
+//! (`.ci/test` installs `tests/kms/requirements*.txt` there). Folio's AWS calls go through
+//! the official AWS SDK; the set-up steps, and the cross-check that a key Folio wrapped
+//! opens with another client, use boto3. Without the tools the tests are skipped with a
+//! message, except under CI, where they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -11,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use api::kms::aws::AwsKms;
 use api::kms::transit::TransitKms;
-use api::kms::{random_key, sigv4, Kms, KmsError};
+use api::kms::{random_key, Kms, KmsError, WrappedKey};
 use api::kms::{AwsConfig, VaultConfig};
 use api::secret::SecretString;
 use api::secrets::{Secrets, SecretsConfig};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
 use serde_json::{json, Value};
 
 /// Kills a server when the test ends, whatever its outcome.
@@ -282,68 +285,66 @@ async fn start_moto() -> Option<(Server, String, String)> {
     let server = Server(child);
     let endpoint = format!("http://127.0.0.1:{port}");
     wait_until_up(&format!("{endpoint}/moto-api/")).await;
-    let created: Value = aws_call(&endpoint, "CreateKey", json!({ "Description": "folio" })).await;
+    let created = boto3(
+        &endpoint,
+        "kms",
+        "create_key",
+        json!({ "Description": "folio" }),
+    );
     let key_id = created["KeyMetadata"]["Arn"].as_str().unwrap().to_owned();
     Some((server, endpoint, key_id))
 }
 
-fn credentials() -> sigv4::Credentials {
-    sigv4::Credentials {
-        access_key_id: "AKIDFOLIOTEST".to_owned(),
-        secret_access_key: SecretString::new(format!("{}{}", "moto-test-", "secret")),
-        session_token: SecretString::default(),
-    }
+/// The secret access key moto is given; any value is accepted, and the tests check that
+/// it reaches no log line.
+fn aws_secret_key() -> SecretString {
+    SecretString::new(format!("{}{}", "moto-test-", "secret"))
 }
 
-/// Calls the KMS JSON API directly (for set-up steps Folio does not perform).
-async fn aws_call(endpoint: &str, target: &str, body: Value) -> Value {
-    let body = body.to_string();
-    let host = endpoint.trim_start_matches("http://");
-    let target = format!("TrentService.{target}");
-    let headers = [
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let request = sigv4::Request {
-        method: "POST",
-        host,
-        path: "/",
-        headers: &headers,
-        body: body.as_bytes(),
-    };
-    let signed = sigv4::sign(
-        &credentials(),
-        "ap-southeast-2",
-        "kms",
-        &sigv4::amz_date_now(),
-        &request,
-    );
-    let mut builder = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .body(body);
-    for (name, value) in headers {
-        builder = builder.header(name, value);
-    }
-    for (name, value) in &signed {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let response = builder.send().await.unwrap();
+/// Runs `operation` (boto3's snake-case name) of `service` with boto3, an AWS client
+/// independent of Folio's, and returns the answer as JSON with blobs in base64.
+fn boto3(endpoint: &str, service: &str, operation: &str, params: Value) -> Value {
+    const SCRIPT: &str = r#"
+import base64, json, os, sys
+import boto3
+endpoint, service, operation, params = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
+for name in ("Plaintext", "CiphertextBlob"):
+    if name in params:
+        params[name] = base64.b64decode(params[name])
+client = boto3.client(service, endpoint_url=endpoint, region_name="ap-southeast-2",
+    aws_access_key_id="AKIDFOLIOTEST", aws_secret_access_key=os.environ["FOLIO_TEST_AWS_SECRET"])
+answer = getattr(client, operation)(**params)
+answer.pop("ResponseMetadata", None)
+print(json.dumps(answer, default=lambda v: base64.b64encode(v).decode() if isinstance(v, bytes) else str(v)))
+"#;
+    let python = venv_program("python").expect("the Python environment that runs moto");
+    let output = Command::new(python)
+        .args([
+            "-c",
+            SCRIPT,
+            endpoint,
+            service,
+            operation,
+            &params.to_string(),
+        ])
+        .env("FOLIO_TEST_AWS_SECRET", aws_secret_key().expose())
+        .output()
+        .unwrap();
     assert!(
-        response.status().is_success(),
-        "{target}: {}",
-        response.status()
+        output.status.success(),
+        "boto3 {service} {operation}: {}",
+        String::from_utf8_lossy(&output.stderr)
     );
-    response.json().await.unwrap()
+    serde_json::from_slice(&output.stdout).unwrap()
 }
 
 fn aws_kms(endpoint: &str, key_id: &str) -> AwsKms {
-    let credentials = credentials();
     let config = AwsConfig {
         region: "ap-southeast-2".to_owned(),
         key_id: key_id.to_owned(),
         endpoint: endpoint.to_owned(),
-        access_key_id: credentials.access_key_id,
-        secret_access_key: credentials.secret_access_key,
+        access_key_id: "AKIDFOLIOTEST".to_owned(),
+        secret_access_key: aws_secret_key(),
         session_token: SecretString::default(),
     };
     AwsKms::new(&config, std::path::Path::new(""), Duration::from_secs(5)).unwrap()
@@ -369,7 +370,7 @@ async fn aws_kms_on_moto_wraps_and_binds_context() {
 
     // A data key wrapped under the old KMS key still unwraps after kms.aws.key_id moves
     // to a new key; a rewrap moves it to the new key.
-    let created = aws_call(&endpoint, "CreateKey", json!({})).await;
+    let created = boto3(&endpoint, "kms", "create_key", json!({}));
     let next = created["KeyMetadata"]["Arn"].as_str().unwrap();
     let moved_kms = aws_kms(&endpoint, next);
     assert_eq!(
@@ -386,64 +387,213 @@ async fn aws_kms_on_moto_wraps_and_binds_context() {
     assert_eq!(moved.kek_version, next);
 }
 
-/// Our SigV4 signature equals botocore's for the same request and time.
-#[test]
-fn sigv4_matches_botocore() {
+/// The wrapping is plain AWS KMS envelope encryption: another client (boto3) opens a key
+/// Folio wrapped, given the same encryption context, and Folio opens a key boto3 wrapped.
+/// Errors keep their kinds: an unknown key is a refusal naming AWS's error code, and a
+/// closed port is an unreachable KMS.
+#[tokio::test]
+async fn aws_kms_interoperates_with_boto3() {
+    let Some((server, endpoint, key_id)) = start_moto().await else {
+        return;
+    };
+    let kms = aws_kms(&endpoint, &key_id);
+    let context = b"ledger-7|payee-9";
+    let encryption_context = json!({ "folio": hex::encode(context) });
+    let key = random_key().unwrap();
+    let wrapped = kms.wrap(&key, context).await.unwrap();
+    let opened = boto3(
+        &endpoint,
+        "kms",
+        "decrypt",
+        json!({
+            "CiphertextBlob": BASE64.encode(&wrapped.ciphertext),
+            "EncryptionContext": encryption_context,
+        }),
+    );
+    assert_eq!(opened["Plaintext"], json!(BASE64.encode(*key)));
+
+    let theirs = random_key().unwrap();
+    let sealed = boto3(
+        &endpoint,
+        "kms",
+        "encrypt",
+        json!({
+            "KeyId": key_id,
+            "Plaintext": BASE64.encode(*theirs),
+            "EncryptionContext": encryption_context,
+        }),
+    );
+    let foreign = WrappedKey {
+        ciphertext: BASE64
+            .decode(sealed["CiphertextBlob"].as_str().unwrap())
+            .unwrap(),
+        ..wrapped.clone()
+    };
+    assert_eq!(*kms.unwrap(&foreign, context).await.unwrap(), *theirs);
+
+    let unknown = aws_kms(&endpoint, "alias/no-such-key");
+    match unknown.wrap(&key, context).await {
+        Err(KmsError::Refused {
+            status, message, ..
+        }) => {
+            assert_eq!(status, 400);
+            assert!(message.contains("NotFoundException"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(server);
+    match kms.wrap(&key, context).await {
+        Err(KmsError::Unavailable { operation, .. }) => assert_eq!(operation, "wrap"),
+        other => panic!("expected an unreachable KMS, got {other:?}"),
+    }
+}
+
+/// A request as it arrived on the socket: method, path, headers (names in lower case)
+/// and body.
+struct CapturedRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl CapturedRequest {
+    fn header(&self, name: &str) -> &str {
+        let found = self.headers.iter().find(|(n, _)| n == name);
+        found.map_or("", |(_, value)| value.as_str())
+    }
+}
+
+/// Accepts one connection on `listener`, reads one HTTP/1.1 request and returns it after
+/// replying with AWS KMS's `NotFoundException`.
+async fn capture_one_request(listener: tokio::net::TcpListener) -> CapturedRequest {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        let read = socket.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "connection closed before the request ended");
+        raw.extend_from_slice(&chunk[..read]);
+        if let Some(at) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at;
+        }
+    };
+    let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let request_line: Vec<&str> = lines.next().unwrap().split(' ').collect();
+    let headers: Vec<(String, String)> = lines
+        .map(|line| {
+            let (name, value) = line.split_once(':').unwrap();
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map_or(0, |(_, value)| value.parse().unwrap());
+    let mut body = raw[head_end + 4..].to_vec();
+    while body.len() < length {
+        let read = socket.read(&mut chunk).await.unwrap();
+        assert!(read > 0, "connection closed inside the body");
+        body.extend_from_slice(&chunk[..read]);
+    }
+    let reply = r#"{"__type":"NotFoundException","message":"captured by the test"}"#;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{reply}",
+        reply.len()
+    );
+    socket.write_all(response.as_bytes()).await.unwrap();
+    CapturedRequest {
+        method: request_line[0].to_owned(),
+        path: request_line[1].to_owned(),
+        headers,
+        body,
+    }
+}
+
+/// moto accepts any signature, so this checks the one Folio sends. A listener captures the
+/// SDK's request as Folio's HTTP client puts it on the wire, and botocore's SigV4 signer,
+/// given that request and its time, computes the same signature. It would not if the
+/// transport changed a signed header or the body.
+#[tokio::test]
+async fn aws_request_signature_matches_botocore() {
     let Some(python) = venv_program("python") else {
         return;
     };
-    let body = r#"{"KeyId":"alias/folio","Plaintext":"AAAA"}"#;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    let capture = tokio::spawn(capture_one_request(listener));
     let session = format!("{}{}", "session-", "token-value");
-    let credentials = sigv4::Credentials {
+    let config = AwsConfig {
+        region: "ap-southeast-2".to_owned(),
+        key_id: "alias/folio".to_owned(),
+        endpoint: endpoint.clone(),
+        access_key_id: "AKIDFOLIOTEST".to_owned(),
+        secret_access_key: aws_secret_key(),
         session_token: SecretString::new(session.clone()),
-        ..credentials()
     };
-    let headers = [
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", "TrentService.Encrypt"),
-    ];
-    let request = sigv4::Request {
-        method: "POST",
-        host: "127.0.0.1:4566",
-        path: "/",
-        headers: &headers,
-        body: body.as_bytes(),
-    };
-    let ours = sigv4::sign(
-        &credentials,
-        "ap-southeast-2",
-        "kms",
-        "20261204T010203Z",
-        &request,
+    let kms = AwsKms::new(&config, Path::new(""), Duration::from_secs(5)).unwrap();
+    let key = random_key().unwrap();
+    let outcome = kms.wrap(&key, b"ledger-1|payee-1").await;
+    assert!(
+        matches!(outcome, Err(KmsError::Refused { status: 400, .. })),
+        "{outcome:?}"
     );
-    let authorization = &ours.iter().find(|(n, _)| n == "authorization").unwrap().1;
+    let request = capture.await.unwrap();
 
+    let authorization = request.header("authorization").to_owned();
+    let signed_names = authorization
+        .split("SignedHeaders=")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .expect("SignedHeaders in the authorization header");
+    for name in ["host", "x-amz-date", "x-amz-security-token", "x-amz-target"] {
+        assert!(
+            signed_names.split(';').any(|signed| signed == name),
+            "{name} is not signed: {signed_names}"
+        );
+    }
+    let signed: serde_json::Map<String, Value> = signed_names
+        .split(';')
+        .map(|name| (name.to_owned(), json!(request.header(name))))
+        .collect();
     let script = r#"
-import sys
+import json, os, sys
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-secret, token, body = sys.argv[1], sys.argv[2], sys.argv[3]
-request = AWSRequest(method="POST", url="http://127.0.0.1:4566/", data=body.encode(),
-    headers={"Content-Type": "application/x-amz-json-1.1",
-             "X-Amz-Target": "TrentService.Encrypt"})
-request.context["timestamp"] = "20261204T010203Z"
-auth = SigV4Auth(Credentials("AKIDFOLIOTEST", secret, token), "kms", "ap-southeast-2")
-auth._modify_request_before_signing(request)
+url, method, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+body = sys.stdin.buffer.read()
+request = AWSRequest(method=method, url=url, data=body, headers=headers)
+request.context["timestamp"] = headers["x-amz-date"]
+credentials = Credentials("AKIDFOLIOTEST", os.environ["FOLIO_TEST_AWS_SECRET"], headers["x-amz-security-token"])
+auth = SigV4Auth(credentials, "kms", "ap-southeast-2")
 canonical = auth.canonical_request(request)
-signature = auth.signature(auth.string_to_sign(request, canonical), request)
-print(signature)
+print(auth.signature(auth.string_to_sign(request, canonical), request))
 "#;
-    let output = Command::new(python)
+    let url = format!("{endpoint}{}", request.path);
+    let mut child = Command::new(python)
         .args([
             "-c",
             script,
-            credentials.secret_access_key.expose(),
-            &session,
-            body,
+            &url,
+            &request.method,
+            &Value::Object(signed).to_string(),
         ])
-        .output()
+        .env("FOLIO_TEST_AWS_SECRET", aws_secret_key().expose())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&request.body).unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
     assert!(
         output.status.success(),
         "{}",
@@ -452,10 +602,9 @@ print(signature)
     let theirs = String::from_utf8(output.stdout).unwrap();
     assert!(
         authorization.ends_with(&format!("Signature={}", theirs.trim())),
-        "ours: {authorization}\nbotocore: {theirs}"
+        "sent: {authorization}\nbotocore: {theirs}"
     );
-    assert!(authorization
-        .contains("SignedHeaders=content-type;host;x-amz-date;x-amz-security-token;x-amz-target"));
+    assert_eq!(request.header("x-amz-security-token"), session);
 }
 
 /// A `MakeWriter` that keeps every log line in memory.
@@ -510,18 +659,13 @@ async fn secrets_from_openbao_and_secrets_manager_never_print() {
         .unwrap();
     assert!(response.status().is_success(), "{}", response.status());
     std::env::set_var("AWS_ACCESS_KEY_ID", "AKIDFOLIOTEST");
-    std::env::set_var(
-        "AWS_SECRET_ACCESS_KEY",
-        credentials().secret_access_key.expose(),
-    );
-    let created = aws_secrets_call(
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", aws_secret_key().expose());
+    let created = boto3(
         &endpoint,
-        "CreateSecret",
-        json!({
-            "Name": "folio/api", "SecretString": api_key,
-        }),
-    )
-    .await;
+        "secretsmanager",
+        "create_secret",
+        json!({ "Name": "folio/api", "SecretString": api_key }),
+    );
     assert!(created["ARN"].is_string(), "{created}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -561,48 +705,8 @@ async fn secrets_from_openbao_and_secrets_manager_never_print() {
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("serving the last good value"), "{logs}");
     assert!(logs.contains("secret rejected"), "{logs}");
-    for planted in [
-        &db_password,
-        &api_key,
-        &token,
-        credentials().secret_access_key.expose(),
-    ] {
+    for planted in [&db_password, &api_key, &token, aws_secret_key().expose()] {
         assert!(!logs.contains(planted), "a planted secret reached the log");
         assert!(errors.iter().all(|e| !e.contains(planted)), "{errors:?}");
     }
-}
-
-/// Calls the Secrets Manager JSON API directly (set-up only).
-async fn aws_secrets_call(endpoint: &str, target: &str, body: Value) -> Value {
-    let body = body.to_string();
-    let host = endpoint.trim_start_matches("http://");
-    let target = format!("secretsmanager.{target}");
-    let headers = [
-        ("content-type", "application/x-amz-json-1.1"),
-        ("x-amz-target", target.as_str()),
-    ];
-    let request = sigv4::Request {
-        method: "POST",
-        host,
-        path: "/",
-        headers: &headers,
-        body: body.as_bytes(),
-    };
-    let signed = sigv4::sign(
-        &credentials(),
-        "ap-southeast-2",
-        "secretsmanager",
-        &sigv4::amz_date_now(),
-        &request,
-    );
-    let mut builder = reqwest::Client::new()
-        .post(format!("{endpoint}/"))
-        .body(body);
-    for (name, value) in headers {
-        builder = builder.header(name, value);
-    }
-    for (name, value) in &signed {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    builder.send().await.unwrap().json().await.unwrap()
 }

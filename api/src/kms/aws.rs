@@ -1,4 +1,4 @@
-//! AWS KMS as the KMS: the JSON API (`TrentService.Encrypt`, `Decrypt`) signed with SigV4.
+//! AWS KMS as the KMS, through the official AWS SDK for Rust (`aws-sdk-kms`).
 //!
 //! The context is sent as the encryption context `{"folio": <hex of context>}`, which
 //! AWS KMS binds to the ciphertext as associated data. The ciphertext blob names the KMS
@@ -9,13 +9,14 @@
 
 use std::time::Duration;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
-use serde_json::{json, Value};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_types::error::display::DisplayErrorContext;
 use zeroize::Zeroizing;
 
+use super::aws_sdk::{sdk_config, AwsCredentials};
 use super::config::AwsConfig;
-use super::sigv4::{self, Credentials};
 use super::{short, KeyBytes, Kms, KmsError, WrappedKey};
 use crate::secret::SecretString;
 
@@ -23,12 +24,8 @@ const PROVIDER: &str = "aws";
 
 /// A symmetric key in AWS KMS.
 pub struct AwsKms {
-    client: reqwest::Client,
-    endpoint: String,
-    host: String,
-    region: String,
+    client: aws_sdk_kms::Client,
     key_id: String,
-    credentials: Credentials,
 }
 
 impl AwsKms {
@@ -42,113 +39,88 @@ impl AwsKms {
         ca_cert: &std::path::Path,
         timeout: Duration,
     ) -> anyhow::Result<AwsKms> {
+        anyhow::ensure!(
+            !config.region.is_empty(),
+            "the aws KMS needs kms.aws.region, such as \"ap-southeast-2\""
+        );
         let endpoint = if config.endpoint.is_empty() {
             format!("https://kms.{}.amazonaws.com", config.region)
         } else {
             config.endpoint.trim_end_matches('/').to_owned()
         };
-        let host = reqwest::Url::parse(&endpoint)?
-            .host_str()
-            .map(str::to_owned)
-            .unwrap_or_default();
-        let port = reqwest::Url::parse(&endpoint)?.port();
-        let host = port.map_or(host.clone(), |port| format!("{host}:{port}"));
-        let credentials = credentials(config)?;
-        Ok(AwsKms {
-            client: super::http::client(&endpoint, ca_cert, timeout)?,
-            endpoint,
-            host,
-            region: config.region.clone(),
-            key_id: config.key_id.clone(),
-            credentials,
-        })
-    }
-
-    async fn call(
-        &self,
-        operation: &'static str,
-        target: &str,
-        body: Value,
-    ) -> Result<Value, KmsError> {
-        let body = body.to_string();
-        let target = format!("TrentService.{target}");
-        let headers = [
-            ("content-type", "application/x-amz-json-1.1"),
-            ("x-amz-target", target.as_str()),
-        ];
-        let request = sigv4::Request {
-            method: "POST",
-            host: &self.host,
-            path: "/",
-            headers: &headers,
-            body: body.as_bytes(),
-        };
-        let signed = sigv4::sign(
-            &self.credentials,
-            &self.region,
-            "kms",
-            &sigv4::amz_date_now(),
-            &request,
+        let http = super::http::client(&endpoint, ca_cert, timeout)?;
+        let shared = sdk_config(
+            &config.region,
+            Some(&endpoint),
+            credentials(config)?,
+            http,
+            timeout,
         );
-        let mut builder = self.client.post(format!("{}/", self.endpoint)).body(body);
-        for (name, value) in headers.iter().map(|(n, v)| (*n, *v)) {
-            builder = builder.header(name, value);
-        }
-        for (name, value) in &signed {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let response = builder
-            .send()
-            .await
-            .map_err(|error| KmsError::Unavailable {
-                provider: PROVIDER,
-                operation,
-                reason: error.without_url().to_string(),
-            })?;
-        let status = response.status();
-        let text = response.text().await.unwrap_or_default();
-        if !status.is_success() {
-            if text.contains("InvalidCiphertextException") {
-                return Err(KmsError::Authentication { provider: PROVIDER });
-            }
-            return Err(KmsError::Refused {
-                provider: PROVIDER,
-                operation,
-                status: status.as_u16(),
-                message: short(&text),
-            });
-        }
-        serde_json::from_str(&text).map_err(|error| malformed(operation, &error.to_string()))
+        Ok(AwsKms {
+            client: aws_sdk_kms::Client::new(&shared),
+            key_id: config.key_id.clone(),
+        })
     }
 }
 
-fn credentials(config: &AwsConfig) -> anyhow::Result<Credentials> {
-    let from_env = |name: &str| std::env::var(name).unwrap_or_default();
-    let access_key_id = if config.access_key_id.is_empty() {
-        from_env("AWS_ACCESS_KEY_ID")
-    } else {
-        config.access_key_id.clone()
+fn credentials(config: &AwsConfig) -> anyhow::Result<AwsCredentials> {
+    let from_env = AwsCredentials::from_env();
+    let or_env = |configured: &SecretString, env: SecretString| {
+        if configured.is_empty() {
+            env
+        } else {
+            configured.clone()
+        }
     };
-    let secret_access_key = if config.secret_access_key.is_empty() {
-        SecretString::new(from_env("AWS_SECRET_ACCESS_KEY"))
-    } else {
-        config.secret_access_key.clone()
-    };
-    let session_token = if config.session_token.is_empty() {
-        SecretString::new(from_env("AWS_SESSION_TOKEN"))
-    } else {
-        config.session_token.clone()
+    let credentials = AwsCredentials {
+        access_key_id: if config.access_key_id.is_empty() {
+            from_env.access_key_id
+        } else {
+            config.access_key_id.clone()
+        },
+        secret_access_key: or_env(&config.secret_access_key, from_env.secret_access_key),
+        session_token: or_env(&config.session_token, from_env.session_token),
     };
     anyhow::ensure!(
-        !access_key_id.is_empty() && !secret_access_key.is_empty(),
+        !credentials.access_key_id.is_empty() && !credentials.secret_access_key.is_empty(),
         "the aws KMS needs credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or \
          kms.aws.access_key_id and kms.aws.secret_access_key"
     );
-    Ok(Credentials {
-        access_key_id,
-        secret_access_key,
-        session_token,
-    })
+    Ok(credentials)
+}
+
+/// Maps an SDK failure. No response is `Unavailable`, a bad ciphertext or context is
+/// `Authentication`, and any other error response is `Refused` with its status and code.
+fn kms_error<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> KmsError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match error {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            let error = context.into_err();
+            if error.code() == Some("InvalidCiphertextException") {
+                return KmsError::Authentication { provider: PROVIDER };
+            }
+            let message = format!(
+                "{}: {}",
+                error.code().unwrap_or("unknown error"),
+                error.message().unwrap_or_default()
+            );
+            KmsError::Refused {
+                provider: PROVIDER,
+                operation,
+                status,
+                message: short(&message),
+            }
+        }
+        SdkError::ResponseError(_) => malformed(operation, "the response could not be parsed"),
+        other => KmsError::Unavailable {
+            provider: PROVIDER,
+            operation,
+            reason: short(&DisplayErrorContext(&other).to_string()),
+        },
+    }
 }
 
 fn malformed(operation: &'static str, reason: &str) -> KmsError {
@@ -159,9 +131,7 @@ fn malformed(operation: &'static str, reason: &str) -> KmsError {
     }
 }
 
-fn encryption_context(context: &[u8]) -> Value {
-    json!({ "folio": hex::encode(context) })
-}
+const CONTEXT_KEY: &str = "folio";
 
 #[async_trait::async_trait]
 impl Kms for AwsKms {
@@ -174,18 +144,22 @@ impl Kms for AwsKms {
     }
 
     async fn wrap(&self, key: &KeyBytes, context: &[u8]) -> Result<WrappedKey, KmsError> {
-        let body = json!({
-            "KeyId": self.key_id,
-            "Plaintext": BASE64.encode(key.as_ref()),
-            "EncryptionContext": encryption_context(context),
-        });
-        let response = self.call("wrap", "Encrypt", body).await?;
-        let ciphertext = response["CiphertextBlob"]
-            .as_str()
-            .and_then(|text| BASE64.decode(text).ok())
-            .ok_or_else(|| malformed("wrap", "no base64 CiphertextBlob"))?;
-        let kek_version = response["KeyId"]
-            .as_str()
+        let response = self
+            .client
+            .encrypt()
+            .key_id(&self.key_id)
+            .plaintext(Blob::new(key.to_vec()))
+            .encryption_context(CONTEXT_KEY, hex::encode(context))
+            .send()
+            .await
+            .map_err(|error| kms_error("wrap", error))?;
+        let ciphertext = response
+            .ciphertext_blob()
+            .ok_or_else(|| malformed("wrap", "no CiphertextBlob"))?
+            .as_ref()
+            .to_vec();
+        let kek_version = response
+            .key_id()
             .ok_or_else(|| malformed("wrap", "no KeyId"))?
             .to_owned();
         Ok(WrappedKey {
@@ -200,16 +174,18 @@ impl Kms for AwsKms {
         if wrapped.provider != PROVIDER {
             self.check_owner(wrapped)?;
         }
-        let body = json!({
-            "CiphertextBlob": BASE64.encode(&wrapped.ciphertext),
-            "EncryptionContext": encryption_context(context),
-        });
-        let response = self.call("unwrap", "Decrypt", body).await?;
-        let plain = response["Plaintext"]
-            .as_str()
-            .and_then(|text| BASE64.decode(text).ok())
-            .map(Zeroizing::new)
-            .ok_or_else(|| malformed("unwrap", "no base64 Plaintext"))?;
+        let response = self
+            .client
+            .decrypt()
+            .ciphertext_blob(Blob::new(wrapped.ciphertext.clone()))
+            .encryption_context(CONTEXT_KEY, hex::encode(context))
+            .send()
+            .await
+            .map_err(|error| kms_error("unwrap", error))?;
+        let plain = response
+            .plaintext()
+            .map(|blob| Zeroizing::new(blob.as_ref().to_vec()))
+            .ok_or_else(|| malformed("unwrap", "no Plaintext"))?;
         let mut key = Zeroizing::new([0u8; 32]);
         if plain.len() != key.len() {
             return Err(malformed("unwrap", "plaintext is not a 32-byte key"));
@@ -219,12 +195,12 @@ impl Kms for AwsKms {
     }
 
     async fn rotate(&self) -> Result<String, KmsError> {
-        self.call(
-            "rotate",
-            "RotateKeyOnDemand",
-            json!({ "KeyId": self.key_id }),
-        )
-        .await?;
+        self.client
+            .rotate_key_on_demand()
+            .key_id(&self.key_id)
+            .send()
+            .await
+            .map_err(|error| kms_error("rotate", error))?;
         Ok(self.key_id.clone())
     }
 }

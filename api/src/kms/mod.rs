@@ -9,17 +9,17 @@
 //! |---|---|---|
 //! | `local` | a key file in the data directory (development and tests only) | [`local`] |
 //! | `vault` | HashiCorp Vault or OpenBao, transit engine | [`transit`] |
-//! | `aws` | AWS KMS, JSON API signed with SigV4 | [`aws`] |
+//! | `aws` | AWS KMS, through the official AWS SDK | [`aws`] |
 //! | `gcp` | Google Cloud KMS, REST API | [`gcp`] |
 
 pub mod aws;
+pub(crate) mod aws_sdk;
 pub mod cache;
 mod config;
 pub mod data_keys;
 pub mod gcp;
 mod http;
 pub mod local;
-pub mod sigv4;
 pub mod transit;
 pub mod wrapped_file;
 
