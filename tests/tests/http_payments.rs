@@ -246,10 +246,17 @@ async fn payee_not_allow_listed_is_recorded() {
 async fn removed_payee_cannot_be_paid() {
     let stack = Stack::start().await.unwrap();
     let (ledger, payee) = ledger_with_payee(&stack).await;
-    stack
-        .remove_payee(ledger, payee, "left company")
+    let operators = stack.operators(ledger).await.unwrap();
+    let path = format!("/v1/ledgers/{ledger}/payees/{payee}/removal");
+    let proposal = operators
+        .proposer
+        .propose(&path, &json!({"reason": "left company"}))
         .await
         .unwrap();
+    let approved = operators.approver.approve(ledger, &proposal).await.unwrap();
+    assert_eq!(approved["status"], "approved", "{approved}");
+    // Nothing becomes payable through a removal.
+    assert!(approved["payable_from_micros"].is_null(), "{approved}");
 
     let (status, body) = stack
         .pay(ledger, payee, json!(100), "after-removal")

@@ -307,7 +307,9 @@ pub(crate) async fn approve(
             "revision": proposal.revision,
             "status": "approved",
             "payee_id": payee_id,
-            "payable_from_micros": payable_from_micros,
+            // Only an added payee waits out the cooling-off period; a removal or an
+            // erasure has nothing to pay from.
+            "payable_from_micros": payee_id.map(|_| payable_from_micros),
         });
         Ok(Decision {
             status: StatusCode::OK,
