@@ -39,9 +39,13 @@ use crate::bank::{
 };
 use crate::commands::draft;
 use crate::config::BankConfig;
+use crate::db_password::SecretHealth;
 
 /// Stream that records circuit-breaker transitions.
 const BANK_STREAM: &str = "bank-dispatch";
+
+/// How often a paused dispatch checks whether the database password secrets are served again.
+const SECRET_HEALTH_POLL: Duration = Duration::from_millis(250);
 
 /// Pace at which the payments of an approved DLQ retry go back to the bank.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +90,8 @@ struct Inner {
     runtime: tokio::runtime::Handle,
     /// Opens sealed payee accounts of `payment.submitted` (schema 2) before dispatch.
     opener: Option<Arc<crate::personal::PersonalFields>>,
+    /// Database password secrets; no attempt starts while one is stale.
+    secret_health: Option<SecretHealth>,
 }
 
 /// The bank connection that the dispatchers of one node share: the adapter, its circuit
@@ -101,6 +107,8 @@ pub struct BankLink {
     pace: ReleasePace,
     /// Opens sealed payee accounts of `payment.submitted` (schema 2) before dispatch.
     opener: Option<Arc<crate::personal::PersonalFields>>,
+    /// Database password secrets; no attempt starts while one is stale.
+    secret_health: Option<SecretHealth>,
 }
 
 impl BankLink {
@@ -125,12 +133,21 @@ impl BankLink {
             max_in_flight: config.max_in_flight,
             pace,
             opener: None,
+            secret_health: None,
         })
     }
 
     /// Opens sealed payments with `opener` before they are sent.
     pub fn with_opener(mut self, opener: Arc<crate::personal::PersonalFields>) -> Self {
         self.opener = Some(opener);
+        self
+    }
+
+    /// Holds every dispatch attempt while `health` lists a stale database password, so
+    /// payments are neither sent nor recorded on a credential the secrets provider no
+    /// longer vouches for. The API stops on the same condition.
+    pub fn with_secret_health(mut self, health: SecretHealth) -> Self {
+        self.secret_health = Some(health);
         self
     }
 
@@ -148,6 +165,7 @@ impl BankLink {
             max_in_flight,
             pace: ReleasePace::default(),
             opener: None,
+            secret_health: None,
         }
     }
 }
@@ -195,6 +213,7 @@ impl Dispatcher {
                 permits: Arc::new(Semaphore::new(link.max_in_flight)),
                 pace: link.pace,
                 opener: link.opener.clone(),
+                secret_health: link.secret_health.clone(),
                 only,
                 tracked: StdMutex::new(HashSet::new()),
                 tasks: tokio::sync::Mutex::new(JoinSet::new()),
@@ -471,6 +490,11 @@ impl LedgerWorker {
         if self.inner.breaker.cooling_down().is_some() {
             return;
         }
+        // A release is written with the store's credentials, so it waits, like attempts do,
+        // while a database password secret is stale.
+        if (self.inner.secret_health.as_ref()).is_some_and(|health| health.problem().is_some()) {
+            return;
+        }
         let batch_size = match self.inner.breaker.state() {
             crate::bank::BreakerState::Closed => self.inner.pace.batch_size,
             crate::bank::BreakerState::Open | crate::bank::BreakerState::HalfOpen => 1,
@@ -497,8 +521,7 @@ impl LedgerWorker {
                 payment_id,
                 batch,
             };
-            let recorder =
-                PaymentRecorder::new(&self.inner.store, self.ledger_id, payment_id, parked);
+            let recorder = PaymentRecorder::new(&self.inner, self.ledger_id, payment_id, parked);
             if let Err(error) = recorder.release(&released).await {
                 // Back in the queue for the next tick. If another dispatcher recorded the
                 // release, its event reaches this one and takes the entry out again.
@@ -575,12 +598,7 @@ impl LedgerWorker {
                 payment_id,
                 request: pending.request.clone(),
                 first_attempt: pending.attempts_done + 1,
-                recorder: PaymentRecorder::new(
-                    &self.inner.store,
-                    self.ledger_id,
-                    payment_id,
-                    pending,
-                ),
+                recorder: PaymentRecorder::new(&self.inner, self.ledger_id, payment_id, pending),
             };
             let mut jobs = lock_jobs(&self.inner.jobs);
             while jobs.try_join_next().is_some() {}
@@ -709,12 +727,14 @@ struct PaymentRecorder {
     causation_id: Uuid,
     actor: Actor,
     bank_idempotency_key: String,
+    secret_health: Option<SecretHealth>,
 }
 
 impl PaymentRecorder {
-    fn new(store: &EventStore, ledger_id: Uuid, payment_id: Uuid, pending: &Pending) -> Self {
+    fn new(inner: &Inner, ledger_id: Uuid, payment_id: Uuid, pending: &Pending) -> Self {
         PaymentRecorder {
-            store: store.clone(),
+            store: inner.store.clone(),
+            secret_health: inner.secret_health.clone(),
             ledger_id,
             payment_id,
             stream_id: crate::state::payment_stream(payment_id),
@@ -782,6 +802,34 @@ impl PaymentRecorder {
 
 #[async_trait]
 impl DispatchRecorder for PaymentRecorder {
+    async fn before_attempt(&self, payment_id: Uuid, attempt: u32) {
+        let Some(health) = &self.secret_health else {
+            return;
+        };
+        let mut waited = false;
+        while let Some(problem) = health.problem() {
+            if !waited {
+                tracing::warn!(
+                    ledger = %self.ledger_id,
+                    payment = %payment_id,
+                    attempt,
+                    %problem,
+                    "payment dispatch paused: a database password secret is stale"
+                );
+                waited = true;
+            }
+            tokio::time::sleep(SECRET_HEALTH_POLL).await;
+        }
+        if waited {
+            tracing::info!(
+                ledger = %self.ledger_id,
+                payment = %payment_id,
+                attempt,
+                "payment dispatch resumed: database password secrets are served again"
+            );
+        }
+    }
+
     async fn attempted(&self, payment_id: Uuid, attempt: u32) -> anyhow::Result<()> {
         assert_eq!(
             payment_id, self.payment_id,

@@ -213,7 +213,8 @@ impl AppState {
                     Arc::clone(&secrets),
                 )
                 .await?
-                .with_opener(Arc::clone(&personal)),
+                .with_opener(Arc::clone(&personal))
+                .with_secret_health(secret_health.clone()),
             ),
         };
         let start_workers =

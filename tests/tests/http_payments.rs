@@ -488,3 +488,60 @@ async fn malformed_requests_name_the_fix() {
     );
     stack.stop().await.unwrap();
 }
+
+/// While a database password secret is stale, no dispatch attempt starts, because it
+/// would call the bank and record the attempt on a credential the secrets provider no
+/// longer serves. The payment goes once the secret is read again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_database_secret_pauses_dispatch() {
+    let stack = Stack::start_with(|config| {
+        config.bank.max_attempts = 6;
+        config.bank.backoff_base_ms = 200;
+        config.bank.backoff_max_ms = 200;
+    })
+    .await
+    .unwrap();
+    let (ledger, payee) = ledger_with_payee(&stack).await;
+    stack.sim.set_fault(api::bank::sim::FaultMode::Fail, None);
+    let (status, body) = stack.pay(ledger, payee, json!(700), "stale").await.unwrap();
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let payment = body["payment_id"].as_str().unwrap().to_owned();
+    let started = std::time::Instant::now();
+    while stack.sim.ledger_stats().calls == 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "bank never called"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let setting = "store.password_secret";
+    stack
+        .state
+        .secret_health
+        .fail(setting, "secrets provider unreachable".to_owned());
+    let (status, body) = stack
+        .pay(ledger, payee, json!(700), "during")
+        .await
+        .unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    // An attempt already past the check may still finish; after that the count stays.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let paused_at = stack.sim.ledger_stats().calls;
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let paused = stack.sim.ledger_stats().calls;
+    assert_eq!(
+        paused, paused_at,
+        "the bank was called while the secret was stale"
+    );
+    assert!(paused < 6, "every attempt was spent while stale: {paused}");
+
+    stack.sim.set_fault(api::bank::sim::FaultMode::Ok, None);
+    stack.state.secret_health.recover(setting);
+    stack
+        .wait_status(ledger, &payment, &["receipted"])
+        .await
+        .unwrap();
+    assert_eq!(stack.sim.ledger_stats().calls, paused + 1);
+    stack.stop().await.unwrap();
+}

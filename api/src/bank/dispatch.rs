@@ -24,6 +24,11 @@ use super::{
 /// payment.
 #[async_trait]
 pub trait DispatchRecorder: Send + Sync {
+    /// Waits until attempt `attempt` may start, for example while a credential the
+    /// recorder writes with is stale. Runs before every attempt, including those the open
+    /// breaker will reject, since they too write events. The default returns at once.
+    async fn before_attempt(&self, _payment_id: Uuid, _attempt: u32) {}
+
     /// Records that the bank is about to be called for attempt `attempt` (a `DispatchAttempted` event).
     ///
     /// Not called for attempts the open breaker rejects, because those never reach the bank.
@@ -110,6 +115,7 @@ pub async fn dispatch_payment(
     // open breaker, this is the cause an operator needs in the dead-letter queue.
     let mut last_bank_error: Option<BankError> = None;
     loop {
+        recorder.before_attempt(payment_id, attempt).await;
         let call = Attempt {
             adapter,
             breaker,
