@@ -62,8 +62,10 @@ pub(crate) const MIN_PIPELINED_EVENTS: usize = 256;
 /// high fails a request only when another writer keeps the ledger to itself.
 // TODO: two nodes appending to one ledger as fast as they can can starve one of them: it
 // loses 50 races in a row and its callers get `CommitFailed` (seen once in `folio bench
-// --backend postgres`, 2 nodes, 64 single-event callers). A backoff with jitter between
-// retries, or sealing under the head row lock, would let both make progress.
+// --backend postgres`, 2 nodes, 64 single-event callers). A jittered backoff between retries
+// was tried and made it worse, because the winner kept appending while the loser waited.
+// Sealing under the head row lock, or sending writes to the lease holder, would let both
+// make progress.
 pub(crate) const MAX_HEAD_MOVED_RETRIES: u32 = 50;
 
 /// Reply channel of an append.
