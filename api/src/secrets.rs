@@ -389,14 +389,14 @@ impl Secrets {
             Duration::from_secs(5),
         );
         let client = aws_sdk_secretsmanager::Client::new(&shared);
-        let answer = client
+        let response = client
             .get_secret_value()
             .secret_id(id)
             .send()
             .await
             .map_err(|error| match error {
                 SdkError::ServiceError(context) => format!(
-                    "secrets manager refused {id}: {}",
+                    "secrets manager rejected the request for {id}: {}",
                     context.err().code().unwrap_or("unknown error")
                 ),
                 other => format!(
@@ -404,7 +404,7 @@ impl Secrets {
                     DisplayErrorContext(&other)
                 ),
             })?;
-        answer
+        response
             .secret_string()
             .map(|value| SecretString::new(value.to_owned()))
             .ok_or_else(|| format!("secret {id} has no SecretString"))

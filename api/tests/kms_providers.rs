@@ -295,14 +295,14 @@ async fn start_moto() -> Option<(Server, String, String)> {
     Some((server, endpoint, key_id))
 }
 
-/// The secret access key moto is given; any value is accepted, and the tests check that
-/// it reaches no log line.
+/// Returns the secret access key given to moto, which accepts any value. The tests check
+/// that it reaches no log line.
 fn aws_secret_key() -> SecretString {
     SecretString::new(format!("{}{}", "moto-test-", "secret"))
 }
 
 /// Runs `operation` (boto3's snake-case name) of `service` with boto3, an AWS client
-/// independent of Folio's, and returns the answer as JSON with blobs in base64.
+/// independent of Folio's, and returns the response as JSON with blobs in base64.
 fn boto3(endpoint: &str, service: &str, operation: &str, params: Value) -> Value {
     const SCRIPT: &str = r#"
 import base64, json, os, sys
@@ -313,9 +313,9 @@ for name in ("Plaintext", "CiphertextBlob"):
         params[name] = base64.b64decode(params[name])
 client = boto3.client(service, endpoint_url=endpoint, region_name="ap-southeast-2",
     aws_access_key_id="AKIDFOLIOTEST", aws_secret_access_key=os.environ["FOLIO_TEST_AWS_SECRET"])
-answer = getattr(client, operation)(**params)
-answer.pop("ResponseMetadata", None)
-print(json.dumps(answer, default=lambda v: base64.b64encode(v).decode() if isinstance(v, bytes) else str(v)))
+response = getattr(client, operation)(**params)
+response.pop("ResponseMetadata", None)
+print(json.dumps(response, default=lambda v: base64.b64encode(v).decode() if isinstance(v, bytes) else str(v)))
 "#;
     let python = venv_program("python").expect("the Python environment that runs moto");
     let output = Command::new(python)
@@ -389,7 +389,7 @@ async fn aws_kms_on_moto_wraps_and_binds_context() {
 
 /// The wrapping is plain AWS KMS envelope encryption: another client (boto3) opens a key
 /// Folio wrapped, given the same encryption context, and Folio opens a key boto3 wrapped.
-/// Errors keep their kinds: an unknown key is a refusal naming AWS's error code, and a
+/// Errors keep their kinds: an unknown key is a rejection naming AWS's error code, and a
 /// closed port is an unreachable KMS.
 #[tokio::test]
 async fn aws_kms_interoperates_with_boto3() {
@@ -439,7 +439,7 @@ async fn aws_kms_interoperates_with_boto3() {
             assert_eq!(status, 400);
             assert!(message.contains("NotFoundException"), "{message}");
         }
-        other => panic!("expected a refusal, got {other:?}"),
+        other => panic!("expected a rejection, got {other:?}"),
     }
     drop(server);
     match kms.wrap(&key, context).await {
@@ -479,6 +479,7 @@ async fn capture_one_request(listener: tokio::net::TcpListener) -> CapturedReque
             break at;
         }
     };
+
     let head = String::from_utf8(raw[..head_end].to_vec()).unwrap();
     let mut lines = head.split("\r\n");
     let request_line: Vec<&str> = lines.next().unwrap().split(' ').collect();
@@ -492,12 +493,14 @@ async fn capture_one_request(listener: tokio::net::TcpListener) -> CapturedReque
         .iter()
         .find(|(name, _)| name == "content-length")
         .map_or(0, |(_, value)| value.parse().unwrap());
+
     let mut body = raw[head_end + 4..].to_vec();
     while body.len() < length {
         let read = socket.read(&mut chunk).await.unwrap();
         assert!(read > 0, "connection closed inside the body");
         body.extend_from_slice(&chunk[..read]);
     }
+
     let reply = r#"{"__type":"NotFoundException","message":"captured by the test"}"#;
     let response = format!(
         "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\n\
