@@ -26,11 +26,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::kms::aws_sdk::{sdk_config, AwsCredentials};
+use crate::kms::aws_sdk::{error_chain, sdk_config, AwsCredentials};
 use crate::secret::SecretString;
 
 /// `[secrets]` settings.
@@ -399,10 +398,7 @@ impl Secrets {
                     "secrets manager rejected the request for {id}: {}",
                     context.err().code().unwrap_or("unknown error")
                 ),
-                other => format!(
-                    "secrets manager unreachable: {}",
-                    DisplayErrorContext(&other)
-                ),
+                other => format!("secrets manager unreachable: {}", error_chain(&other)),
             })?;
         response
             .secret_string()

@@ -443,7 +443,14 @@ async fn aws_kms_interoperates_with_boto3() {
     }
     drop(server);
     match kms.wrap(&key, context).await {
-        Err(KmsError::Unavailable { operation, .. }) => assert_eq!(operation, "wrap"),
+        Err(KmsError::Unavailable {
+            operation, reason, ..
+        }) => {
+            assert_eq!(operation, "wrap");
+            // The reason is the chain of error messages, not a `Debug` dump of the SDK's types.
+            assert!(reason.contains("dispatch failure"), "{reason}");
+            assert!(!reason.contains('{'), "{reason}");
+        }
         other => panic!("expected an unreachable KMS, got {other:?}"),
     }
 }

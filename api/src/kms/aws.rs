@@ -12,10 +12,9 @@ use std::time::Duration;
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_kms::primitives::Blob;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
-use aws_smithy_types::error::display::DisplayErrorContext;
 use zeroize::Zeroizing;
 
-use super::aws_sdk::{sdk_config, AwsCredentials};
+use super::aws_sdk::{error_chain, sdk_config, AwsCredentials};
 use super::config::AwsConfig;
 use super::{short, KeyBytes, Kms, KmsError, WrappedKey};
 use crate::secret::SecretString;
@@ -118,7 +117,7 @@ where
         other => KmsError::Unavailable {
             provider: PROVIDER,
             operation,
-            reason: short(&DisplayErrorContext(&other).to_string()),
+            reason: short(&error_chain(&other)),
         },
     }
 }
