@@ -15,6 +15,7 @@
 use std::sync::Arc;
 
 use domain::crypto::LedgerKey;
+use domain::events::DomainEvent;
 use domain::record::Actor;
 use eventstore_adapter::AppendResult;
 use uuid::Uuid;
@@ -93,8 +94,8 @@ pub async fn check_old_version(state: &AppState, version: &str) -> anyhow::Resul
     let current = current_kek_version(state.kms.as_ref()).await?;
     anyhow::ensure!(
         version != current,
-        "KEK version {version} is the current version, so nothing can move off it; run \
-         `folio keys rotate-kek` first, then rewrap from {version}"
+        "{}",
+        current_version_hint(state.kms.provider(), version)
     );
     let in_use = state.personal.keys().versions_in_use().await?;
     let files: Vec<String> = (wrapped_files(state)?.into_iter())
@@ -127,9 +128,14 @@ pub async fn rewrap_pass(state: &AppState) -> anyhow::Result<u64> {
     let job = &state.rewrap;
     let _one_at_a_time = job.running.lock().await;
     let current = current_kek_version(state.kms.as_ref()).await?;
+    let old = keys_off_version(state, &current).await?;
+    // Published before the first batch and lowered after each, so the gauge shows
+    // progress during a long pass rather than only at its end.
+    job.pending
+        .store(old.values().sum(), std::sync::atomic::Ordering::Relaxed);
 
     let mut moved = 0;
-    for version in keys_off_version(state, &current).await?.keys() {
+    for version in old.keys() {
         match rewrap_version(state, version).await? {
             (count, true) => moved += count,
             (count, false) => return Ok(moved + count),
@@ -176,6 +182,11 @@ async fn rewrap_version(state: &AppState, version: &str) -> anyhow::Result<(u64,
         }
         let progress = rewrap(state, version, settings.rewrap_batch).await?;
         moved += progress.rewrapped;
+        let _ = (job.pending).fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |pending| Some(pending.saturating_sub(progress.rewrapped)),
+        );
         if progress.remaining == 0 || progress.rewrapped == 0 {
             return Ok((moved, true));
         }
@@ -270,10 +281,16 @@ pub const KMS_STREAM: &str = "kms";
 
 /// Makes a new KEK version current at the KMS and records `kms.kek_rotated` on every
 /// ledger, since the KEK protects the data keys of all of them; returns the version.
+/// `actor` and `correlation_id` are stamped on the events: the operator and request of an
+/// HTTP rotation, or the command line's system actor.
 ///
 /// # Errors
 /// A KMS or store failure; a failure to record leaves the rotation done.
-pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
+pub async fn rotate_kek(
+    state: &AppState,
+    actor: &Actor,
+    correlation_id: Uuid,
+) -> anyhow::Result<String> {
     let version = state.kms.rotate().await?;
     tracing::info!(provider = state.kms.provider(), %version, "KEK rotated");
     let rotated = domain::key_events::KekRotated {
@@ -282,23 +299,40 @@ pub async fn rotate_kek(state: &AppState) -> anyhow::Result<String> {
         new_version: version.clone(),
     };
     for ledger in state.store.ledgers().await? {
-        record(state, ledger.ledger_id, &rotated).await?;
+        record_as(state, ledger.ledger_id, &rotated, actor, correlation_id).await?;
     }
     Ok(version)
 }
 
+/// Outcome of a KEK retirement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retirement {
+    /// The local KMS dropped the version, and `kms.kek_retired` is recorded.
+    Local,
+    /// Nothing depends on the version, which Folio has used before; the operator retires
+    /// it at the provider (`provider`), which Folio cannot do for them.
+    AtProvider {
+        /// Provider name, as in `[kms] provider`.
+        provider: &'static str,
+    },
+}
+
 /// Retires KEK version `version` of the local KMS and records `kms.kek_retired` on every
-/// ledger. Rejected while anything is still wrapped by the version; for the other
-/// providers the version is retired at the provider, after this check.
+/// ledger. Rejected while anything is still wrapped by the version. Other providers
+/// retire the version themselves after this check. There the version must be one that a
+/// `kms.kek_rotated` or `kms.data_keys_rewrapped` event names, so that a typo, an alias or
+/// a bare key id is not reported as safe to retire.
 ///
 /// # Errors
-/// A version still in use, not a local one, or a key file, KMS or store failure.
-pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
+/// The current version, a version still in use or never used, or a key file, KMS or
+/// store failure.
+pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<Retirement> {
     let current = current_kek_version(state.kms.as_ref()).await?;
+    let provider = state.kms.provider();
     anyhow::ensure!(
         version != current,
-        "KEK version {version} is the current version; run `folio keys rotate-kek` and wait \
-         for the rewrap (or run `folio keys rewrap --from-version {version}`), then retire it"
+        "{}",
+        current_version_hint(provider, version)
     );
     let in_use = kek_version_in_use(state, version).await?;
     anyhow::ensure!(
@@ -306,12 +340,21 @@ pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
         "KEK version {version} still wraps {in_use} key(s); run `folio keys rewrap \
          --from-version {version}` first"
     );
-    let provider = state.kms.provider();
-    anyhow::ensure!(
-        provider == "local",
-        "nothing depends on KEK version {version} any more; retire it at the {provider} KMS \
-         itself (see docs/operations/key-rotation.md)"
-    );
+    if provider != "local" {
+        let recorded = recorded_kek_versions(state).await?;
+        anyhow::ensure!(
+            recorded.contains(version),
+            "KEK version {version:?} is not one Folio has used: no kms.kek_rotated or \
+             kms.data_keys_rewrapped event names it, so Folio cannot tell whether anything \
+             depends on it. Check the spelling against the versions Folio has recorded: {}",
+            if recorded.is_empty() {
+                "none".to_owned()
+            } else {
+                recorded.into_iter().collect::<Vec<_>>().join(", ")
+            }
+        );
+        return Ok(Retirement::AtProvider { provider });
+    }
     let path = state.config.kms.local_key_path(&state.config.data_dir);
     let local = crate::kms::local::LocalKms::open(&path)?;
     let number = version
@@ -326,7 +369,62 @@ pub async fn retire_kek(state: &AppState, version: &str) -> anyhow::Result<()> {
     for ledger in state.store.ledgers().await? {
         record(state, ledger.ledger_id, &retired).await?;
     }
-    Ok(())
+    Ok(Retirement::Local)
+}
+
+/// Explains why the current KEK version cannot be retired or rewrapped from, and what to
+/// do instead. AWS KMS rotates key material in place under the same key ARN, so the way
+/// off a key there is a new key in `kms.aws.key_id`, not a rotation.
+pub(crate) fn current_version_hint(provider: &str, version: &str) -> String {
+    match provider {
+        "aws" => format!(
+            "KEK version {version} is the current AWS KMS key. AWS rotates key material in \
+             place under the same ARN and keeps the old material for decryption, so no data \
+             key needs rewrapping after `folio keys rotate-kek`. To move off this key, set \
+             kms.aws.key_id to a new key, restart, run `folio keys rewrap --from-version \
+             {version}`, then retire it"
+        ),
+        _ => format!(
+            "KEK version {version} is the current version, so nothing can move off it; run \
+             `folio keys rotate-kek` and wait for the rewrap (or run `folio keys rewrap \
+             --from-version {version}`), then retire it"
+        ),
+    }
+}
+
+/// Collects the KEK versions still in use and those named by the `kms.kek_rotated` and
+/// `kms.data_keys_rewrapped` events of every ledger.
+async fn recorded_kek_versions(
+    state: &AppState,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut versions: std::collections::BTreeSet<String> =
+        keys_off_version(state, "").await?.into_keys().collect();
+    for ledger in state.store.ledgers().await? {
+        let mut from_version = 0;
+        loop {
+            let events = state
+                .store
+                .read_stream(ledger.ledger_id, KMS_STREAM, from_version, 1_000)
+                .await?;
+            let Some(last) = events.last() else { break };
+            from_version = last.stream_version + 1;
+            for event in &events {
+                let decoded =
+                    DomainEvent::decode(&event.event_type, event.schema_version, &event.payload);
+                match decoded {
+                    Ok(DomainEvent::KekRotated(rotated)) => {
+                        versions.insert(rotated.new_version);
+                    }
+                    Ok(DomainEvent::DataKeysRewrapped(rewrapped)) => {
+                        versions.insert(rewrapped.from_version);
+                        versions.insert(rewrapped.to_version);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(versions)
 }
 
 /// Appends a KEK event to a ledger's `kms` stream.
@@ -335,12 +433,28 @@ async fn record<P: domain::events::EventPayload>(
     ledger_id: Uuid,
     payload: &P,
 ) -> anyhow::Result<()> {
-    let actor = Actor::system("kms");
+    record_as(
+        state,
+        ledger_id,
+        payload,
+        &Actor::system("kms"),
+        Uuid::now_v7(),
+    )
+    .await
+}
+
+async fn record_as<P: domain::events::EventPayload>(
+    state: &AppState,
+    ledger_id: Uuid,
+    payload: &P,
+    actor: &Actor,
+    correlation_id: Uuid,
+) -> anyhow::Result<()> {
     let request = eventstore_adapter::AppendRequest {
         writes: vec![eventstore_adapter::StreamWrite {
             stream_id: KMS_STREAM.to_owned(),
             expected: eventstore_adapter::ExpectedVersion::Any,
-            events: vec![crate::commands::draft(payload, &actor, Uuid::now_v7())],
+            events: vec![crate::commands::draft(payload, actor, correlation_id)],
         }],
         idempotency: None,
     };

@@ -455,6 +455,94 @@ async fn aws_kms_interoperates_with_boto3() {
     }
 }
 
+/// With the `aws` provider the KEK is named by an alias, as the docs allow. A rotation
+/// resolves it to the key ARN (RotateKeyOnDemand takes no alias) and returns that ARN, so
+/// nothing is pending. Retirement is refused for the key in use and for names Folio never
+/// recorded, such as a typo, the alias or the bare key id, and allowed for a key Folio
+/// moved off.
+#[tokio::test]
+async fn aws_alias_rotates_and_retirement_checks_versions() {
+    let Some((_server, endpoint, key_arn)) = start_moto().await else {
+        return;
+    };
+    boto3(
+        &endpoint,
+        "kms",
+        "create_alias",
+        json!({ "AliasName": "alias/folio-trial", "TargetKeyId": key_arn }),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = |key_id: &str| api::config::Config {
+        data_dir: dir.path().to_owned(),
+        kms: api::kms::KmsConfig {
+            provider: api::kms::KmsProvider::Aws,
+            aws: AwsConfig {
+                region: "ap-southeast-2".to_owned(),
+                key_id: key_id.to_owned(),
+                endpoint: endpoint.clone(),
+                access_key_id: "AKIDFOLIOTEST".to_owned(),
+                secret_access_key: aws_secret_key(),
+                session_token: SecretString::default(),
+            },
+            ..api::kms::KmsConfig::default()
+        },
+        ..api::config::Config::default()
+    };
+    let state = api::state::AppState::open(config("alias/folio-trial"))
+        .await
+        .unwrap();
+    let actor = domain::record::Actor::system("test");
+    // A ledger, so the rotation and the rewrap below are recorded as events.
+    let ledger = uuid::Uuid::now_v7();
+    (state.store)
+        .create_ledger(ledger, "acme", actor.clone(), uuid::Uuid::now_v7())
+        .await
+        .unwrap();
+    let version = api::key_rotation::rotate_kek(&state, &actor, uuid::Uuid::now_v7())
+        .await
+        .unwrap();
+    assert_eq!(version, key_arn);
+
+    let bare_id = key_arn.rsplit('/').next().unwrap().to_owned();
+    for unknown in ["alias/folio-trial", bare_id.as_str(), "typo-not-a-version"] {
+        let error = api::key_rotation::retire_kek(&state, unknown)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("is not one Folio has used"),
+            "{unknown}: {error}"
+        );
+        assert!(error.contains(&key_arn), "{unknown}: {error}");
+    }
+    let error = api::key_rotation::retire_kek(&state, &key_arn)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("set kms.aws.key_id to a new key"), "{error}");
+    state.shutdown().await;
+    drop(state);
+
+    // Moving to a new key: the old ARN still wraps the key files until the rewrap.
+    let next = boto3(&endpoint, "kms", "create_key", json!({}));
+    let next_arn = next["KeyMetadata"]["Arn"].as_str().unwrap();
+    let state = api::state::AppState::open(config(next_arn)).await.unwrap();
+    let error = api::key_rotation::retire_kek(&state, &key_arn)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("still wraps"), "{error}");
+    api::key_rotation::rewrap_pass(&state).await.unwrap();
+    let retired = api::key_rotation::retire_kek(&state, &key_arn)
+        .await
+        .unwrap();
+    assert_eq!(
+        retired,
+        api::key_rotation::Retirement::AtProvider { provider: "aws" }
+    );
+    state.shutdown().await;
+}
+
 /// A request as it arrived on the socket: method, path, headers (names in lower case)
 /// and body.
 struct CapturedRequest {

@@ -69,7 +69,12 @@ async fn rotating_both_keys_under_load_fails_no_request() {
     let at_rotation = answered.load(Ordering::SeqCst);
     let new_key = key_id(&keys_dir);
     assert_ne!(old_key, new_key);
-    assert_eq!(api::key_rotation::rotate_kek(state).await.unwrap(), "2");
+    assert_eq!(
+        api::key_rotation::rotate_kek(state, &Actor::system("test"), uuid::Uuid::now_v7())
+            .await
+            .unwrap(),
+        "2"
+    );
     let second = stack
         .add_payee(ledger, "Rotation Two", "083004", "33334444")
         .await
@@ -253,6 +258,15 @@ async fn administrator_rotates_keys_over_http() {
     assert_eq!(status, reqwest::StatusCode::ACCEPTED, "{body}");
     assert_eq!(body["version"], "2");
     assert_eq!(body["pending_data_keys"], 1, "the payee's data key: {body}");
+    // The rotation event names the administrator who asked for it, not the system.
+    let kms_events = (stack.state.store)
+        .read_stream(ledger, api::key_rotation::KMS_STREAM, 0, 100)
+        .await
+        .unwrap();
+    let rotated = (kms_events.iter())
+        .find(|event| event.event_type == "kms.kek_rotated")
+        .expect("a kms.kek_rotated event");
+    assert_eq!(rotated.actor.kind, domain::record::ActorKind::Operator);
 
     // The background job moves the key off version 1 without a further request.
     let keys = stack.state.personal.keys();
@@ -307,7 +321,12 @@ async fn rewrap_job_finishes_a_rewrap_cut_short() {
         "{refused:?}"
     );
 
-    assert_eq!(api::key_rotation::rotate_kek(state).await.unwrap(), "2");
+    assert_eq!(
+        api::key_rotation::rotate_kek(state, &Actor::system("test"), uuid::Uuid::now_v7())
+            .await
+            .unwrap(),
+        "2"
+    );
     let unknown = api::key_rotation::check_old_version(state, "v9").await;
     assert!(
         format!("{unknown:?}").contains("versions in use: 1"),

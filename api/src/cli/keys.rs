@@ -9,6 +9,7 @@ use anyhow::bail;
 use domain::record::Actor;
 use uuid::Uuid;
 
+use crate::key_rotation::Retirement;
 use crate::state::AppState;
 
 /// Options shared by the commands that open the data directory.
@@ -197,12 +198,21 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::RotateKek { open } => {
             let state = open.state().await?;
-            let version = crate::key_rotation::rotate_kek(&state).await;
+            let rotated = rotate_kek(&state).await;
             state.shutdown().await;
-            println!(
-                "KEK version {} is current; run `folio keys rewrap`",
-                version?
-            );
+            let (before, after) = rotated?;
+            if before == after {
+                println!(
+                    "the {} KMS rotated the key material of {after} in place and keeps the old \
+                     material for decryption: no data key needs rewrapping",
+                    state.kms.provider()
+                );
+            } else {
+                println!(
+                    "KEK version {after} is current; the background job of `folio serve` moves \
+                     the keys off {before}, or run `folio keys rewrap --from-version {before}`"
+                );
+            }
         }
         Command::Rewrap {
             open,
@@ -221,8 +231,13 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let state = open.state().await?;
             let result = retire(&state, &version).await;
             state.shutdown().await;
-            result?;
-            println!("KEK version {version} retired");
+            match result? {
+                Retirement::Local => println!("KEK version {version} retired"),
+                Retirement::AtProvider { provider } => println!(
+                    "no data key or key file depends on KEK version {version} any more; \
+                     retire it at the {provider} KMS itself (see docs/operations/key-rotation.md)"
+                ),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -289,6 +304,14 @@ async fn rewrap_all(state: &AppState, from_version: &str, batch: u32) -> anyhow:
     bail!("rewrap stopped after 100000 batches; run it again to continue")
 }
 
-async fn retire(state: &AppState, version: &str) -> anyhow::Result<()> {
+async fn retire(state: &AppState, version: &str) -> anyhow::Result<Retirement> {
     crate::key_rotation::retire_kek(state, version).await
+}
+
+/// Rotates the KEK from the command line; returns the current version before and after.
+async fn rotate_kek(state: &AppState) -> anyhow::Result<(String, String)> {
+    let before = crate::key_rotation::current_kek_version(state.kms.as_ref()).await?;
+    let actor = Actor::system("folio-keys-cli");
+    let after = crate::key_rotation::rotate_kek(state, &actor, Uuid::now_v7()).await?;
+    Ok((before, after))
 }

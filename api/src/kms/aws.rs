@@ -193,13 +193,28 @@ impl Kms for AwsKms {
         Ok(key)
     }
 
+    /// Rotates the key material of `kms.aws.key_id` on demand. `RotateKeyOnDemand` takes
+    /// a key id or ARN but no alias, so the key is resolved first, and the version returned
+    /// is the key ARN that `Encrypt` reports: AWS keeps the ARN across rotations.
     async fn rotate(&self) -> Result<String, KmsError> {
-        self.client
-            .rotate_key_on_demand()
+        let described = self
+            .client
+            .describe_key()
             .key_id(&self.key_id)
             .send()
             .await
             .map_err(|error| kms_error("rotate", error))?;
-        Ok(self.key_id.clone())
+        let arn = described
+            .key_metadata()
+            .and_then(|metadata| metadata.arn())
+            .ok_or_else(|| malformed("rotate", "DescribeKey returned no key ARN"))?
+            .to_owned();
+        self.client
+            .rotate_key_on_demand()
+            .key_id(&arn)
+            .send()
+            .await
+            .map_err(|error| kms_error("rotate", error))?;
+        Ok(arn)
     }
 }

@@ -114,8 +114,10 @@ fn payload_json(event: &DomainEvent) -> Value {
         RecoveryCodesAcknowledged, MfaEnrolled, ChallengeIssued, ChallengePassed,
         ChallengeFailed, OperatorLocked, OperatorUnlocked, RecoveryCodeUsed, StepUpGranted,
         MfaResetProposed, MfaReset, ChangeProposed, ChangeProposedSealed, ChangeApproved,
-        ChangeRejected,
-        ChangeExpired,
+        ChangeRejected, ChangeExpired, LedgerKeyRevoked, KekRotated, DataKeysRewrapped,
+        KekRetired, RetentionApplied, DlqItemViewed, DlqDecisionProposed, DlqDecisionApproved,
+        DlqDecisionRejected, DlqRetryReleased, DlqReleasePaused, DlqReleaseResumed,
+        PaymentFlagged, PaymentReviewed,
     );
     // Serialising these derived payload structs to a JSON value fails only on a map with
     // non-string keys, which no payload has. A failure would show the payload as null.

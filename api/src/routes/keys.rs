@@ -85,6 +85,7 @@ pub(crate) async fn revoke_signing(
 /// the number of keys left to move.
 #[post("/ledgers/{ledger_id}/kek/rotation")]
 pub(crate) async fn rotate_kek(
+    request: actix_web::HttpRequest,
     state: web::Data<AppState>,
     operator: StepUp,
     path: web::Path<String>,
@@ -101,7 +102,8 @@ pub(crate) async fn rotate_kek(
         )));
     }
 
-    let version = crate::key_rotation::rotate_kek(&state)
+    let correlation_id = crate::request_id::correlation_id(&request);
+    let version = crate::key_rotation::rotate_kek(&state, &operator.actor(), correlation_id)
         .await
         .map_err(ApiError::internal)?;
     let in_use = state
