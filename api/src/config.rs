@@ -512,6 +512,28 @@ impl CheckpointsConfig {
     }
 }
 
+/// Parses the text of config file `path`. The error names the line, column and problem
+/// but leaves out the excerpt of the line the TOML parser would print, because the line
+/// may hold a secret such as `kms.aws.secret_access_key`.
+fn parse_toml(text: &str, path: &Path) -> anyhow::Result<toml::Table> {
+    text.parse::<toml::Table>().map_err(|error| {
+        let (line, column) = match error.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |at| at + 1) + 1;
+                (line, column)
+            }
+            None => (0, 0),
+        };
+        anyhow::anyhow!(
+            "invalid TOML in config file {} at line {line}, column {column}: {}",
+            path.display(),
+            error.message().trim_end()
+        )
+    })
+}
+
 impl Config {
     /// Loads `path` (if given) and overlays `FOLIO_` variables from `env`.
     ///
@@ -526,8 +548,7 @@ impl Config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .with_context(|| format!("cannot read config file {}", path.display()))?;
-                text.parse::<toml::Table>()
-                    .with_context(|| format!("invalid TOML in config file {}", path.display()))?
+                parse_toml(&text, path)?
             }
             None => toml::Table::new(),
         };
@@ -653,6 +674,17 @@ mod tests {
             .to_string();
         assert!(error.contains("0.0.0.0:8080"), "{error}");
         assert!(error.contains("server.tls_cert"), "{error}");
+    }
+
+    #[test]
+    fn toml_error_leaves_out_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("folio.toml");
+        let secret = "PLANTEDsecretVALUE42";
+        std::fs::write(&path, format!("[kms.aws]\nsecret_access_key = {secret}\n")).unwrap();
+        let error = format!("{:#}", Config::load(Some(&path), env(&[])).unwrap_err());
+        assert!(error.contains("line 2, column 21"), "{error}");
+        assert!(!error.contains(secret), "{error}");
     }
 
     #[test]

@@ -242,10 +242,24 @@ impl Secrets {
         // Without the CA file only plain-HTTP providers on loopback can be reached. With
         // neither an https:// Vault nor AWS configured, only env: and file: references
         // work, so the CA file is not read.
+        for (setting, endpoint) in [
+            ("secrets.vault_addr", &config.vault_addr),
+            ("secrets.aws_endpoint", &config.aws_endpoint),
+        ] {
+            check_endpoint(setting, endpoint)?;
+        }
+        let public_aws = !config.aws_region.is_empty() && config.aws_endpoint.is_empty();
         let https_provider = config.vault_addr.starts_with("https://")
-            || !config.aws_region.is_empty()
+            || public_aws
             || config.aws_endpoint.starts_with("https://");
-        if https_provider && config.ca_cert.exists() {
+        anyhow::ensure!(
+            !https_provider || config.ca_cert.is_file(),
+            "secrets.ca_cert {:?} is not a file, and an https:// secrets provider is configured; \
+             set secrets.ca_cert to the CA bundle that signs it, such as \
+             /etc/ssl/certs/ca-certificates.crt",
+            config.ca_cert.display().to_string()
+        );
+        if https_provider {
             let roots = crate::tls::load_root_store(&config.ca_cert)?;
             let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
             let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -379,11 +393,18 @@ impl Secrets {
                 "secret reference aws-sm:{id} needs secrets.aws_region, such as \"ap-southeast-2\""
             ));
         }
+        let credentials = AwsCredentials::from_env();
+        if credentials.access_key_id.is_empty() || credentials.secret_access_key.is_empty() {
+            return Err(format!(
+                "secret reference aws-sm:{id} needs AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY \
+                 in the environment; the credentials of [kms.aws] are used by the KMS only"
+            ));
+        }
         let endpoint = (!self.config.aws_endpoint.is_empty()).then_some(&*self.config.aws_endpoint);
         let shared = sdk_config(
             region,
             endpoint,
-            AwsCredentials::from_env(),
+            credentials,
             self.http.clone(),
             Duration::from_secs(5),
         );
@@ -414,9 +435,62 @@ impl Secrets {
     }
 }
 
+/// Checks a provider address: `https://`, or plain `http://` on a loopback address only,
+/// so a secret never crosses a network in clear text.
+fn check_endpoint(setting: &str, endpoint: &str) -> anyhow::Result<()> {
+    if endpoint.is_empty() || endpoint.starts_with("https://") {
+        return Ok(());
+    }
+    let url = reqwest::Url::parse(endpoint).map_err(|error| {
+        anyhow::anyhow!("{setting} {endpoint:?} is not a URL ({error}); write https://host:port")
+    })?;
+    anyhow::ensure!(
+        url.scheme() == "http" && crate::kms::is_loopback(&url),
+        "{setting} {endpoint} must use https:// (plain http:// is allowed on 127.0.0.1 and \
+         [::1] only)"
+    );
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_http_off_loopback_is_rejected() {
+        for (vault_addr, aws_endpoint) in [
+            ("http://10.20.30.40:8200", ""),
+            ("", "http://10.20.30.40:4566"),
+        ] {
+            let config = SecretsConfig {
+                vault_addr: vault_addr.to_owned(),
+                aws_endpoint: aws_endpoint.to_owned(),
+                ..SecretsConfig::default()
+            };
+            let error = Secrets::new(config).err().expect("rejected").to_string();
+            assert!(error.contains("10.20.30.40"), "{error}");
+            assert!(error.contains("must use https://"), "{error}");
+        }
+        let loopback = SecretsConfig {
+            aws_region: "ap-southeast-2".to_owned(),
+            aws_endpoint: "http://127.0.0.1:4566".to_owned(),
+            ca_cert: std::path::PathBuf::new(),
+            ..SecretsConfig::default()
+        };
+        assert!(Secrets::new(loopback).is_ok());
+    }
+
+    #[test]
+    fn https_provider_needs_the_ca_file() {
+        let config = SecretsConfig {
+            aws_region: "ap-southeast-2".to_owned(),
+            ca_cert: "/nonexistent/ca.pem".into(),
+            ..SecretsConfig::default()
+        };
+        let error = Secrets::new(config).err().expect("rejected").to_string();
+        assert!(error.contains("secrets.ca_cert"), "{error}");
+        assert!(error.contains("/nonexistent/ca.pem"), "{error}");
+    }
 
     #[test]
     fn references_parse() {

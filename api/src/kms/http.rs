@@ -45,7 +45,8 @@ pub(crate) fn client(
     builder.build().context("cannot build the KMS HTTP client")
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+/// Returns whether `url` names a loopback address or `localhost`.
+pub(crate) fn is_loopback(url: &reqwest::Url) -> bool {
     let host = url.host_str().unwrap_or_default();
     let host = host.trim_start_matches('[').trim_end_matches(']');
     match host.parse::<std::net::IpAddr>() {

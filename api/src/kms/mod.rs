@@ -19,6 +19,7 @@ mod config;
 pub mod data_keys;
 pub mod gcp;
 mod http;
+pub(crate) use http::is_loopback;
 pub mod local;
 pub mod transit;
 pub mod wrapped_file;
