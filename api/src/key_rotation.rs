@@ -397,6 +397,7 @@ pub(crate) fn current_version_hint(provider: &str, version: &str) -> String {
 async fn recorded_kek_versions(
     state: &AppState,
 ) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    // No version is named "", so this counts the keys of every version in use.
     let mut versions: std::collections::BTreeSet<String> =
         keys_off_version(state, "").await?.into_keys().collect();
     for ledger in state.store.ledgers().await? {

@@ -29,7 +29,7 @@ use aws_sdk_secretsmanager::error::{ProvideErrorMetadata, SdkError};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::kms::aws_sdk::{error_chain, sdk_config, AwsCredentials};
+use crate::kms::aws_sdk::{sdk_config, AwsCredentials};
 use crate::secret::SecretString;
 
 /// `[secrets]` settings.
@@ -419,7 +419,10 @@ impl Secrets {
                     "secrets manager rejected the request for {id}: {}",
                     context.err().code().unwrap_or("unknown error")
                 ),
-                other => format!("secrets manager unreachable: {}", error_chain(&other)),
+                other => format!(
+                    "secrets manager unreachable: {:#}",
+                    anyhow::Error::new(other)
+                ),
             })?;
         response
             .secret_string()

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::bail;
 use domain::record::Actor;
@@ -24,12 +25,26 @@ pub struct Open {
 }
 
 impl Open {
-    async fn state(&self) -> anyhow::Result<std::sync::Arc<AppState>> {
+    fn config(&self) -> anyhow::Result<crate::config::Config> {
         let mut config = super::load_config(self.config.as_ref())?;
         if let Some(data_dir) = &self.data_dir {
             config.data_dir = data_dir.clone();
         }
-        AppState::open(config).await
+        Ok(config)
+    }
+
+    async fn state(&self) -> anyhow::Result<std::sync::Arc<AppState>> {
+        AppState::open(self.config()?).await
+    }
+
+    /// Opens only the KMS, for the commands that convert key files of a stopped server.
+    /// Returns the data directory, its lock (held until dropped) and the KMS.
+    fn kms(&self) -> anyhow::Result<(PathBuf, std::fs::File, Arc<dyn crate::kms::Kms>)> {
+        let config = self.config()?;
+        let lock = crate::files::lock_data_dir(&config.data_dir)?;
+        let secrets = Arc::new(crate::secrets::Secrets::new(config.secrets.clone())?);
+        let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
+        Ok((config.data_dir, lock, kms))
     }
 }
 
@@ -158,15 +173,8 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
         }
         Command::WrapMfaKey { open } => {
-            let mut config = super::load_config(open.config.as_ref())?;
-            if let Some(data_dir) = &open.data_dir {
-                config.data_dir = data_dir.clone();
-            }
-            let _lock = crate::files::lock_data_dir(&config.data_dir)?;
-            let secrets = crate::secrets::Secrets::new(config.secrets.clone())?;
-            let secrets = std::sync::Arc::new(secrets);
-            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
-            let moved = crate::key_rotation::wrap_legacy_mfa_key(kms.as_ref(), &config.data_dir);
+            let (data_dir, _lock, kms) = open.kms()?;
+            let moved = crate::key_rotation::wrap_legacy_mfa_key(kms.as_ref(), &data_dir);
             if moved.await? {
                 println!(
                     "keys/mfa-secret.key is now wrapped by the {} KMS",
@@ -177,15 +185,8 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::WrapSigningKeys { open } => {
-            let mut config = super::load_config(open.config.as_ref())?;
-            if let Some(data_dir) = &open.data_dir {
-                config.data_dir = data_dir.clone();
-            }
-            let _lock = crate::files::lock_data_dir(&config.data_dir)?;
-            let secrets = crate::secrets::Secrets::new(config.secrets.clone())?;
-            let secrets = std::sync::Arc::new(secrets);
-            let kms = crate::kms::open(&config.kms, config.profile, &config.data_dir, &secrets)?;
-            let wrapped = crate::keys::wrap_plain_keys(&config.data_dir, kms.as_ref()).await?;
+            let (data_dir, _lock, kms) = open.kms()?;
+            let wrapped = crate::keys::wrap_plain_keys(&data_dir, kms.as_ref()).await?;
             if wrapped.is_empty() {
                 println!("no plain signing key files in keys/: nothing to do");
             }

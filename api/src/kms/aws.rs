@@ -14,7 +14,7 @@ use aws_sdk_kms::primitives::Blob;
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use zeroize::Zeroizing;
 
-use super::aws_sdk::{error_chain, sdk_config, AwsCredentials};
+use super::aws_sdk::{sdk_config, AwsCredentials};
 use super::config::AwsConfig;
 use super::{short, KeyBytes, Kms, KmsError, WrappedKey};
 use crate::secret::SecretString;
@@ -117,7 +117,8 @@ where
         other => KmsError::Unavailable {
             provider: PROVIDER,
             operation,
-            reason: short(&error_chain(&other)),
+            // `{:#}` prints the error and its sources, without the SDK's `Debug` dump.
+            reason: short(&format!("{:#}", anyhow::Error::new(other))),
         },
     }
 }

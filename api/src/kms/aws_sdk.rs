@@ -168,18 +168,3 @@ async fn send(
     }
     Ok(reply)
 }
-
-/// Formats an SDK error and its sources as one line, `outer: inner: ...`, without the
-/// `Debug` dump that `DisplayErrorContext` appends.
-pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![error.to_string()];
-    let mut source = error.source();
-    while let Some(inner) = source {
-        let text = inner.to_string();
-        if parts.last() != Some(&text) {
-            parts.push(text);
-        }
-        source = inner.source();
-    }
-    parts.join(": ")
-}
