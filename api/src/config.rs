@@ -162,10 +162,10 @@ pub struct StoreConfig {
     /// PostgreSQL URL, such as `postgres://folio@db.internal:5432/folio?sslmode=verify-full`;
     /// only for the `postgres` backend. Also `FOLIO_STORE__URL`.
     pub url: String,
-    /// Secret reference of the PostgreSQL password, such as `file:/run/secrets/db-password`;
-    /// its value replaces any password in `store.url`, also for the operators and tokens
-    /// kept in that database. Read again every `secrets.ttl_seconds`, so a rotated password
-    /// takes effect without a restart. Empty: the password in `store.url`, if any.
+    /// Secret reference of the PostgreSQL password, such as `file:/run/secrets/db-password`.
+    /// Its value replaces any password in `store.url`, also for the operators and tokens
+    /// kept in that database. It is read again every `secrets.ttl_seconds`, so a rotated
+    /// password takes effect without a restart. Empty means the password in `store.url`.
     pub password_secret: String,
     /// Pooled PostgreSQL connections of this node.
     pub max_connections: u32,

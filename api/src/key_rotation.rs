@@ -30,7 +30,7 @@ pub const MAX_REWRAP_BATCH: u32 = 1_000;
 #[derive(Debug, Default)]
 pub struct RewrapJob {
     /// Wakes the job for a pass now.
-    wanted: tokio::sync::Notify,
+    pass_requested: tokio::sync::Notify,
     /// One pass at a time, whichever caller starts it.
     running: tokio::sync::Mutex<()>,
     /// Data keys (and the wrapped key files) still wrapped by an older KEK version after the last
@@ -51,7 +51,7 @@ impl RewrapJob {
 
     /// Requests a pass now. A pass already running is followed by another.
     pub fn wake(&self) {
-        self.wanted.notify_one();
+        self.pass_requested.notify_one();
     }
 
     /// Keys left on an older KEK version after the last pass, or `None` before the first.
@@ -65,7 +65,7 @@ impl RewrapJob {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.stopped.notify_waiters();
-        self.wanted.notify_one();
+        self.pass_requested.notify_one();
     }
 
     fn is_stopping(&self) -> bool {
@@ -251,7 +251,7 @@ pub async fn run_rewrap_job(state: Arc<AppState>) {
         }
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
-            () = job.wanted.notified() => {}
+            () = job.pass_requested.notified() => {}
         }
     }
 }

@@ -184,7 +184,7 @@ async fn revoke_token(addr: &str, root: &str, token: &str) {
 }
 
 /// The transit token is read from `kms.vault.token_file` through the secrets provider
-/// before each call: after the old token is revoked and the file contains a new one, the
+/// before each call. After the old token is revoked and the file contains a new one, the
 /// same client wraps again, and neither token reaches a log line or an error.
 #[tokio::test]
 async fn openbao_token_rotates_without_restart() {

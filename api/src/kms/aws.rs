@@ -88,8 +88,8 @@ fn credentials(config: &AwsConfig) -> anyhow::Result<AwsCredentials> {
     Ok(credentials)
 }
 
-/// Maps an SDK failure. No response is `Unavailable`, a bad ciphertext or context is
-/// `Authentication`, and any other error response is `Refused` with its status and code.
+/// Maps an SDK failure. No response is `Unavailable`, and an error response is `Refused`
+/// with its status and AWS error code.
 fn kms_error<E>(operation: &'static str, error: SdkError<E, HttpResponse>) -> KmsError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
@@ -98,9 +98,6 @@ where
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             let error = context.into_err();
-            if error.code() == Some("InvalidCiphertextException") {
-                return KmsError::Authentication { provider: PROVIDER };
-            }
             let message = format!(
                 "{}: {}",
                 error.code().unwrap_or("unknown error"),
@@ -181,7 +178,18 @@ impl Kms for AwsKms {
             .encryption_context(CONTEXT_KEY, hex::encode(context))
             .send()
             .await
-            .map_err(|error| kms_error("unwrap", error))?;
+            .map_err(|error| {
+                // A wrong context or an altered ciphertext fails authentication at AWS, as it
+                // does with the other providers.
+                let service = error.as_service_error();
+                if service.is_some_and(|service| {
+                    service.is_invalid_ciphertext_exception()
+                        || service.is_incorrect_key_exception()
+                }) {
+                    return KmsError::Authentication { provider: PROVIDER };
+                }
+                kms_error("unwrap", error)
+            })?;
         let plain = response
             .plaintext()
             .map(|blob| Zeroizing::new(blob.as_ref().to_vec()))
